@@ -1,0 +1,117 @@
+//! Events: `source_id`, timestamp and a JSON object payload (the data-flow-engine seed's
+//! `POST /ingest` body). Events are stored raw and flattened: each numeric payload field
+//! becomes a point whose measurement is the field name (made Prometheus-legal by
+//! replacing illegal characters with `_`) with the label `source_id`.
+
+use serde_json::{Map, Value};
+
+use crate::point::{FieldValue, Labels, Point, VALUE_FIELD};
+use crate::{Error, MetricType, Result};
+
+/// Longest accepted `source_id`, in bytes.
+pub const MAX_SOURCE_ID_BYTES: usize = 256;
+
+/// One event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// Who sent it (sensor, client); also the partitioning key.
+    pub source_id: String,
+    /// Nanoseconds since the Unix epoch.
+    pub timestamp_ns: i64,
+    /// The JSON object payload.
+    pub payload: Map<String, Value>,
+}
+
+impl Event {
+    /// Builds a validated event.
+    ///
+    /// # Errors
+    /// [`Error::InvalidEvent`] for an empty or too long `source_id`.
+    pub fn new(source_id: String, timestamp_ns: i64, payload: Map<String, Value>) -> Result<Self> {
+        if source_id.is_empty() {
+            return Err(Error::InvalidEvent("sourceId must not be empty".into()));
+        }
+        if source_id.len() > MAX_SOURCE_ID_BYTES {
+            return Err(Error::InvalidEvent(format!(
+                "sourceId is {} bytes, the limit is {MAX_SOURCE_ID_BYTES}",
+                source_id.len()
+            )));
+        }
+        Ok(Event {
+            source_id,
+            timestamp_ns,
+            payload,
+        })
+    }
+
+    /// The numeric payload fields as points (booleans and strings are not flattened).
+    pub fn numeric_points(&self) -> Vec<Point> {
+        let labels =
+            Labels::new([("source_id".to_owned(), self.source_id.clone())]).unwrap_or_default();
+        self.payload
+            .iter()
+            .filter_map(|(name, v)| {
+                let n = v.as_f64().filter(|f| f.is_finite())?;
+                Some(Point {
+                    measurement: sanitize_metric_name(name),
+                    labels: labels.clone(),
+                    fields: vec![(VALUE_FIELD.to_owned(), FieldValue::F64(n))],
+                    timestamp_ns: self.timestamp_ns,
+                    kind: MetricType::Gauge,
+                    help: None,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Makes `name` a legal Prometheus metric name: illegal characters become `_`, and a
+/// leading digit (or an empty name) gets a `_` prefix.
+pub fn sanitize_metric_name(name: &str) -> String {
+    let mut out: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == ':' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if out.is_empty() || out.as_bytes()[0].is_ascii_digit() {
+        out.insert(0, '_');
+    }
+    out.truncate(256);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flattens_numeric_payload_fields_into_points() {
+        let payload = serde_json::json!({"temperature": 23.5, "humidity": 45, "label": "x", "ok": true, "cpu.load-1": 0.5});
+        let e = Event::new("sensor-1".into(), 7, payload.as_object().unwrap().clone()).unwrap();
+        let mut pts = e.numeric_points();
+        pts.sort_by(|a, b| a.measurement.cmp(&b.measurement));
+        let names: Vec<_> = pts.iter().map(|p| p.measurement.as_str()).collect();
+        assert_eq!(names, ["cpu_load_1", "humidity", "temperature"]);
+        assert_eq!(pts[2].fields[0].1, FieldValue::F64(23.5));
+        assert_eq!(pts[2].labels.get("source_id"), Some("sensor-1"));
+        assert_eq!(pts[2].timestamp_ns, 7);
+    }
+
+    #[test]
+    fn rejects_empty_source_id() {
+        assert!(Event::new(String::new(), 0, Map::new()).is_err());
+        assert!(Event::new("x".repeat(257), 0, Map::new()).is_err());
+    }
+
+    #[test]
+    fn sanitizes_names() {
+        assert_eq!(sanitize_metric_name("9x"), "_9x");
+        assert_eq!(sanitize_metric_name(""), "_");
+        assert_eq!(sanitize_metric_name("a b/c"), "a_b_c");
+    }
+}
