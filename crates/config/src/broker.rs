@@ -1,0 +1,229 @@
+//! The `[broker]` section: which log backend stores topics, and its knobs.
+//!
+//! The section is tagged by `kind` (`embedded`, `redis` or `kafka`); a
+//! missing `kind` means `embedded`, so `[broker]` with only `fsync = "never"`
+//! tweaks the default backend.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// Backend that stores the topics.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum BrokerConfig {
+    /// The built-in segmented log under `data_dir` (default).
+    Embedded(EmbeddedBrokerConfig),
+    /// Redis streams (parsed and validated; backend not implemented yet).
+    Redis(RedisBrokerConfig),
+    /// Apache Kafka (parsed and validated; backend not implemented yet).
+    Kafka(KafkaBrokerConfig),
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self::Embedded(EmbeddedBrokerConfig::default())
+    }
+}
+
+impl BrokerConfig {
+    /// The `kind` tag of this backend: `embedded`, `redis` or `kafka`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Embedded(_) => "embedded",
+            Self::Redis(_) => "redis",
+            Self::Kafka(_) => "kafka",
+        }
+    }
+
+    /// The default configuration of the backend named `kind`, if known.
+    pub(crate) fn default_for_kind(kind: &str) -> Option<Self> {
+        match kind {
+            "embedded" => Some(Self::Embedded(EmbeddedBrokerConfig::default())),
+            "redis" => Some(Self::Redis(RedisBrokerConfig::default())),
+            "kafka" => Some(Self::Kafka(KafkaBrokerConfig::default())),
+            _ => None,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for BrokerConfig {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let mut table = toml::Table::deserialize(deserializer)?;
+        let kind = match table.remove("kind") {
+            None => "embedded".to_owned(),
+            Some(toml::Value::String(kind)) => kind,
+            Some(other) => {
+                return Err(D::Error::custom(format!(
+                    "`broker.kind` must be a string, got {}",
+                    other.type_str()
+                )));
+            }
+        };
+        let parsed = match kind.as_str() {
+            "embedded" => table.try_into().map(Self::Embedded),
+            "redis" => table.try_into().map(Self::Redis),
+            "kafka" => table.try_into().map(Self::Kafka),
+            other => {
+                return Err(D::Error::custom(format!(
+                    "unknown broker kind `{other}`, expected one of `embedded`, `redis`, `kafka`"
+                )));
+            }
+        };
+        parsed.map_err(|err| {
+            let (message, key) = crate::load::split_toml_error(&err);
+            D::Error::custom(match key {
+                Some(key) => format!("{message} (key `broker.{key}`, kind `{kind}`)"),
+                None => format!("{message} (kind `{kind}`)"),
+            })
+        })
+    }
+}
+
+/// When the embedded log calls `fsync`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncPolicy {
+    /// Before acknowledging every append (durable, slowest).
+    #[default]
+    Always,
+    /// Every `fsync_interval` in the background (bounded loss window).
+    Interval,
+    /// Never; leave it to the OS (fastest, may lose data on power loss).
+    Never,
+}
+
+impl FromStr for FsyncPolicy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "always" => Ok(Self::Always),
+            "interval" => Ok(Self::Interval),
+            "never" => Ok(Self::Never),
+            other => Err(format!(
+                "unknown fsync policy `{other}`, expected `always`, `interval` or `never`"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for FsyncPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Always => "always",
+            Self::Interval => "interval",
+            Self::Never => "never",
+        })
+    }
+}
+
+/// Settings of the built-in segmented log (`kind = "embedded"`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EmbeddedBrokerConfig {
+    /// When appends are flushed to disk: `always`, `interval` or `never`.
+    pub fsync: FsyncPolicy,
+    /// Background flush period when `fsync = "interval"`.
+    #[serde(with = "humantime_serde")]
+    pub fsync_interval: Duration,
+    /// Size at which the active segment is rolled, in bytes.
+    pub max_segment_bytes: u64,
+    /// Partitions per topic, 1..=1024.
+    pub partitions: u32,
+    /// Delete closed segments older than this; unset keeps them forever.
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub retention_max_age: Option<Duration>,
+    /// Delete the oldest closed segments once a partition exceeds this many
+    /// bytes; unset means unbounded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retention_max_bytes: Option<u64>,
+}
+
+impl Default for EmbeddedBrokerConfig {
+    fn default() -> Self {
+        Self {
+            fsync: FsyncPolicy::Always,
+            fsync_interval: Duration::from_millis(100),
+            max_segment_bytes: 128 * 1024 * 1024,
+            partitions: 8,
+            retention_max_age: None,
+            retention_max_bytes: None,
+        }
+    }
+}
+
+/// Settings of the Redis streams backend (`kind = "redis"`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisBrokerConfig {
+    /// Redis URL, `redis://` or `rediss://`.
+    pub url: String,
+    /// Prefix of the stream keys: topic `t` lives in `<prefix>:t`.
+    pub stream_prefix: String,
+    /// Approximate `MAXLEN` each stream is trimmed to, in entries.
+    pub maxlen: u64,
+}
+
+impl Default for RedisBrokerConfig {
+    fn default() -> Self {
+        Self {
+            url: "redis://127.0.0.1:6379/0".to_owned(),
+            stream_prefix: "datanexus".to_owned(),
+            maxlen: 1_000_000,
+        }
+    }
+}
+
+/// Settings of the Kafka backend (`kind = "kafka"`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaBrokerConfig {
+    /// Comma-separated `host:port` list of bootstrap brokers.
+    pub bootstrap_servers: String,
+    /// Partitions for topics the server creates, 1..=1024.
+    pub partitions: u32,
+    /// Replication factor for topics the server creates, at least 1.
+    pub replication_factor: i16,
+    /// Extra librdkafka client properties; scalar values are stringified.
+    #[serde(deserialize_with = "string_map")]
+    pub properties: BTreeMap<String, String>,
+}
+
+impl Default for KafkaBrokerConfig {
+    fn default() -> Self {
+        Self {
+            bootstrap_servers: "127.0.0.1:9092".to_owned(),
+            partitions: 8,
+            replication_factor: 1,
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+/// Deserializes a map of scalars, turning numbers and booleans into strings
+/// so that `acks = 1` and `acks = "1"` mean the same.
+fn string_map<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
+    let raw = BTreeMap::<String, toml::Value>::deserialize(d)?;
+    raw.into_iter()
+        .map(|(key, value)| {
+            let value = match value {
+                toml::Value::String(s) => s,
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Float(f) => f.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                other => {
+                    return Err(D::Error::custom(format!(
+                        "property `{key}` must be a string, number or boolean, got {}",
+                        other.type_str()
+                    )));
+                }
+            };
+            Ok((key, value))
+        })
+        .collect()
+}

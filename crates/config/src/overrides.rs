@@ -1,0 +1,125 @@
+//! The command-line layer: [`ConfigOverrides`] applied with [`Config::apply`].
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use crate::{BrokerConfig, Config, Error, KafkaBrokerConfig, LogFormat, RedisBrokerConfig, Result};
+
+/// Values given on the command line; unset fields leave the config as is.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct ConfigOverrides {
+    /// Replaces `grpc_addr`.
+    pub grpc_addr: Option<SocketAddr>,
+    /// Replaces `http_addr`.
+    pub http_addr: Option<SocketAddr>,
+    /// Replaces `data_dir`.
+    pub data_dir: Option<PathBuf>,
+    /// Replaces `auth.tokens` when non-empty.
+    pub auth_tokens: Vec<String>,
+    /// Sets `insecure` when true (a flag cannot turn it off).
+    pub insecure: bool,
+    /// Replaces `logging.level`.
+    pub log_level: Option<String>,
+    /// Replaces `logging.format`.
+    pub log_format: Option<LogFormat>,
+    /// Replaces the broker's address: `url` of a Redis broker,
+    /// `bootstrap_servers` of a Kafka broker. With the embedded broker, a
+    /// `redis://`/`rediss://` URL switches to Redis and a `kafka://host:port,...`
+    /// URL switches to Kafka (with default settings otherwise).
+    pub broker_url: Option<String>,
+}
+
+impl fmt::Debug for ConfigOverrides {
+    /// Never prints the tokens themselves, only how many there are.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConfigOverrides")
+            .field("grpc_addr", &self.grpc_addr)
+            .field("http_addr", &self.http_addr)
+            .field("data_dir", &self.data_dir)
+            .field(
+                "auth_tokens",
+                &format_args!("<{} redacted>", self.auth_tokens.len()),
+            )
+            .field("insecure", &self.insecure)
+            .field("log_level", &self.log_level)
+            .field("log_format", &self.log_format)
+            .field("broker_url", &self.broker_url)
+            .finish()
+    }
+}
+
+impl Config {
+    /// Applies command-line `overrides` on top of this config, then
+    /// validates the result.
+    pub fn apply(&mut self, overrides: ConfigOverrides) -> Result<()> {
+        let ConfigOverrides {
+            grpc_addr,
+            http_addr,
+            data_dir,
+            auth_tokens,
+            insecure,
+            log_level,
+            log_format,
+            broker_url,
+        } = overrides;
+        if let Some(addr) = grpc_addr {
+            self.grpc_addr = addr;
+        }
+        if let Some(addr) = http_addr {
+            self.http_addr = addr;
+        }
+        if let Some(dir) = data_dir {
+            self.data_dir = dir;
+        }
+        if !auth_tokens.is_empty() {
+            self.auth.tokens = auth_tokens;
+        }
+        self.insecure |= insecure;
+        if let Some(level) = log_level {
+            self.logging.level = level;
+        }
+        if let Some(format) = log_format {
+            self.logging.format = format;
+        }
+        if let Some(url) = broker_url {
+            self.set_broker_url(url)?;
+        }
+        self.validate()
+    }
+
+    fn set_broker_url(&mut self, url: String) -> Result<()> {
+        let kafka_servers = |url: &str| url.strip_prefix("kafka://").unwrap_or(url).to_owned();
+        match &mut self.broker {
+            BrokerConfig::Redis(redis) => redis.url = url,
+            BrokerConfig::Kafka(kafka) => kafka.bootstrap_servers = kafka_servers(&url),
+            BrokerConfig::Embedded(_) if is_redis_url(&url) => {
+                self.broker = BrokerConfig::Redis(RedisBrokerConfig {
+                    url,
+                    ..RedisBrokerConfig::default()
+                });
+            }
+            BrokerConfig::Embedded(_) if url.starts_with("kafka://") => {
+                self.broker = BrokerConfig::Kafka(KafkaBrokerConfig {
+                    bootstrap_servers: kafka_servers(&url),
+                    ..KafkaBrokerConfig::default()
+                });
+            }
+            BrokerConfig::Embedded(_) => {
+                return Err(Error::invalid(
+                    "broker_url",
+                    format!(
+                        "`{url}` cannot be used with the embedded broker; \
+                         pass a redis:// or kafka:// url to switch backends"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether `url` has a Redis scheme.
+pub(crate) fn is_redis_url(url: &str) -> bool {
+    url.starts_with("redis://") || url.starts_with("rediss://")
+}

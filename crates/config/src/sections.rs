@@ -1,0 +1,236 @@
+//! The plain configuration sections of [`Config`](crate::Config).
+//!
+//! Each struct has exactly one `impl Default`, which is the single source of
+//! truth for its default values (the example file and the docs mirror it).
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+const MIB: usize = 1024 * 1024;
+
+/// Bearer-token authentication for the gRPC and HTTP APIs.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Accepted bearer tokens. Empty disables authentication, which is only
+    /// allowed on loopback addresses unless `insecure` is set.
+    pub tokens: Vec<String>,
+}
+
+impl fmt::Debug for AuthConfig {
+    /// Never prints the tokens themselves, only how many there are.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("tokens", &format_args!("<{} redacted>", self.tokens.len()))
+            .finish()
+    }
+}
+
+/// How log lines are rendered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable, one line per event.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            other => Err(format!(
+                "unknown log format `{other}`, expected `text` or `json`"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Text => "text",
+            Self::Json => "json",
+        })
+    }
+}
+
+/// Logging setup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoggingConfig {
+    /// A `tracing_subscriber::EnvFilter` directive string, e.g.
+    /// `"info,datanexus_broker=debug"`.
+    pub level: String,
+    /// Output format: `text` or `json`.
+    pub format: LogFormat,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".to_owned(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// Names of the broker topics the pipeline uses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TopicsConfig {
+    /// Topic that ingested metric batches are appended to.
+    pub metrics: String,
+    /// Topic that ingested events are appended to.
+    pub events: String,
+    /// Topic that processed results are appended to.
+    pub results: String,
+    /// Dead-letter topic for records that could not be processed.
+    pub dlq: String,
+}
+
+impl Default for TopicsConfig {
+    fn default() -> Self {
+        Self {
+            metrics: "metrics".to_owned(),
+            events: "events".to_owned(),
+            results: "results".to_owned(),
+            dlq: "dlq".to_owned(),
+        }
+    }
+}
+
+/// Connection to a Redis server used for pub/sub fan-out (the seed's
+/// `RedisConfig`). Independent of the Redis *broker* backend.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    /// Redis URL, `redis://` or `rediss://`, e.g. `redis://127.0.0.1:6379/0`.
+    pub url: String,
+    /// Maximum number of pooled connections.
+    pub pool_size: u32,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: "redis://127.0.0.1:6379/0".to_owned(),
+            pool_size: 8,
+        }
+    }
+}
+
+/// Background worker cadence (the seed's `WorkerConfig`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// How often a worker renews its liveness heartbeat.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// How often consumers poll for new records when idle.
+    #[serde(with = "humantime_serde")]
+    pub consumer_interval: Duration,
+    /// How often partitions of dead workers are redistributed.
+    #[serde(with = "humantime_serde")]
+    pub redistributor_interval: Duration,
+    /// How often buffered results are flushed to sinks.
+    #[serde(with = "humantime_serde")]
+    pub sinker_interval: Duration,
+    /// How often processed offsets are acknowledged (committed).
+    #[serde(with = "humantime_serde")]
+    pub acker_interval: Duration,
+    /// Maximum number of records handled per batch.
+    pub batch_size: usize,
+    /// How long a partition lease survives without renewal; must exceed
+    /// `heartbeat_interval`.
+    #[serde(with = "humantime_serde")]
+    pub lease_timeout: Duration,
+    /// How long a worker session survives without a heartbeat; must exceed
+    /// `heartbeat_interval`.
+    #[serde(with = "humantime_serde")]
+    pub session_timeout: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat_interval: Duration::from_secs(1),
+            consumer_interval: Duration::from_secs(1),
+            redistributor_interval: Duration::from_secs(2),
+            sinker_interval: Duration::from_secs(1),
+            acker_interval: Duration::from_secs(1),
+            batch_size: 1000,
+            lease_timeout: Duration::from_secs(30),
+            session_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Metric ingestion and exposition limits (the seed's `MetricsConfig`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Histogram bucket upper bounds, finite and strictly ascending
+    /// (`+Inf` is implicit).
+    pub histogram_buckets: Vec<f64>,
+    /// Maximum number of labels on one series.
+    pub max_labels: usize,
+    /// Maximum size of one label value, in bytes.
+    pub max_label_value_bytes: usize,
+    /// Maximum size of a metric or label name, in bytes.
+    pub max_name_bytes: usize,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            histogram_buckets: vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ],
+            max_labels: 32,
+            max_label_value_bytes: 2048,
+            max_name_bytes: 256,
+        }
+    }
+}
+
+/// Request-size, concurrency and backpressure limits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Maximum (decompressed) HTTP request body, in bytes.
+    pub max_http_body_bytes: usize,
+    /// Maximum (decompressed) gRPC message, in bytes.
+    pub max_grpc_message_bytes: usize,
+    /// Maximum number of metrics in one ingest batch.
+    pub max_batch_metrics: usize,
+    /// Backpressure budget: records accepted but not yet durably handled.
+    /// Must be at least `max_batch_metrics`.
+    pub max_inflight_records: usize,
+    /// Per-request deadline for API calls.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Maximum number of API requests served concurrently.
+    pub max_concurrent_requests: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_http_body_bytes: 16 * MIB,
+            max_grpc_message_bytes: 16 * MIB,
+            max_batch_metrics: 50_000,
+            max_inflight_records: 1_000_000,
+            request_timeout: Duration::from_secs(30),
+            max_concurrent_requests: 1024,
+        }
+    }
+}
