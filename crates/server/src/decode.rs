@@ -1,0 +1,87 @@
+//! The decoders of untrusted request bodies, as the handlers run them, exposed for the
+//! fuzz targets in `fuzz/` (and any tool that wants to validate a body offline).
+
+use datanexus_model::{Event, Limits, Point, time};
+use datanexus_proto::data_nexus::BatchMetrics;
+use datanexus_proto::prost::Message;
+
+use crate::convert::convert_batch;
+use crate::grpc::data_nexus::metric_to_point;
+use crate::http::body::{OneOrMany, parse_one_or_many};
+use crate::http::events::EventBody;
+use crate::http::metrics::MetricBody;
+use crate::{Error, Result};
+
+/// A `POST /metrics` JSON body to points.
+///
+/// # Errors
+/// [`Error::Invalid`] naming the field or value at fault.
+pub fn metrics_json(body: &[u8], limits: &Limits) -> Result<Vec<Point>> {
+    let now_ns = time::now_ns();
+    match parse_one_or_many::<MetricBody>(body)? {
+        OneOrMany::One(m) => Ok(vec![m.into_point(now_ns, limits)?]),
+        OneOrMany::Many(items) => convert_batch(items, "metrics", |m| m.into_point(now_ns, limits)),
+    }
+}
+
+/// A `POST /ingest` JSON body to events.
+///
+/// # Errors
+/// [`Error::Invalid`] naming the field or value at fault.
+pub fn events_json(body: &[u8]) -> Result<Vec<Event>> {
+    let now_ns = time::now_ns();
+    match parse_one_or_many::<EventBody>(body)? {
+        OneOrMany::One(e) => Ok(vec![e.into_event(now_ns)?]),
+        OneOrMany::Many(items) => convert_batch(items, "events", |e| e.into_event(now_ns)),
+    }
+}
+
+/// An encoded `data_nexus.BatchMetrics` message to points.
+///
+/// # Errors
+/// [`Error::Invalid`] for undecodable bytes or an invalid metric.
+pub fn data_nexus_batch(bytes: &[u8], limits: &Limits) -> Result<Vec<Point>> {
+    let batch = BatchMetrics::decode(bytes)
+        .map_err(|e| Error::Invalid(format!("undecodable BatchMetrics: {e}")))?;
+    let now_ns = time::now_ns();
+    convert_batch(batch.metrics, "metrics", |m| {
+        metric_to_point(m, now_ns, limits)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_what_the_handlers_accept_and_rejects_the_rest() {
+        let limits = Limits::default();
+        let pts = metrics_json(
+            br#"[{"metric_name":"a","value":1},{"metric_name":"b","value":2}]"#,
+            &limits,
+        )
+        .unwrap();
+        assert_eq!(pts.len(), 2);
+        let err = metrics_json(br#"{"metric_name":"9a","value":1}"#, &limits).unwrap_err();
+        assert!(err.to_string().contains("9a"), "{err}");
+        assert_eq!(
+            events_json(br#"{"sourceId":"s","payload":{"t":1}}"#)
+                .unwrap()
+                .len(),
+            1
+        );
+        assert!(data_nexus_batch(&[0xff, 0xff], &limits).is_err());
+        let batch = BatchMetrics {
+            metrics: vec![datanexus_proto::data_nexus::Metric {
+                name: "m".into(),
+                ..Default::default()
+            }],
+        };
+        assert_eq!(
+            data_nexus_batch(&batch.encode_to_vec(), &limits)
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+}

@@ -1,0 +1,234 @@
+//! The server's error type and the one mapping of errors to HTTP statuses and gRPC codes.
+//!
+//! [`Error::status`] is the single source of truth: `impl IntoResponse` (HTTP) and
+//! `impl From<Error> for tonic::Status` (gRPC) both use it. Clients never see internals:
+//! [`Error::public_message`] replaces the text of internal faults by `internal error`
+//! and the details go to the log instead.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use datanexus_broker::ErrorKind;
+
+/// What went wrong while serving a request (or starting the server).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The request is malformed or breaks a validation rule (the message names the
+    /// offending value).
+    #[error("{0}")]
+    Invalid(String),
+    /// No bearer token, or not an accepted one.
+    #[error("{0}")]
+    Unauthenticated(&'static str),
+    /// The request body is larger than the configured limit (after decompression).
+    #[error("request body exceeds the limit of {limit} bytes")]
+    PayloadTooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// The request body is not in a format this endpoint accepts.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// The in-flight budget or the concurrency limit is exhausted; retry later.
+    #[error("server overloaded: {0}; retry later")]
+    Overloaded(String),
+    /// The request took longer than the configured timeout.
+    #[error("request timed out after {0:?}")]
+    Timeout(Duration),
+    /// No such resource or route.
+    #[error("{0}")]
+    NotFound(String),
+    /// The broker refused or failed.
+    #[error(transparent)]
+    Broker(#[from] datanexus_broker::Error),
+    /// A fault of the server itself (a bug or a broken invariant).
+    #[error("internal error: {0}")]
+    Internal(String),
+    /// An I/O failure of a listener.
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The gRPC transport failed.
+    #[error("grpc transport error: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+impl From<datanexus_model::Error> for Error {
+    fn from(e: datanexus_model::Error) -> Self {
+        Error::Invalid(e.to_string())
+    }
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// The HTTP status and gRPC code of this error: the one mapping used by both APIs.
+    pub fn status(&self) -> (StatusCode, tonic::Code) {
+        match self {
+            Error::Invalid(_) => (StatusCode::BAD_REQUEST, tonic::Code::InvalidArgument),
+            Error::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, tonic::Code::Unauthenticated),
+            Error::PayloadTooLarge { .. } => {
+                (StatusCode::PAYLOAD_TOO_LARGE, tonic::Code::InvalidArgument)
+            }
+            Error::UnsupportedMediaType(_) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                tonic::Code::InvalidArgument,
+            ),
+            Error::Overloaded(_) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                tonic::Code::ResourceExhausted,
+            ),
+            Error::Timeout(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                tonic::Code::DeadlineExceeded,
+            ),
+            Error::NotFound(_) => (StatusCode::NOT_FOUND, tonic::Code::NotFound),
+            Error::Broker(e) => broker_status(e.kind()),
+            Error::Internal(_) | Error::Io(_) | Error::Transport(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, tonic::Code::Internal)
+            }
+        }
+    }
+
+    /// Whether this is a fault of the server rather than of the client or the load.
+    pub fn is_internal(&self) -> bool {
+        self.status().0 == StatusCode::INTERNAL_SERVER_ERROR
+    }
+
+    /// The message shown to clients: the error text, except `internal error` for
+    /// internal faults (whose details are logged by the caller of this function).
+    pub fn public_message(&self) -> String {
+        if self.is_internal() {
+            "internal error".to_owned()
+        } else {
+            self.to_string()
+        }
+    }
+
+    /// Logs internal faults (with their details) and returns the client-facing message.
+    fn log_and_publish(&self) -> String {
+        if self.is_internal() {
+            tracing::error!(error = %self, "internal fault while serving a request");
+        }
+        self.public_message()
+    }
+}
+
+fn broker_status(kind: ErrorKind) -> (StatusCode, tonic::Code) {
+    match kind {
+        ErrorKind::InvalidInput => (StatusCode::BAD_REQUEST, tonic::Code::InvalidArgument),
+        ErrorKind::NotFound => (StatusCode::NOT_FOUND, tonic::Code::NotFound),
+        ErrorKind::Unavailable | ErrorKind::Closed => {
+            (StatusCode::SERVICE_UNAVAILABLE, tonic::Code::Unavailable)
+        }
+        ErrorKind::Fenced => (StatusCode::CONFLICT, tonic::Code::Aborted),
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, tonic::Code::Internal),
+    }
+}
+
+/// `{"error": "..."}` with `status`, the body of every HTTP error.
+pub(crate) fn json_error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let (status, _) = self.status();
+        let mut response = json_error(status, self.log_and_publish());
+        let headers = response.headers_mut();
+        match self {
+            Error::Overloaded(_) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            Error::Unauthenticated(_) => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+impl From<Error> for tonic::Status {
+    fn from(e: Error) -> Self {
+        let (_, code) = e.status();
+        let mut status = tonic::Status::new(code, e.log_and_publish());
+        if matches!(e, Error::Overloaded(_)) {
+            // The gRPC retry-throttling hint (honoured by clients with a retry policy).
+            status.metadata_mut().insert(
+                "grpc-retry-pushback-ms",
+                tonic::metadata::MetadataValue::from_static("1000"),
+            );
+        }
+        status
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_client_mistakes_to_4xx_and_invalid_argument() {
+        let e = Error::from(datanexus_model::Error::UnknownMetricType("countr".into()));
+        assert_eq!(
+            e.status(),
+            (StatusCode::BAD_REQUEST, tonic::Code::InvalidArgument)
+        );
+        assert!(
+            e.public_message().contains("\"countr\""),
+            "{}",
+            e.public_message()
+        );
+        assert_eq!(
+            Error::PayloadTooLarge { limit: 1 }.status().0,
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+    }
+
+    #[test]
+    fn maps_broker_kinds_and_hides_internal_details() {
+        let unavailable = Error::from(datanexus_broker::Error::Unavailable("disk full".into()));
+        assert_eq!(
+            unavailable.status(),
+            (StatusCode::SERVICE_UNAVAILABLE, tonic::Code::Unavailable)
+        );
+        let closed = Error::from(datanexus_broker::Error::Closed);
+        assert_eq!(closed.status().1, tonic::Code::Unavailable);
+        let unknown = Error::from(datanexus_broker::Error::UnknownTopic("t".into()));
+        assert_eq!(
+            unknown.status(),
+            (StatusCode::NOT_FOUND, tonic::Code::NotFound)
+        );
+        let internal = Error::from(datanexus_broker::Error::Internal(
+            "segment 7 checksum mismatch".into(),
+        ));
+        assert_eq!(
+            internal.status(),
+            (StatusCode::INTERNAL_SERVER_ERROR, tonic::Code::Internal)
+        );
+        assert_eq!(internal.public_message(), "internal error");
+        let status = tonic::Status::from(internal);
+        assert_eq!(status.message(), "internal error");
+    }
+
+    #[test]
+    fn overload_carries_retry_hints_on_both_apis() {
+        let response = Error::Overloaded("busy".into()).into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+        let status = tonic::Status::from(Error::Overloaded("busy".into()));
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        assert!(status.metadata().get("grpc-retry-pushback-ms").is_some());
+    }
+
+    #[test]
+    fn unauthenticated_asks_for_a_bearer_token() {
+        let response = Error::Unauthenticated("missing bearer token").into_response();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(response.headers()[header::WWW_AUTHENTICATE], "Bearer");
+    }
+}

@@ -1,0 +1,113 @@
+//! The gRPC API (tonic), all services on one port:
+//! `data_nexus.MetricsService`, `raftmetrics.v1.MetricsService`, `grpc.health.v1.Health`
+//! and server reflection (`grpc.reflection.v1`).
+//!
+//! - Decoded messages are limited to `max_grpc_message_bytes` (default 16 MiB; tonic's
+//!   own default of 4 MiB is too small for large batches); gzip requests are accepted.
+//! - Bearer auth (`authorization: Bearer <token>` metadata) guards every service but
+//!   health, which probes call without credentials. Off when no tokens are configured.
+//! - Load shedding over the concurrency limit shared with HTTP answers
+//!   `RESOURCE_EXHAUSTED` at once when all request slots are busy; each request has a
+//!   deadline of `request_timeout` (`CANCELLED` when exceeded).
+//! - Health reports every service `SERVING` while running and `NOT_SERVING` once
+//!   shutdown begins (in-flight requests are still drained).
+//!
+//! # Layout
+//! - `data_nexus.rs`, `raftmetrics.rs`: one file per seed service.
+
+pub(crate) mod data_nexus;
+mod raftmetrics;
+
+use std::future::Future;
+
+use datanexus_proto::data_nexus::metrics_service_server::MetricsServiceServer as DataNexusServer;
+use datanexus_proto::raftmetrics::v1::metrics_service_server::MetricsServiceServer as RaftMetricsServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::codec::CompressionEncoding;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Server;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+use tower::ServiceBuilder;
+use tower::limit::GlobalConcurrencyLimitLayer;
+
+use tonic::server::NamedService;
+use tonic_health::pb::health_server::HealthServer;
+use tonic_health::server::HealthService;
+use tonic_reflection::server::v1::{ReflectionService, ServerReflection, ServerReflectionServer};
+
+use self::data_nexus::DataNexusService;
+use self::raftmetrics::RaftMetricsService;
+use crate::{AppState, Error, Result};
+
+const DATA_NEXUS: &str = <DataNexusServer<DataNexusService> as NamedService>::NAME;
+const RAFTMETRICS: &str = <RaftMetricsServer<RaftMetricsService> as NamedService>::NAME;
+
+/// Serves the gRPC services on `listener` until `shutdown` resolves, then drains.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let options = state.options();
+    let max_message = options.max_grpc_message_bytes;
+    let auth = state.auth().clone();
+    let data_nexus = DataNexusServer::new(DataNexusService::new(state.clone()))
+        .max_decoding_message_size(max_message)
+        .accept_compressed(CompressionEncoding::Gzip);
+    let raftmetrics = RaftMetricsServer::new(RaftMetricsService::new(state.clone()))
+        .max_decoding_message_size(max_message)
+        .accept_compressed(CompressionEncoding::Gzip);
+    let reflection = reflection_service()?;
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_serving::<DataNexusServer<DataNexusService>>()
+        .await;
+    reporter
+        .set_serving::<RaftMetricsServer<RaftMetricsService>>()
+        .await;
+    let limits =
+        ServiceBuilder::new()
+            .load_shed()
+            .layer(GlobalConcurrencyLimitLayer::with_semaphore(
+                state.request_slots(),
+            ));
+    Server::builder()
+        .timeout(options.request_timeout)
+        .layer(limits)
+        .add_service(health)
+        .add_service(InterceptedService::new(data_nexus, auth.clone()))
+        .add_service(InterceptedService::new(raftmetrics, auth.clone()))
+        .add_service(InterceptedService::new(reflection, auth))
+        .serve_with_incoming_shutdown(
+            TcpListenerStream::new(listener),
+            not_serving_after(shutdown, reporter),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Reflection over the descriptors of every message, listing only the services served
+/// here (the descriptor set also holds `nimbus.NimbusService`, which is not served yet).
+fn reflection_service() -> Result<ServerReflectionServer<impl ServerReflection>> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(datanexus_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .with_service_name(DATA_NEXUS)
+        .with_service_name(RAFTMETRICS)
+        .with_service_name(<HealthServer<HealthService> as NamedService>::NAME)
+        .with_service_name(<ServerReflectionServer<ReflectionService> as NamedService>::NAME)
+        .build_v1()
+        .map_err(|e| Error::Internal(format!("cannot build the reflection service: {e}")))
+}
+
+/// Resolves with `shutdown`, after marking every service `NOT_SERVING`.
+async fn not_serving_after(shutdown: impl Future<Output = ()>, reporter: HealthReporter) {
+    shutdown.await;
+    for service in ["", DATA_NEXUS, RAFTMETRICS] {
+        reporter
+            .set_service_status(service, ServingStatus::NotServing)
+            .await;
+    }
+}

@@ -1,0 +1,127 @@
+//! The HTTP API (axum): ingest endpoints, health and readiness.
+//!
+//! Layers, outermost first (`GET /health` only gets the first: liveness is never
+//! authenticated, shed or timed out):
+//! 1. every error response is JSON `{"error": "..."}` (also those produced by layers
+//!    and routing, e.g. `405`, or `415` for an unsupported `Content-Encoding`);
+//! 2. load shedding over a concurrency limit shared with gRPC
+//!    (`max_concurrent_requests`): a request that finds no free slot gets `429` with
+//!    `Retry-After: 1` at once instead of queueing;
+//! 3. a request timeout (`request_timeout`, then `503`);
+//! 4. bearer auth;
+//! 5. gzip request decompression; the body limit (`max_http_body_bytes`, `413`) is
+//!    enforced by the body extractor *after* decompression, so it caps the
+//!    decompressed size too.
+//!
+//! # Layout
+//! - `body.rs`: the JSON (one object or an array) extractor with our error shape.
+//! - `metrics.rs`: `POST /metrics`. `events.rs`: `POST /ingest`.
+//! - `health.rs`: `GET /health`, `GET /ready`. `auth.rs`: the bearer middleware.
+
+mod auth;
+pub(crate) mod body;
+pub(crate) mod events;
+mod health;
+pub(crate) mod metrics;
+
+use std::future::Future;
+use std::time::Duration;
+
+use axum::Router;
+use axum::error_handling::HandleErrorLayer;
+use axum::http::{Method, Uri, header};
+use axum::middleware::{from_fn_with_state, map_response};
+use axum::response::Response;
+use axum::routing::{get, post};
+use tokio::net::TcpListener;
+use tower::ServiceBuilder;
+use tower::limit::GlobalConcurrencyLimitLayer;
+use tower::{BoxError, load_shed, timeout};
+use tower_http::decompression::RequestDecompressionLayer;
+
+use crate::error::json_error;
+use crate::{AppState, Error, Result};
+
+/// The liveness path: outside auth and the limit layers, so probes carry no
+/// credentials and an overloaded server is not mistaken for a dead one.
+const HEALTH_PATH: &str = "/health";
+
+/// The HTTP application: routes and layers over `state`.
+pub fn http_app(state: AppState) -> Router {
+    let options = state.options();
+    let timeout = options.request_timeout;
+    let max_concurrent = options.max_concurrent_requests;
+    let limits = ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(move |e: BoxError| async move {
+            layer_error(e, timeout, max_concurrent)
+        }))
+        .load_shed()
+        .layer(GlobalConcurrencyLimitLayer::with_semaphore(
+            state.request_slots(),
+        ))
+        .timeout(timeout);
+    let guarded = Router::new()
+        .route("/metrics", post(metrics::record))
+        .route("/ingest", post(events::ingest))
+        .route("/ready", get(health::ready))
+        .fallback(not_found)
+        .layer(RequestDecompressionLayer::new())
+        .layer(from_fn_with_state(state.clone(), auth::require_bearer))
+        .layer(limits);
+    Router::new()
+        .route(HEALTH_PATH, get(health::health))
+        .merge(guarded)
+        .layer(map_response(ensure_json_error))
+        .with_state(state)
+}
+
+/// Serves [`http_app`] on `listener` until `shutdown` resolves, then drains.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    axum::serve(listener, http_app(state))
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    Ok(())
+}
+
+/// Errors of the limit layers (load shedding, timeout) as our errors.
+fn layer_error(e: BoxError, timeout: Duration, max_concurrent: usize) -> Error {
+    if e.is::<load_shed::error::Overloaded>() {
+        Error::Overloaded(format!("all {max_concurrent} request slots are busy"))
+    } else if e.is::<timeout::error::Elapsed>() {
+        Error::Timeout(timeout)
+    } else {
+        Error::Internal(e.to_string())
+    }
+}
+
+async fn not_found(method: Method, uri: Uri) -> Error {
+    Error::NotFound(format!("no route for {method} {}", uri.path()))
+}
+
+/// Gives error responses that are not JSON yet (from routing or layers) the
+/// `{"error": "..."}` shape, keeping their status and other headers (`Allow`, …).
+async fn ensure_json_error(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let message = status
+        .canonical_reason()
+        .unwrap_or("request failed")
+        .to_ascii_lowercase();
+    let mut fixed = json_error(status, message);
+    for (name, value) in response.headers() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            fixed.headers_mut().append(name.clone(), value.clone());
+        }
+    }
+    fixed
+}

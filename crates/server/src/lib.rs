@@ -1,0 +1,103 @@
+//! The gRPC and HTTP front ends of Data Nexus: they authenticate, validate and normalise
+//! what clients send into points and events, append them durably to the broker, and
+//! answer only once they are durable. Backpressure is explicit: a bounded in-flight
+//! budget and a concurrency limit make overload an immediate `429` /
+//! `RESOURCE_EXHAUSTED`, never unbounded queueing.
+//!
+//! [`run`] serves both APIs on listeners the caller binds (tests use port 0) until a
+//! shutdown future resolves, then stops accepting and drains in-flight requests within
+//! `shutdown_timeout`. [`http_app`] exposes the HTTP router for `oneshot` tests.
+//!
+//! # Layout
+//! - `options.rs`: [`ServerOptions`] (built from `datanexus_config::Config`).
+//! - `state.rs`: [`AppState`], shared by every handler.
+//! - `error.rs`: [`Error`] and its one mapping to HTTP status and gRPC code.
+//! - `auth.rs`: bearer tokens, compared in constant time (both APIs).
+//! - `convert.rs`: samples to validated points, batch checks, timestamps.
+//! - `decode.rs`: the body decoders, public for the fuzz targets.
+//! - `ingest.rs`: the one place points and events become broker records.
+//! - `grpc.rs` + `grpc/`: tonic services, one file per protocol.
+//! - `http.rs` + `http/`: axum routes, one file per endpoint family, and the layers.
+
+mod auth;
+mod convert;
+pub mod decode;
+mod error;
+mod grpc;
+mod http;
+mod ingest;
+mod options;
+mod state;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use datanexus_broker::Broker;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::{JoinError, JoinSet};
+
+pub use crate::error::{Error, Result};
+pub use crate::http::http_app;
+pub use crate::options::{DEFAULT_PARTITIONS, ServerOptions, TopicNames};
+pub use crate::state::AppState;
+
+/// Serves gRPC on `grpc` and HTTP on `http` until `shutdown` resolves; then stops
+/// accepting, drains in-flight requests and returns. Draining waits at most
+/// `options.shutdown_timeout`; after that `run` returns without waiting for the
+/// remaining requests (the process is expected to exit).
+///
+/// Before serving, it creates the topics that do not exist yet.
+///
+/// # Errors
+/// The topics cannot be created, or a server fails (the other one is then shut down
+/// too). Draining past the deadline is logged, not an error.
+pub async fn run(
+    grpc: TcpListener,
+    http: TcpListener,
+    broker: Arc<dyn Broker>,
+    options: ServerOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let shutdown_timeout = options.shutdown_timeout;
+    let state = AppState::new(broker, options).await?;
+    let (stop, stopped) = watch::channel(false);
+    let signal = |mut rx: watch::Receiver<bool>| async move {
+        // An error means the sender is gone, which also means: stop.
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let mut servers = JoinSet::new();
+    servers.spawn(grpc::serve(grpc, state.clone(), signal(stopped.clone())));
+    servers.spawn(http::serve(http, state, signal(stopped)));
+    tracing::info!("serving gRPC and HTTP");
+
+    let mut outcome = Ok(());
+    tokio::select! {
+        () = shutdown => tracing::info!("shutdown requested: draining in-flight requests"),
+        Some(joined) = servers.join_next() => {
+            outcome = flatten(joined);
+            tracing::error!(result = ?outcome, "a server stopped unexpectedly: shutting down the other");
+        }
+    }
+    stop.send_replace(true);
+    let drain = async {
+        while let Some(joined) = servers.join_next().await {
+            let result = flatten(joined);
+            if outcome.is_ok() {
+                outcome = result;
+            }
+        }
+    };
+    if tokio::time::timeout(shutdown_timeout, drain).await.is_err() {
+        tracing::warn!(
+            ?shutdown_timeout,
+            "in-flight requests did not finish in time: dropping them"
+        );
+        servers.abort_all();
+    }
+    outcome
+}
+
+fn flatten(joined: Result<Result<()>, JoinError>) -> Result<()> {
+    joined.map_err(|e| Error::Internal(format!("server task failed: {e}")))?
+}

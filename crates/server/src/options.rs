@@ -1,0 +1,162 @@
+//! [`ServerOptions`]: exactly what the front ends need, decoupled from the config file
+//! layout (built from a [`datanexus_config::Config`] with `From`).
+
+use std::time::Duration;
+
+use datanexus_config::{BrokerConfig, Config};
+use datanexus_model::Limits;
+
+/// Partition count used when the broker configuration does not name one.
+pub const DEFAULT_PARTITIONS: u32 = 8;
+
+const MIB: usize = 1024 * 1024;
+
+/// Names of the broker topics the server writes to or creates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicNames {
+    /// Ingested metric points.
+    pub metrics: String,
+    /// Ingested events.
+    pub events: String,
+    /// Processed results (created here, written by the pipeline).
+    pub results: String,
+    /// Dead letters (created here, written by the pipeline).
+    pub dlq: String,
+}
+
+impl Default for TopicNames {
+    fn default() -> Self {
+        TopicNames {
+            metrics: "metrics".to_owned(),
+            events: "events".to_owned(),
+            results: "results".to_owned(),
+            dlq: "dlq".to_owned(),
+        }
+    }
+}
+
+/// Options of the gRPC and HTTP front ends.
+#[derive(Clone, PartialEq)]
+pub struct ServerOptions {
+    /// Accepted bearer tokens; empty disables authentication.
+    pub auth_tokens: Vec<String>,
+    /// Topic names.
+    pub topics: TopicNames,
+    /// Partitions per topic when the server creates a topic.
+    pub partitions: u32,
+    /// Name, label and value limits applied to every point.
+    pub limits: Limits,
+    /// Largest HTTP request body, in bytes, after decompression (default 16 MiB).
+    pub max_http_body_bytes: usize,
+    /// Largest decoded gRPC message, in bytes (default 16 MiB; tonic's own default is
+    /// 4 MiB, too small for 50 000-metric batches).
+    pub max_grpc_message_bytes: usize,
+    /// Most metrics in one ingest batch.
+    pub max_batch_metrics: usize,
+    /// Backpressure budget: records accepted but not yet durable. A request that does
+    /// not fit is refused (`429` / `RESOURCE_EXHAUSTED`), never queued.
+    pub max_inflight_records: usize,
+    /// Deadline of one API request.
+    pub request_timeout: Duration,
+    /// Most API requests (HTTP and gRPC together) served at once; more are refused.
+    pub max_concurrent_requests: usize,
+    /// How long [`run`](crate::run) waits for in-flight requests after shutdown begins.
+    pub shutdown_timeout: Duration,
+}
+
+impl std::fmt::Debug for ServerOptions {
+    /// Never prints the tokens, only how many there are.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerOptions")
+            .field(
+                "auth_tokens",
+                &format_args!("<{} redacted>", self.auth_tokens.len()),
+            )
+            .field("topics", &self.topics)
+            .field("partitions", &self.partitions)
+            .field("limits", &self.limits)
+            .field("max_http_body_bytes", &self.max_http_body_bytes)
+            .field("max_grpc_message_bytes", &self.max_grpc_message_bytes)
+            .field("max_batch_metrics", &self.max_batch_metrics)
+            .field("max_inflight_records", &self.max_inflight_records)
+            .field("request_timeout", &self.request_timeout)
+            .field("max_concurrent_requests", &self.max_concurrent_requests)
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .finish()
+    }
+}
+
+impl Default for ServerOptions {
+    /// The same values as `datanexus_config::Config::default()`.
+    fn default() -> Self {
+        ServerOptions {
+            auth_tokens: Vec::new(),
+            topics: TopicNames::default(),
+            partitions: DEFAULT_PARTITIONS,
+            limits: Limits::default(),
+            max_http_body_bytes: 16 * MIB,
+            max_grpc_message_bytes: 16 * MIB,
+            max_batch_metrics: 50_000,
+            max_inflight_records: 1_000_000,
+            request_timeout: Duration::from_secs(30),
+            max_concurrent_requests: 1024,
+            shutdown_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+impl From<&Config> for ServerOptions {
+    fn from(c: &Config) -> Self {
+        let partitions = match &c.broker {
+            BrokerConfig::Embedded(e) => e.partitions,
+            BrokerConfig::Kafka(k) => k.partitions,
+            BrokerConfig::Redis(_) => DEFAULT_PARTITIONS,
+        };
+        ServerOptions {
+            auth_tokens: c.auth.tokens.clone(),
+            topics: TopicNames {
+                metrics: c.topics.metrics.clone(),
+                events: c.topics.events.clone(),
+                results: c.topics.results.clone(),
+                dlq: c.topics.dlq.clone(),
+            },
+            partitions,
+            limits: Limits {
+                max_labels: c.metrics.max_labels,
+                max_label_value_bytes: c.metrics.max_label_value_bytes,
+                max_name_bytes: c.metrics.max_name_bytes,
+            },
+            max_http_body_bytes: c.limits.max_http_body_bytes,
+            max_grpc_message_bytes: c.limits.max_grpc_message_bytes,
+            max_batch_metrics: c.limits.max_batch_metrics,
+            max_inflight_records: c.limits.max_inflight_records,
+            request_timeout: c.limits.request_timeout,
+            max_concurrent_requests: c.limits.max_concurrent_requests,
+            shutdown_timeout: c.shutdown_timeout,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_config_defaults() {
+        assert_eq!(
+            ServerOptions::from(&Config::default()),
+            ServerOptions::default()
+        );
+    }
+
+    #[test]
+    fn debug_output_redacts_tokens() {
+        let options = ServerOptions {
+            auth_tokens: vec!["s3cret".into()],
+            ..ServerOptions::default()
+        };
+        let text = format!("{options:?}");
+        assert!(!text.contains("s3cret"), "{text}");
+        assert!(text.contains("<1 redacted>"), "{text}");
+    }
+}

@@ -1,0 +1,232 @@
+//! Fixtures: an embedded broker in a tempdir, a running server, HTTP request helpers.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Request, StatusCode, header};
+use datanexus_broker::embedded::{EmbeddedBroker, EmbeddedOptions};
+use datanexus_broker::{Broker, ConsumerOptions, Delivery};
+use datanexus_server::{AppState, ServerOptions, http_app};
+use tempfile::TempDir;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tower::ServiceExt;
+
+pub(super) const TOKEN: &str = "test-token-1";
+
+/// Small options for tests: 2 partitions.
+pub(super) fn options() -> ServerOptions {
+    ServerOptions {
+        partitions: 2,
+        ..ServerOptions::default()
+    }
+}
+
+pub(super) fn with_auth(options: ServerOptions) -> ServerOptions {
+    ServerOptions {
+        auth_tokens: vec!["other-token".into(), TOKEN.into()],
+        ..options
+    }
+}
+
+/// An embedded broker in a fresh tempdir (kept alive by the returned guard).
+pub(super) fn broker() -> (TempDir, Arc<dyn Broker>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker =
+        EmbeddedBroker::open(dir.path(), EmbeddedOptions::default()).expect("open embedded broker");
+    (dir, Arc::new(broker))
+}
+
+/// The HTTP app over a fresh broker.
+pub(super) async fn app(options: ServerOptions) -> (TempDir, Arc<dyn Broker>, Router) {
+    let (dir, broker) = broker();
+    let state = AppState::new(Arc::clone(&broker), options)
+        .await
+        .expect("state");
+    (dir, broker, http_app(state))
+}
+
+/// Every record of `topic`, read back through a consumer group.
+pub(super) async fn read_all(broker: &dyn Broker, topic: &str, expected: usize) -> Vec<Delivery> {
+    let consumer = broker
+        .subscribe(topic, "test-reader", "c1", ConsumerOptions::default())
+        .await
+        .expect("subscribe");
+    let mut out = Vec::new();
+    while out.len() < expected {
+        let batch = consumer
+            .poll(expected, std::time::Duration::from_secs(5))
+            .await
+            .expect("poll");
+        assert!(
+            !batch.is_empty(),
+            "only {} of {expected} records in {topic}",
+            out.len()
+        );
+        out.extend(batch);
+    }
+    out
+}
+
+/// A server started with [`datanexus_server::run`] on port 0.
+pub(super) struct Running {
+    pub(super) grpc_url: String,
+    pub(super) http_addr: SocketAddr,
+    pub(super) broker: Arc<dyn Broker>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<datanexus_server::Result<()>>,
+    _dir: TempDir,
+}
+
+impl Running {
+    pub(super) async fn start(options: ServerOptions) -> Running {
+        let (dir, broker) = broker();
+        let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind grpc");
+        let http = TcpListener::bind("127.0.0.1:0").await.expect("bind http");
+        let grpc_url = format!("http://{}", grpc.local_addr().expect("addr"));
+        let http_addr = http.local_addr().expect("addr");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let shutdown = async move {
+            let _ = stopped.await;
+        };
+        let task = tokio::spawn(datanexus_server::run(
+            grpc,
+            http,
+            Arc::clone(&broker),
+            options,
+            shutdown,
+        ));
+        Running {
+            grpc_url,
+            http_addr,
+            broker,
+            stop: Some(stop),
+            task,
+            _dir: dir,
+        }
+    }
+
+    pub(super) async fn channel(&self) -> tonic::transport::Channel {
+        tonic::transport::Endpoint::from_shared(self.grpc_url.clone())
+            .expect("url")
+            .connect()
+            .await
+            .expect("connect")
+    }
+
+    /// Resolves the shutdown future and waits for `run` to return.
+    pub(super) async fn shutdown(mut self) -> datanexus_server::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            stop.send(()).expect("server still running");
+        }
+        (&mut self.task).await.expect("server task")
+    }
+}
+
+pub(super) fn post(path: &str, content_type: &str, body: impl Into<Body>) -> Request<Body> {
+    Request::post(path)
+        .header(header::CONTENT_TYPE, content_type)
+        .body(body.into())
+        .expect("request")
+}
+
+pub(super) fn post_json(path: &str, json: &str) -> Request<Body> {
+    post(path, "application/json", json.to_owned())
+}
+
+pub(super) fn get(path: &str) -> Request<Body> {
+    Request::get(path).body(Body::empty()).expect("request")
+}
+
+pub(super) fn bearer(mut request: Request<Body>, token: &str) -> Request<Body> {
+    request.headers_mut().insert(
+        header::AUTHORIZATION,
+        format!("Bearer {token}").parse().expect("header"),
+    );
+    request
+}
+
+/// Sends `request` and returns the status, headers and JSON body.
+pub(super) async fn send(
+    app: &Router,
+    request: Request<Body>,
+) -> (StatusCode, HeaderMap, serde_json::Value) {
+    let response = app.clone().oneshot(request).await.expect("infallible");
+    let (parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX).await.expect("body");
+    let json = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+        panic!(
+            "{} body is not JSON ({e}): {:?}",
+            parts.status,
+            String::from_utf8_lossy(&bytes)
+        )
+    });
+    (parts.status, parts.headers, json)
+}
+
+/// The `error` message of an error body.
+pub(super) fn error_of(json: &serde_json::Value) -> &str {
+    json["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error message in {json}"))
+}
+
+/// A broker whose backend is unreachable: topic management works (so the state can be
+/// built), `ready` and `produce` fail with `Unavailable`.
+pub(super) struct Unavailable(pub(super) Arc<dyn Broker>);
+
+#[async_trait::async_trait]
+impl Broker for Unavailable {
+    fn name(&self) -> &'static str {
+        "unavailable"
+    }
+
+    async fn ensure_topic(&self, topic: &str, partitions: u32) -> datanexus_broker::Result<()> {
+        self.0.ensure_topic(topic, partitions).await
+    }
+
+    async fn partitions(&self, topic: &str) -> datanexus_broker::Result<u32> {
+        self.0.partitions(topic).await
+    }
+
+    async fn produce(
+        &self,
+        _topic: &str,
+        _records: Vec<datanexus_broker::ProduceRecord>,
+    ) -> datanexus_broker::Result<Vec<datanexus_broker::RecordId>> {
+        Err(datanexus_broker::Error::Unavailable("disk detached".into()))
+    }
+
+    async fn subscribe(
+        &self,
+        topic: &str,
+        group: &str,
+        consumer: &str,
+        options: ConsumerOptions,
+    ) -> datanexus_broker::Result<Box<dyn datanexus_broker::Consumer>> {
+        self.0.subscribe(topic, group, consumer, options).await
+    }
+
+    async fn lag(
+        &self,
+        topic: &str,
+        group: &str,
+    ) -> datanexus_broker::Result<Vec<datanexus_broker::PartitionLag>> {
+        self.0.lag(topic, group).await
+    }
+
+    async fn ready(&self) -> datanexus_broker::Result<()> {
+        Err(datanexus_broker::Error::Unavailable("disk detached".into()))
+    }
+
+    async fn enforce_retention(&self) -> datanexus_broker::Result<()> {
+        self.0.enforce_retention().await
+    }
+
+    async fn stop(&self) -> datanexus_broker::Result<()> {
+        self.0.stop().await
+    }
+}
