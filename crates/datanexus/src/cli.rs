@@ -1,0 +1,155 @@
+//! The command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Data Nexus: receive metrics and events (gRPC, HTTP JSON), queue them durably, and
+/// serve them back.
+#[derive(Debug, Parser)]
+#[command(name = "datanexus", version, about, long_about = None, propagate_version = true)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run the server (gRPC + HTTP) with the embedded durable log in --data-dir.
+    #[command(after_long_help = SERVE_ENV_HELP)]
+    Serve(Box<ServeArgs>),
+    /// Print the records of a topic in the embedded log as JSON lines.
+    Consume(ConsumeArgs),
+    /// Generate load against a running server and report throughput and latency.
+    Bench(BenchArgs),
+}
+
+const SERVE_ENV_HELP: &str = "\
+Configuration layers, later wins: built-in defaults < TOML file (--config or
+DATANEXUS_CONFIG) < DATANEXUS_* environment variables < command-line flags.
+
+Environment variables: DATANEXUS_GRPC_ADDR, DATANEXUS_HTTP_ADDR, DATANEXUS_DATA_DIR,
+DATANEXUS_AUTH_TOKENS (comma-separated), DATANEXUS_INSECURE, DATANEXUS_LOG_LEVEL,
+DATANEXUS_LOG_FORMAT, and any nested key with `__`, e.g. DATANEXUS_BROKER__FSYNC=never,
+DATANEXUS_LIMITS__MAX_HTTP_BODY_BYTES=1048576. See config/example.toml for every key.";
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum LogFormatArg {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Flags of `datanexus serve`.
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// TOML configuration file (see config/example.toml).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+    /// Directory of the embedded log and store [default: ./data].
+    #[arg(long, value_name = "DIR")]
+    pub(crate) data_dir: Option<PathBuf>,
+    /// gRPC listen address [default: 127.0.0.1:50051]; port 0 picks a free port.
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) grpc_addr: Option<SocketAddr>,
+    /// HTTP listen address [default: 127.0.0.1:8080]; port 0 picks a free port.
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) http_addr: Option<SocketAddr>,
+    /// Bearer token clients must present (repeatable). Without any, auth is off.
+    #[arg(long = "auth-token", value_name = "TOKEN")]
+    pub(crate) auth_tokens: Vec<String>,
+    /// Allow binding a non-loopback address without auth tokens.
+    #[arg(long)]
+    pub(crate) insecure: bool,
+    /// Log filter, e.g. `info` or `datanexus=debug,info` [default: info].
+    #[arg(long, value_name = "FILTER")]
+    pub(crate) log_level: Option<String>,
+    /// Log format [default: text].
+    #[arg(long, value_enum)]
+    pub(crate) log_format: Option<LogFormatArg>,
+}
+
+/// Flags of `datanexus consume`.
+#[derive(Debug, Args)]
+pub(crate) struct ConsumeArgs {
+    /// Data directory of a (stopped) `datanexus serve`.
+    #[arg(long, value_name = "DIR", default_value = "./data")]
+    pub(crate) data_dir: PathBuf,
+    /// Topic to read.
+    #[arg(long, default_value = "metrics")]
+    pub(crate) topic: String,
+    /// Only this partition (default: all).
+    #[arg(long)]
+    pub(crate) partition: Option<u32>,
+    /// First offset to read in each partition.
+    #[arg(long, default_value_t = 0)]
+    pub(crate) from_offset: u64,
+    /// Most records to print per partition.
+    #[arg(long, default_value_t = u64::MAX)]
+    pub(crate) limit: u64,
+}
+
+/// A load-generator workload.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum Workload {
+    /// `data_nexus.MetricsService.IngestMetrics` batches over gRPC.
+    GrpcBatch,
+}
+
+/// Flags of `datanexus bench`.
+#[derive(Debug, Args)]
+pub(crate) struct BenchArgs {
+    /// What to send.
+    #[arg(long, value_enum, default_value = "grpc-batch")]
+    pub(crate) workload: Workload,
+    /// Server address (gRPC for grpc-batch).
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    pub(crate) addr: SocketAddr,
+    /// Concurrent connections.
+    #[arg(long, default_value_t = 4)]
+    pub(crate) clients: u64,
+    /// Metrics per request.
+    #[arg(long, default_value_t = 1000)]
+    pub(crate) batch: u64,
+    /// Total metrics to send.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub(crate) metrics: u64,
+    /// Distinct series.
+    #[arg(long, default_value_t = 10_000)]
+    pub(crate) series: u64,
+    /// Stop after this long even if not all metrics were sent (e.g. `30s`).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
+    pub(crate) duration: std::time::Duration,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn repeatable_auth_tokens_are_collected() {
+        let cli = Cli::try_parse_from([
+            "datanexus",
+            "serve",
+            "--auth-token",
+            "a",
+            "--auth-token",
+            "b",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("serve expected")
+        };
+        assert_eq!(args.auth_tokens, ["a", "b"]);
+    }
+}

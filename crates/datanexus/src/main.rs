@@ -1,0 +1,44 @@
+//! `datanexus`: receive, queue durably, process, store and serve metrics and events.
+//!
+//! # Layout
+//! - `cli`: the command line (clap).
+//! - `serve`: `datanexus serve`, wiring config → broker → servers → shutdown.
+//! - `consume`: `datanexus consume`, reading a topic of the embedded log back.
+//! - `bench`: `datanexus bench`, a load generator.
+//! - `logging`: tracing subscriber set-up.
+
+mod bench;
+mod cli;
+mod consume;
+mod logging;
+mod serve;
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = cli::Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            cli::Command::Serve(args) => serve::run(*args).await,
+            cli::Command::Consume(args) => consume::run(args).await,
+            cli::Command::Bench(args) => bench::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
