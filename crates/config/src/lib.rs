@@ -53,8 +53,8 @@ pub use crate::env::{ENV_CONFIG_FILE, ENV_PREFIX};
 pub use crate::error::{Error, Result};
 pub use crate::overrides::ConfigOverrides;
 pub use crate::sections::{
-    AuthConfig, LimitsConfig, LogFormat, LoggingConfig, MetricsConfig, RedisConfig, TopicsConfig,
-    WorkerConfig,
+    AuthConfig, LimitsConfig, LogFormat, LoggingConfig, MetricsConfig, RedisConfig, StoreConfig,
+    TopicsConfig, WorkerConfig,
 };
 
 /// The root of the Data Nexus configuration.
@@ -84,6 +84,8 @@ pub struct Config {
     pub workers: WorkerConfig,
     /// Metric ingestion limits and histogram buckets.
     pub metrics: MetricsConfig,
+    /// The embedded columnar store.
+    pub store: StoreConfig,
     /// Request-size, concurrency and backpressure limits.
     pub limits: LimitsConfig,
     /// How long a graceful shutdown may take before tasks are aborted.
@@ -105,6 +107,7 @@ impl Default for Config {
             redis: None,
             workers: WorkerConfig::default(),
             metrics: MetricsConfig::default(),
+            store: StoreConfig::default(),
             limits: LimitsConfig::default(),
             shutdown_timeout: Duration::from_secs(20),
         }

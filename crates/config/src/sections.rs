@@ -174,6 +174,27 @@ impl Default for WorkerConfig {
     }
 }
 
+/// The embedded columnar store (in `data_dir/store`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Delete samples and events older than this; unset keeps them forever.
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub retention_max_age: Option<Duration>,
+    /// Flush the store's in-memory head as soon as this many rows are pending (besides
+    /// every `workers.sinker_interval`).
+    pub max_pending_rows: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            retention_max_age: None,
+            max_pending_rows: 500_000,
+        }
+    }
+}
+
 /// Metric ingestion and exposition limits (the seed's `MetricsConfig`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -54,6 +54,10 @@ impl Config {
         }
         validate_workers(&self.workers)?;
         validate_metrics(&self.metrics)?;
+        positive("store.max_pending_rows", self.store.max_pending_rows)?;
+        if let Some(age) = self.store.retention_max_age {
+            positive_duration("store.retention_max_age", age)?;
+        }
         validate_limits(&self.limits)?;
         positive_duration("shutdown_timeout", self.shutdown_timeout)
     }

@@ -124,3 +124,16 @@ fn the_commented_out_retention_settings_parse() {
     assert_eq!(retention_max_age, Some(Duration::from_secs(7 * 24 * 3600)));
     assert_eq!(retention_max_bytes, Some(10 * 1024 * 1024 * 1024));
 }
+
+#[test]
+fn the_commented_out_store_retention_parses() {
+    let line = EXAMPLE
+        .lines()
+        .find_map(|l| l.strip_prefix("#  retention_max_age"))
+        .expect("store retention example");
+    let config = Config::from_toml_str(&format!("[store]\nretention_max_age{line}\n")).unwrap();
+    assert_eq!(
+        config.store.retention_max_age,
+        Some(Duration::from_secs(30 * 24 * 3600))
+    );
+}
