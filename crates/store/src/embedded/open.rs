@@ -1,0 +1,60 @@
+//! Opening a store directory: manifest, leftover cleanup, catalog and statistics rebuild.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use super::catalog::Catalog;
+use super::events_file::EventFile;
+use super::fsutil::{corrupt, io_err};
+use super::manifest::{Manifest, events_name, points_name};
+use super::merge::file_stats;
+use super::points_file::PointFile;
+use super::{EmbeddedStoreOptions, State};
+use crate::Result;
+
+/// Loads the state of the store in `dir` (creating the directory if needed).
+///
+/// # Errors
+/// I/O failures; [`crate::Error::Corrupt`] for an unreadable manifest or live file.
+pub(super) fn load(dir: &Path, _options: &EmbeddedStoreOptions) -> Result<State> {
+    std::fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
+    let manifest = Manifest::load(dir)?;
+    manifest.remove_unlisted(dir)?;
+    let mut catalog = Catalog {
+        measurements: manifest.measurements.clone(),
+        ..Catalog::default()
+    };
+    let mut points = Vec::with_capacity(manifest.points.len());
+    for f in &manifest.points {
+        let path = dir.join(points_name(f.seq));
+        if !path.exists() {
+            return Err(corrupt(&path)("listed in the manifest but missing".into()));
+        }
+        let (file, keys) = PointFile::open(&path, f.seq)?;
+        for (id, key) in keys {
+            catalog.ensure_series(id, || key);
+        }
+        points.push(Arc::new(file));
+    }
+    let mut event_files = Vec::with_capacity(manifest.events.len());
+    for f in &manifest.events {
+        let path = dir.join(events_name(f.seq));
+        if !path.exists() {
+            return Err(corrupt(&path)("listed in the manifest but missing".into()));
+        }
+        event_files.push(Arc::new(EventFile::open(&path, f.seq)?));
+    }
+    let ids: Vec<u64> = catalog.series.keys().copied().collect();
+    for (id, stats) in file_stats(&ids, &points)? {
+        if let Some(entry) = catalog.series.get_mut(&id) {
+            entry.files = stats;
+        }
+    }
+    Ok(State {
+        catalog,
+        points,
+        event_files,
+        next_seq: manifest.next_seq,
+        ..State::default()
+    })
+}

@@ -1,0 +1,320 @@
+//! The `Store` trait of Data Nexus — where points and events rest and are queried — and
+//! its backends.
+//!
+//! Contract (every backend, checked by the conformance suite):
+//! - writes are idempotent: points on (series, timestamp) — a rewrite replaces the value,
+//!   never adds a sample — and events on their id (the broker record id), so a redelivered
+//!   batch never double-counts;
+//! - what was written is visible to queries at once; it is *durable* only after
+//!   [`Store::flush`] returned (the sinker acknowledges broker records only then);
+//! - queries default to all stored data when no time range is given; ranges are inclusive
+//!   at both ends, in nanoseconds since the Unix epoch;
+//! - only numeric fields are stored as samples (f64; integers and booleans are converted;
+//!   string fields are not stored as samples);
+//! - NaN samples are stored and returned, and skipped by every aggregate.
+//!
+//! # Layout
+//! - this file: [`Store`] and the query/result types.
+//! - [`aggregate`]: the one implementation of count/sum/mean/min/max/quantiles/buckets that
+//!   every backend uses, so results agree across backends.
+//! - [`error`]: the crate's [`Error`] type.
+//! - `embedded` (+ `embedded/`): the embedded columnar backend.
+//! - `conformance` (tests only): the suite every backend must pass.
+
+use async_trait::async_trait;
+use datanexus_model::{Labels, MetricType, Point};
+use serde_json::{Map, Value};
+
+pub mod aggregate;
+#[cfg(test)]
+mod conformance;
+pub mod embedded;
+pub mod error;
+
+pub use aggregate::{Aggregate, Summary};
+pub use embedded::{EmbeddedStore, EmbeddedStoreOptions};
+pub use error::{Error, Result};
+
+/// Identity of a series: measurement + field + labels.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SeriesKey {
+    /// Metric (measurement) name.
+    pub measurement: String,
+    /// Field name (`value` for plain metric samples).
+    pub field: String,
+    /// Sorted labels.
+    pub labels: Labels,
+}
+
+impl SeriesKey {
+    /// The stable series id (xxh3), see `datanexus_model::series_id`.
+    pub fn id(&self) -> u64 {
+        datanexus_model::series_id(&self.measurement, &self.field, &self.labels)
+    }
+}
+
+/// One sample.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sample {
+    /// Nanoseconds since the Unix epoch.
+    pub timestamp_ns: i64,
+    /// The value.
+    pub value: f64,
+}
+
+/// An inclusive time range; `None` ends are open.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TimeRange {
+    /// First nanosecond included.
+    pub start_ns: Option<i64>,
+    /// Last nanosecond included.
+    pub end_ns: Option<i64>,
+}
+
+impl TimeRange {
+    /// Whether `ts` lies in the range.
+    pub fn contains(&self, ts: i64) -> bool {
+        self.start_ns.is_none_or(|s| ts >= s) && self.end_ns.is_none_or(|e| ts <= e)
+    }
+}
+
+/// Which series of a measurement: field plus label equality matchers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selector {
+    /// Metric (measurement) name.
+    pub measurement: String,
+    /// Field (`value` by default).
+    pub field: String,
+    /// Every `(name, value)` must equal the series' label.
+    pub matchers: Vec<(String, String)>,
+}
+
+impl Selector {
+    /// All series of `measurement`'s `value` field.
+    pub fn metric(measurement: impl Into<String>) -> Self {
+        Selector {
+            measurement: measurement.into(),
+            field: "value".into(),
+            matchers: Vec::new(),
+        }
+    }
+
+    /// Whether `key` is selected.
+    pub fn matches(&self, key: &SeriesKey) -> bool {
+        key.measurement == self.measurement
+            && key.field == self.field
+            && self
+                .matchers
+                .iter()
+                .all(|(k, v)| key.labels.get(k) == Some(v.as_str()))
+    }
+}
+
+/// Raw samples of selected series.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeriesQuery {
+    /// Which series.
+    pub selector: Selector,
+    /// Which time range.
+    pub range: TimeRange,
+    /// Most samples returned (over all series, after `offset`), in time order.
+    pub limit: usize,
+    /// Samples skipped first.
+    pub offset: usize,
+}
+
+/// Samples of one series.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeriesSamples {
+    /// The series.
+    pub key: SeriesKey,
+    /// Samples in ascending time order.
+    pub samples: Vec<Sample>,
+}
+
+/// Result of a [`SeriesQuery`]: samples ordered by (timestamp, series key), paged.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct QueryResult {
+    /// Each returned sample with the index of its series in `series`.
+    pub samples: Vec<(usize, Sample)>,
+    /// The series the samples belong to.
+    pub series: Vec<SeriesKey>,
+    /// Samples matching before paging.
+    pub total: u64,
+}
+
+/// An aggregate over selected series and a time range, optionally per time step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AggregateQuery {
+    /// Which series.
+    pub selector: Selector,
+    /// Which time range.
+    pub range: TimeRange,
+    /// Bucket width for per-step results (what a chart needs); `None` = one total only.
+    pub step_ns: Option<i64>,
+    /// Quantiles to compute, each in `0..=1`.
+    pub quantiles: Vec<f64>,
+    /// Histogram upper bounds (`le`), ascending; counts are cumulative.
+    pub buckets: Vec<f64>,
+}
+
+/// Result of an [`AggregateQuery`].
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AggregateResult {
+    /// Over the whole range.
+    pub total: Summary,
+    /// Per step: (bucket start ns, summary), ascending, empty buckets omitted.
+    pub steps: Vec<(i64, Summary)>,
+    /// Series that matched.
+    pub series_count: u64,
+}
+
+/// An event as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    /// Unique id (the broker record id): writes are idempotent on it.
+    pub id: String,
+    /// Source.
+    pub source_id: String,
+    /// Nanoseconds since the Unix epoch.
+    pub timestamp_ns: i64,
+    /// The JSON object payload.
+    pub payload: Map<String, Value>,
+}
+
+/// Which events.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EventQuery {
+    /// Only this source.
+    pub source_id: Option<String>,
+    /// Only this time range.
+    pub range: TimeRange,
+    /// Most events returned.
+    pub limit: usize,
+    /// Events skipped first.
+    pub offset: usize,
+}
+
+/// A page of events, oldest first (newest last).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct EventPage {
+    /// Events matching before paging.
+    pub total: u64,
+    /// The page.
+    pub events: Vec<StoredEvent>,
+}
+
+/// What the store knows about one measurement.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DatasetInfo {
+    /// Measurement (metric) name.
+    pub measurement: String,
+    /// Metric type (of the latest write).
+    pub kind: MetricType,
+    /// Help text, if any.
+    pub help: Option<String>,
+    /// Field names, sorted.
+    pub fields: Vec<String>,
+    /// Label names, sorted.
+    pub label_names: Vec<String>,
+    /// Number of series (field × label sets).
+    pub series_count: u64,
+    /// Number of samples.
+    pub sample_count: u64,
+    /// First sample's timestamp (ns).
+    pub first_ns: i64,
+    /// Last sample's timestamp (ns).
+    pub last_ns: i64,
+}
+
+/// The latest sample of a series, with its metadata (for exposition).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Latest {
+    /// The series.
+    pub key: SeriesKey,
+    /// Metric type.
+    pub kind: MetricType,
+    /// Help text.
+    pub help: Option<String>,
+    /// The sample with the greatest timestamp.
+    pub sample: Sample,
+}
+
+/// What a flush made durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FlushReport {
+    /// Rows written to new files.
+    pub rows: u64,
+    /// Bytes of new files.
+    pub bytes: u64,
+}
+
+/// Where points and events rest.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// The backend's name (`embedded`, `postgres`).
+    fn name(&self) -> &'static str;
+
+    /// Writes points (idempotent on series + timestamp). Visible at once; durable after
+    /// [`Store::flush`].
+    ///
+    /// # Errors
+    /// Backend failures.
+    async fn write_points(&self, points: &[Point]) -> Result<()>;
+
+    /// Writes events (idempotent on id).
+    ///
+    /// # Errors
+    /// Backend failures.
+    async fn write_events(&self, events: &[StoredEvent]) -> Result<()>;
+
+    /// Makes everything written so far durable.
+    ///
+    /// # Errors
+    /// Backend failures; nothing written since the last successful flush may be assumed
+    /// durable.
+    async fn flush(&self) -> Result<FlushReport>;
+
+    /// Raw samples.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for an unknown measurement.
+    async fn query(&self, query: &SeriesQuery) -> Result<QueryResult>;
+
+    /// Aggregates.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for an unknown measurement; [`Error::Invalid`] for a bad
+    /// quantile or step.
+    async fn aggregate(&self, query: &AggregateQuery) -> Result<AggregateResult>;
+
+    /// Stored events.
+    ///
+    /// # Errors
+    /// Backend failures.
+    async fn events(&self, query: &EventQuery) -> Result<EventPage>;
+
+    /// Every measurement with its fields, labels, counts and time range, sorted by name.
+    ///
+    /// # Errors
+    /// Backend failures.
+    async fn datasets(&self) -> Result<Vec<DatasetInfo>>;
+
+    /// The latest sample of every series, sorted by series key.
+    ///
+    /// # Errors
+    /// Backend failures.
+    async fn latest(&self) -> Result<Vec<Latest>>;
+
+    /// Applies retention by age.
+    ///
+    /// # Errors
+    /// Backend failures.
+    async fn enforce_retention(&self) -> Result<()>;
+
+    /// Flushes and stops.
+    ///
+    /// # Errors
+    /// If the final flush fails.
+    async fn stop(&self) -> Result<()>;
+}
