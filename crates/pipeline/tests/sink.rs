@@ -1,0 +1,250 @@
+//! The sinker moves broker records into the store and acknowledges them only after a
+//! flush; poison records go to the dlq.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use datanexus_broker::embedded::{EmbeddedBroker, EmbeddedOptions};
+use datanexus_broker::{Broker, Bytes, ConsumerOptions, ProduceRecord};
+use datanexus_model::{Event, Labels, Point, codec};
+use datanexus_pipeline::{Pipeline, PipelineConfig};
+use datanexus_store::embedded::{EmbeddedStore, EmbeddedStoreOptions};
+use datanexus_store::{AggregateQuery, EventQuery, Selector, Store, TimeRange};
+use datanexus_telemetry::Telemetry;
+
+struct Rig {
+    _dir: tempfile::TempDir,
+    broker: Arc<dyn Broker>,
+    store: Arc<dyn Store>,
+}
+
+async fn rig() -> Rig {
+    let dir = tempfile::tempdir().unwrap();
+    let broker: Arc<dyn Broker> = Arc::new(
+        EmbeddedBroker::open(&dir.path().join("log"), EmbeddedOptions::default()).unwrap(),
+    );
+    let store: Arc<dyn Store> = Arc::new(
+        EmbeddedStore::open(&dir.path().join("store"), EmbeddedStoreOptions::default()).unwrap(),
+    );
+    for t in ["metrics", "events", "results", "dlq"] {
+        broker.ensure_topic(t, 4).await.unwrap();
+    }
+    Rig {
+        _dir: dir,
+        broker,
+        store,
+    }
+}
+
+fn config() -> PipelineConfig {
+    PipelineConfig {
+        flush_interval: Duration::from_millis(100),
+        consumer: ConsumerOptions {
+            lease_timeout: Duration::from_secs(30),
+            session_timeout: Duration::from_secs(10),
+        },
+        ..PipelineConfig::default()
+    }
+}
+
+fn point_record(series: u32, ts: i64, v: f64) -> ProduceRecord {
+    let labels = Labels::new([("s".to_owned(), series.to_string())]).unwrap();
+    let p = Point::sample("pipe_metric", labels, v, ts);
+    let mut buf = Vec::new();
+    codec::encode_point(&p, &mut buf);
+    ProduceRecord {
+        partition: Some(series % 4),
+        key: None,
+        value: Bytes::from(buf),
+        timestamp_ms: 0,
+    }
+}
+
+async fn count(store: &dyn Store, name: &str) -> u64 {
+    let q = AggregateQuery {
+        selector: Selector::metric(name),
+        range: TimeRange::default(),
+        step_ns: None,
+        quantiles: vec![],
+        buckets: vec![],
+    };
+    store
+        .aggregate(&q)
+        .await
+        .map(|r| r.total.count)
+        .unwrap_or(0)
+}
+
+async fn eventually<F, Fut>(mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+async fn lag(broker: &dyn Broker, topic: &str, group: &str) -> u64 {
+    broker
+        .lag(topic, group)
+        .await
+        .unwrap()
+        .iter()
+        .map(|l| l.lag)
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stores_every_produced_point_and_acknowledges_after_flush() {
+    let r = rig().await;
+    let records: Vec<_> = (0..1000)
+        .map(|i| point_record(i % 10, 1_000 + i64::from(i), f64::from(i)))
+        .collect();
+    r.broker.produce("metrics", records).await.unwrap();
+    let p = Pipeline::start(
+        r.broker.clone(),
+        r.store.clone(),
+        Telemetry::new(),
+        config(),
+    )
+    .await
+    .unwrap();
+    assert!(eventually(|| async { count(&*r.store, "pipe_metric").await == 1000 }).await);
+    assert!(
+        eventually(|| async { lag(&*r.broker, "metrics", "sinker").await == 0 }).await,
+        "acked after flush"
+    );
+    p.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redelivered_records_are_not_counted_twice() {
+    let r = rig().await;
+    let records: Vec<_> = (0..100)
+        .map(|i| point_record(i % 5, 5_000 + i64::from(i), 1.0))
+        .collect();
+    // The same records twice: what a redelivery after a crash looks like to the store.
+    r.broker.produce("metrics", records.clone()).await.unwrap();
+    r.broker.produce("metrics", records).await.unwrap();
+    let p = Pipeline::start(
+        r.broker.clone(),
+        r.store.clone(),
+        Telemetry::new(),
+        config(),
+    )
+    .await
+    .unwrap();
+    assert!(eventually(|| async { lag(&*r.broker, "metrics", "sinker").await == 0 }).await);
+    assert_eq!(count(&*r.store, "pipe_metric").await, 100);
+    p.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_records_go_to_the_dlq_with_the_reason() {
+    let r = rig().await;
+    let poison = ProduceRecord {
+        partition: Some(0),
+        key: None,
+        value: Bytes::from_static(&[0xff, 0xff, 0xff]),
+        timestamp_ms: 0,
+    };
+    r.broker
+        .produce("metrics", vec![poison, point_record(0, 1, 1.0)])
+        .await
+        .unwrap();
+    let p = Pipeline::start(
+        r.broker.clone(),
+        r.store.clone(),
+        Telemetry::new(),
+        config(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        eventually(|| async { count(&*r.store, "pipe_metric").await == 1 }).await,
+        "the good record is stored"
+    );
+    assert!(
+        eventually(|| async { lag(&*r.broker, "metrics", "sinker").await == 0 }).await,
+        "the poison record does not block"
+    );
+    let dlq = r
+        .broker
+        .subscribe("dlq", "inspect", "t", ConsumerOptions::default())
+        .await
+        .unwrap();
+    let got = dlq.poll(10, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(got.len(), 1);
+    let body: serde_json::Value = serde_json::from_slice(&got[0].value).unwrap();
+    assert_eq!(body["source_topic"], "metrics");
+    assert_eq!(body["value_hex"], "ffffff");
+    assert!(
+        body["reason"].as_str().unwrap().contains("undecodable"),
+        "{body}"
+    );
+    p.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_are_stored_raw_and_flattened_into_series() {
+    let r = rig().await;
+    let records: Vec<_> = (0..20)
+        .map(|i| {
+            let payload = serde_json::json!({"temperature": 20.0 + f64::from(i), "note": "x"});
+            let e = Event::new(
+                format!("sensor-{}", i % 2),
+                1_000_000 + i64::from(i),
+                payload.as_object().unwrap().clone(),
+            )
+            .unwrap();
+            let mut buf = Vec::new();
+            codec::encode_event(&e, &mut buf);
+            ProduceRecord {
+                partition: None,
+                key: Some(Bytes::from(e.source_id.clone())),
+                value: Bytes::from(buf),
+                timestamp_ms: 0,
+            }
+        })
+        .collect();
+    r.broker.produce("events", records).await.unwrap();
+    let p = Pipeline::start(
+        r.broker.clone(),
+        r.store.clone(),
+        Telemetry::new(),
+        config(),
+    )
+    .await
+    .unwrap();
+    assert!(eventually(|| async { count(&*r.store, "temperature").await == 20 }).await);
+    let page = r
+        .store
+        .events(&EventQuery {
+            source_id: Some("sensor-1".into()),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.total, 10);
+    assert!(
+        page.events
+            .iter()
+            .all(|e| e.source_id == "sensor-1" && e.payload["note"] == "x")
+    );
+    assert!(
+        page.events
+            .windows(2)
+            .all(|w| w[0].timestamp_ns <= w[1].timestamp_ns),
+        "oldest first"
+    );
+    p.stop().await.unwrap();
+}
