@@ -73,17 +73,6 @@ fn bearer_token(header: &[u8]) -> Option<&[u8]> {
     (!token.is_empty()).then_some(token)
 }
 
-impl tonic::service::Interceptor for Auth {
-    fn call(&mut self, request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        let header = request
-            .metadata()
-            .get("authorization")
-            .map(|v| v.as_bytes());
-        self.check(header)?;
-        Ok(request)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -44,6 +44,9 @@ pub enum Error {
     /// The broker refused or failed.
     #[error(transparent)]
     Broker(#[from] datanexus_broker::Error),
+    /// The store refused or failed (unknown metric, bad query, unreachable, …).
+    #[error(transparent)]
+    Store(#[from] datanexus_store::Error),
     /// A fault of the server itself (a bug or a broken invariant).
     #[error("internal error: {0}")]
     Internal(String),
@@ -87,9 +90,27 @@ impl Error {
             ),
             Error::NotFound(_) => (StatusCode::NOT_FOUND, tonic::Code::NotFound),
             Error::Broker(e) => broker_status(e.kind()),
+            Error::Store(e) => store_status(e),
             Error::Internal(_) | Error::Io(_) | Error::Transport(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, tonic::Code::Internal)
             }
+        }
+    }
+
+    /// The kind of this error as a telemetry label (`errors{kind=…}`), derived from
+    /// [`Error::status`] so that both always agree.
+    pub fn kind_label(&self) -> &'static str {
+        match self.status() {
+            (_, tonic::Code::DeadlineExceeded) => "timeout",
+            (StatusCode::BAD_REQUEST, _) => "invalid_input",
+            (StatusCode::UNAUTHORIZED, _) => "unauthenticated",
+            (StatusCode::NOT_FOUND, _) => "not_found",
+            (StatusCode::CONFLICT, _) => "conflict",
+            (StatusCode::PAYLOAD_TOO_LARGE, _) => "payload_too_large",
+            (StatusCode::UNSUPPORTED_MEDIA_TYPE, _) => "unsupported_media_type",
+            (StatusCode::TOO_MANY_REQUESTS, _) => "overloaded",
+            (StatusCode::SERVICE_UNAVAILABLE, _) => "unavailable",
+            _ => "internal",
         }
     }
 
@@ -129,6 +150,24 @@ fn broker_status(kind: ErrorKind) -> (StatusCode, tonic::Code) {
     }
 }
 
+fn store_status(e: &datanexus_store::Error) -> (StatusCode, tonic::Code) {
+    use datanexus_store::Error as S;
+    match e {
+        S::NotFound(_) => (StatusCode::NOT_FOUND, tonic::Code::NotFound),
+        S::Invalid(_) => (StatusCode::BAD_REQUEST, tonic::Code::InvalidArgument),
+        S::Unavailable(_) | S::Closed => {
+            (StatusCode::SERVICE_UNAVAILABLE, tonic::Code::Unavailable)
+        }
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, tonic::Code::Internal),
+    }
+}
+
+/// Marks an HTTP response as produced by an [`Error`] of this kind
+/// ([`Error::kind_label`]), so that the telemetry layer counts it once, whoever
+/// produced it (handler, extractor, auth or limit layer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ErrorKindTag(pub(crate) &'static str);
+
 /// `{"error": "..."}` with `status`, the body of every HTTP error.
 pub(crate) fn json_error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
@@ -138,6 +177,9 @@ impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let (status, _) = self.status();
         let mut response = json_error(status, self.log_and_publish());
+        response
+            .extensions_mut()
+            .insert(ErrorKindTag(self.kind_label()));
         let headers = response.headers_mut();
         match self {
             Error::Overloaded(_) => {
@@ -213,6 +255,56 @@ mod tests {
         assert_eq!(internal.public_message(), "internal error");
         let status = tonic::Status::from(internal);
         assert_eq!(status.message(), "internal error");
+    }
+
+    #[test]
+    fn maps_store_kinds_and_hides_internal_details() {
+        let status = |e: datanexus_store::Error| Error::from(e).status().0;
+        assert_eq!(
+            status(datanexus_store::Error::NotFound("cpu".into())),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            status(datanexus_store::Error::Invalid("bad step".into())),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            status(datanexus_store::Error::Unavailable("down".into())),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            status(datanexus_store::Error::Closed),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        let corrupt = Error::from(datanexus_store::Error::Corrupt {
+            path: "/data/store/0001.parquet".into(),
+            reason: "bad footer".into(),
+        });
+        assert_eq!(corrupt.status().0, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(corrupt.public_message(), "internal error");
+        let missing = Error::from(datanexus_store::Error::NotFound("cpu".into()));
+        assert_eq!(missing.public_message(), "unknown metric \"cpu\"");
+    }
+
+    #[test]
+    fn kind_labels_follow_the_status_mapping() {
+        assert_eq!(Error::Invalid("x".into()).kind_label(), "invalid_input");
+        assert_eq!(Error::Unauthenticated("x").kind_label(), "unauthenticated");
+        assert_eq!(Error::Overloaded("x".into()).kind_label(), "overloaded");
+        assert_eq!(
+            Error::Timeout(Duration::from_secs(1)).kind_label(),
+            "timeout"
+        );
+        assert_eq!(
+            Error::from(datanexus_broker::Error::Closed).kind_label(),
+            "unavailable"
+        );
+        assert_eq!(Error::Internal("x".into()).kind_label(), "internal");
+        let response = Error::NotFound("x".into()).into_response();
+        assert_eq!(
+            response.extensions().get::<ErrorKindTag>(),
+            Some(&ErrorKindTag("not_found"))
+        );
     }
 
     #[test]

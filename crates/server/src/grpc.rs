@@ -52,7 +52,7 @@ pub(crate) async fn serve(
 ) -> Result<()> {
     let options = state.options();
     let max_message = options.max_grpc_message_bytes;
-    let auth = state.auth().clone();
+    let auth = GrpcAuth(state.clone());
     let data_nexus = DataNexusServer::new(DataNexusService::new(state.clone()))
         .max_decoding_message_size(max_message)
         .accept_compressed(CompressionEncoding::Gzip);
@@ -100,6 +100,24 @@ fn reflection_service() -> Result<ServerReflectionServer<impl ServerReflection>>
         .with_service_name(<ServerReflectionServer<ReflectionService> as NamedService>::NAME)
         .build_v1()
         .map_err(|e| Error::Internal(format!("cannot build the reflection service: {e}")))
+}
+
+/// The bearer-auth interceptor; failures are counted as `errors{component="ingest"}`.
+#[derive(Clone)]
+struct GrpcAuth(AppState);
+
+impl tonic::service::Interceptor for GrpcAuth {
+    fn call(&mut self, request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        let header = request
+            .metadata()
+            .get("authorization")
+            .map(|v| v.as_bytes());
+        if let Err(e) = self.0.auth().check(header) {
+            self.0.count_error("ingest", &e);
+            return Err(e.into());
+        }
+        Ok(request)
+    }
 }
 
 /// Resolves with `shutdown`, after marking every service `NOT_SERVING`.

@@ -1,7 +1,10 @@
-//! The HTTP API (axum): ingest endpoints, health and readiness.
+//! The HTTP API (axum): ingest endpoints, queries, datasets, the Prometheus exposition,
+//! the program's own metrics, health and readiness.
 //!
-//! Layers, outermost first (`GET /health` only gets the first: liveness is never
+//! Layers, outermost first (`GET /health` only gets the first two: liveness is never
 //! authenticated, shed or timed out):
+//! 0. every error response produced by an [`Error`] is counted in the telemetry
+//!    (`errors{component, kind}`);
 //! 1. every error response is JSON `{"error": "..."}` (also those produced by layers
 //!    and routing, e.g. `405`, or `415` for an unsupported `Content-Encoding`);
 //! 2. load shedding over a concurrency limit shared with gRPC
@@ -15,14 +18,23 @@
 //!
 //! # Layout
 //! - `body.rs`: the JSON (one object or an array) extractor with our error shape.
+//! - `params.rs`: the query-string extractor of the read endpoints.
 //! - `metrics.rs`: `POST /metrics`. `events.rs`: `POST /ingest`.
+//! - `query.rs`: `GET /metrics/{name}`, `GET /metrics/{name}/aggregate`.
+//! - `data.rs`: `GET /data`. `datasets.rs`: `GET /datasets/{list,detail,time-range}/`.
+//! - `exposition.rs`: `GET /metrics` (also `?drain=true`), `GET /internal/metrics`.
 //! - `health.rs`: `GET /health`, `GET /ready`. `auth.rs`: the bearer middleware.
 
 mod auth;
 pub(crate) mod body;
+mod data;
+mod datasets;
 pub(crate) mod events;
+mod exposition;
 mod health;
 pub(crate) mod metrics;
+mod params;
+mod query;
 
 use std::future::Future;
 use std::time::Duration;
@@ -40,6 +52,7 @@ use tower::{BoxError, load_shed, timeout};
 use tower_http::decompression::RequestDecompressionLayer;
 
 use crate::error::json_error;
+use crate::observe::count_http_errors;
 use crate::{AppState, Error, Result};
 
 /// The liveness path: outside auth and the limit layers, so probes carry no
@@ -61,8 +74,18 @@ pub fn http_app(state: AppState) -> Router {
         ))
         .timeout(timeout);
     let guarded = Router::new()
-        .route("/metrics", post(metrics::record))
+        .route("/metrics", post(metrics::record).get(exposition::scrape))
+        .route("/metrics/{name}", get(query::values))
+        .route("/metrics/{name}/aggregate", get(query::aggregate))
         .route("/ingest", post(events::ingest))
+        .route("/data", get(data::events))
+        .route("/datasets/list", get(datasets::list))
+        .route("/datasets/list/", get(datasets::list))
+        .route("/datasets/detail", get(datasets::detail))
+        .route("/datasets/detail/", get(datasets::detail))
+        .route("/datasets/time-range", get(datasets::time_range))
+        .route("/datasets/time-range/", get(datasets::time_range))
+        .route("/internal/metrics", get(exposition::internal))
         .route("/ready", get(health::ready))
         .fallback(not_found)
         .layer(RequestDecompressionLayer::new())
@@ -72,6 +95,7 @@ pub fn http_app(state: AppState) -> Router {
         .route(HEALTH_PATH, get(health::health))
         .merge(guarded)
         .layer(map_response(ensure_json_error))
+        .layer(from_fn_with_state(state.clone(), count_http_errors))
         .with_state(state)
 }
 

@@ -8,7 +8,8 @@
 //! - Backpressure: a semaphore of `max_inflight_records` permits. A request takes one
 //!   permit per record with `try_acquire_many` and holds them until `produce` returns;
 //!   when they are not available it fails at once with [`Error::Overloaded`] instead
-//!   of queueing.
+//!   of queueing. The telemetry gauge `queue_depth{queue="inflight_records"}` counts
+//!   the permits held.
 //! - Ids are returned in input order, only after `produce` returned (the batch is
 //!   durable).
 //!
@@ -23,6 +24,8 @@ use datanexus_broker::{Broker, ProduceRecord, RecordId};
 use datanexus_model::codec::{encode_event, encode_point, point_key};
 use datanexus_model::series::partition_of_key;
 use datanexus_model::{Event, Point, jump_hash};
+use datanexus_telemetry::{QueueLabels, Telemetry};
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::{Error, Result};
@@ -43,6 +46,21 @@ pub(crate) struct Ingestor {
     events: TopicTarget,
     budget: Semaphore,
     max_inflight_records: usize,
+    /// `queue_depth{queue="inflight_records"}`.
+    inflight: Gauge,
+}
+
+/// Permits of the in-flight budget, reflected in the in-flight gauge while held.
+struct Reservation<'a> {
+    _permits: SemaphorePermit<'a>,
+    inflight: &'a Gauge,
+    records: i64,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        self.inflight.dec_by(self.records);
+    }
 }
 
 /// One record's placement and where its key and value sit in the shared buffer.
@@ -59,14 +77,22 @@ impl Ingestor {
         metrics: TopicTarget,
         events: TopicTarget,
         max_inflight_records: usize,
+        telemetry: &Telemetry,
     ) -> Self {
         let permits = max_inflight_records.min(Semaphore::MAX_PERMITS);
+        let inflight = telemetry
+            .queue_depth
+            .get_or_create(&QueueLabels {
+                queue: "inflight_records".to_owned(),
+            })
+            .clone();
         Ingestor {
             broker,
             metrics,
             events,
             budget: Semaphore::new(permits),
             max_inflight_records: permits,
+            inflight,
         }
     }
 
@@ -91,7 +117,7 @@ impl Ingestor {
         self.produce(&self.events.name, records, events.len()).await
     }
 
-    fn reserve(&self, records: usize) -> Result<SemaphorePermit<'_>> {
+    fn reserve(&self, records: usize) -> Result<Reservation<'_>> {
         let overloaded = || {
             Error::Overloaded(format!(
                 "{records} records do not fit the in-flight budget of {} records",
@@ -99,7 +125,14 @@ impl Ingestor {
             ))
         };
         let n = u32::try_from(records).map_err(|_| overloaded())?;
-        self.budget.try_acquire_many(n).map_err(|_| overloaded())
+        let permits = self.budget.try_acquire_many(n).map_err(|_| overloaded())?;
+        let records = i64::from(n);
+        self.inflight.inc_by(records);
+        Ok(Reservation {
+            _permits: permits,
+            inflight: &self.inflight,
+            records,
+        })
     }
 
     async fn produce(
@@ -201,6 +234,44 @@ mod tests {
             assert_eq!(record.timestamp_ms, 1_700_000_000_123);
             assert_eq!(&decode_point(&record.value).unwrap(), p);
         }
+    }
+
+    #[tokio::test]
+    async fn records_holding_the_budget_are_shown_as_queue_depth() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = datanexus_broker::embedded::EmbeddedBroker::open(
+            dir.path(),
+            datanexus_broker::embedded::EmbeddedOptions::default(),
+        )
+        .unwrap();
+        let target = |name: &str| TopicTarget {
+            name: name.into(),
+            partitions: 1,
+        };
+        let telemetry = Telemetry::new();
+        let ingestor = Ingestor::new(
+            Arc::new(broker),
+            target("metrics"),
+            target("events"),
+            10,
+            &telemetry,
+        );
+        let depth = || {
+            telemetry
+                .queue_depth
+                .get_or_create(&QueueLabels {
+                    queue: "inflight_records".into(),
+                })
+                .get()
+        };
+        let first = ingestor.reserve(3).unwrap();
+        let second = ingestor.reserve(7).unwrap();
+        assert_eq!(depth(), 10);
+        assert!(matches!(ingestor.reserve(1), Err(Error::Overloaded(_))));
+        drop(first);
+        assert_eq!(depth(), 7);
+        drop(second);
+        assert_eq!(depth(), 0);
     }
 
     #[test]

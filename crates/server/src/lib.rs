@@ -2,7 +2,9 @@
 //! what clients send into points and events, append them durably to the broker, and
 //! answer only once they are durable. Backpressure is explicit: a bounded in-flight
 //! budget and a concurrency limit make overload an immediate `429` /
-//! `RESOURCE_EXHAUSTED`, never unbounded queueing.
+//! `RESOURCE_EXHAUSTED`, never unbounded queueing. They also serve what the store holds:
+//! REST queries and aggregates, datasets, the Prometheus exposition of the ingested
+//! metrics (optionally drain-on-scrape from the broker), and the program's own metrics.
 //!
 //! [`run`] serves both APIs on listeners the caller binds (tests use port 0) until a
 //! shutdown future resolves, then stops accepting and drains in-flight requests within
@@ -16,16 +18,23 @@
 //! - `convert.rs`: samples to validated points, batch checks, timestamps.
 //! - `decode.rs`: the body decoders, public for the fuzz targets.
 //! - `ingest.rs`: the one place points and events become broker records.
+//! - `observe.rs`: telemetry of the front ends (ingest counts, errors by kind).
+//! - `exposition.rs` + `exposition/`: pure Prometheus text rendering (format 0.0.4).
+//! - `drain.rs`: drain-on-scrape: the lazily subscribed consumer and the response body
+//!   that acknowledges what it carried only once it was fully written.
 //! - `grpc.rs` + `grpc/`: tonic services, one file per protocol.
 //! - `http.rs` + `http/`: axum routes, one file per endpoint family, and the layers.
 
 mod auth;
 mod convert;
 pub mod decode;
+mod drain;
 mod error;
+mod exposition;
 mod grpc;
 mod http;
 mod ingest;
+mod observe;
 mod options;
 mod state;
 
@@ -33,14 +42,36 @@ use std::future::Future;
 use std::sync::Arc;
 
 use datanexus_broker::Broker;
+use datanexus_store::Store;
+use datanexus_telemetry::Telemetry;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::{JoinError, JoinSet};
 
 pub use crate::error::{Error, Result};
 pub use crate::http::http_app;
-pub use crate::options::{DEFAULT_PARTITIONS, ServerOptions, TopicNames};
+pub use crate::options::{DEFAULT_DRAIN_GROUP, DEFAULT_PARTITIONS, ServerOptions, TopicNames};
 pub use crate::state::AppState;
+
+/// The engines the front ends work over.
+#[derive(Clone)]
+pub struct Backends {
+    /// Where ingested records are appended (and drained from by `GET /metrics?drain=true`).
+    pub broker: Arc<dyn Broker>,
+    /// Where queries, datasets and the exposition read from.
+    pub store: Arc<dyn Store>,
+    /// The program's own metrics (served at `GET /internal/metrics`).
+    pub telemetry: Arc<Telemetry>,
+}
+
+impl std::fmt::Debug for Backends {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backends")
+            .field("broker", &self.broker.name())
+            .field("store", &self.store.name())
+            .finish_non_exhaustive()
+    }
+}
 
 /// Serves gRPC on `grpc` and HTTP on `http` until `shutdown` resolves; then stops
 /// accepting, drains in-flight requests and returns. Draining waits at most
@@ -55,12 +86,12 @@ pub use crate::state::AppState;
 pub async fn run(
     grpc: TcpListener,
     http: TcpListener,
-    broker: Arc<dyn Broker>,
+    backends: Backends,
     options: ServerOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let shutdown_timeout = options.shutdown_timeout;
-    let state = AppState::new(broker, options).await?;
+    let state = AppState::new(backends, options).await?;
     let (stop, stopped) = watch::channel(false);
     let signal = |mut rx: watch::Receiver<bool>| async move {
         // An error means the sender is gone, which also means: stop.
@@ -68,7 +99,7 @@ pub async fn run(
     };
     let mut servers = JoinSet::new();
     servers.spawn(grpc::serve(grpc, state.clone(), signal(stopped.clone())));
-    servers.spawn(http::serve(http, state, signal(stopped)));
+    servers.spawn(http::serve(http, state.clone(), signal(stopped)));
     tracing::info!("serving gRPC and HTTP");
 
     let mut outcome = Ok(());
@@ -95,6 +126,7 @@ pub async fn run(
         );
         servers.abort_all();
     }
+    state.close_drain().await;
     outcome
 }
 

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use datanexus_config::{BrokerConfig, Config};
+use datanexus_config::{BrokerConfig, Config, MetricsConfig};
 use datanexus_model::Limits;
 
 /// Partition count used when the broker configuration does not name one.
@@ -62,7 +62,15 @@ pub struct ServerOptions {
     pub max_concurrent_requests: usize,
     /// How long [`run`](crate::run) waits for in-flight requests after shutdown begins.
     pub shutdown_timeout: Duration,
+    /// Upper bounds (`le`) of the buckets of histogram-typed metrics in `GET /metrics`,
+    /// finite and strictly ascending (`+Inf` is implicit).
+    pub histogram_buckets: Vec<f64>,
+    /// Consumer group of `GET /metrics?drain=true` on the metrics topic.
+    pub drain_group: String,
 }
+
+/// Default [`ServerOptions::drain_group`].
+pub const DEFAULT_DRAIN_GROUP: &str = "exposition-drain";
 
 impl std::fmt::Debug for ServerOptions {
     /// Never prints the tokens, only how many there are.
@@ -82,6 +90,8 @@ impl std::fmt::Debug for ServerOptions {
             .field("request_timeout", &self.request_timeout)
             .field("max_concurrent_requests", &self.max_concurrent_requests)
             .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("histogram_buckets", &self.histogram_buckets)
+            .field("drain_group", &self.drain_group)
             .finish()
     }
 }
@@ -101,6 +111,8 @@ impl Default for ServerOptions {
             request_timeout: Duration::from_secs(30),
             max_concurrent_requests: 1024,
             shutdown_timeout: Duration::from_secs(20),
+            histogram_buckets: MetricsConfig::default().histogram_buckets,
+            drain_group: DEFAULT_DRAIN_GROUP.to_owned(),
         }
     }
 }
@@ -133,6 +145,8 @@ impl From<&Config> for ServerOptions {
             request_timeout: c.limits.request_timeout,
             max_concurrent_requests: c.limits.max_concurrent_requests,
             shutdown_timeout: c.shutdown_timeout,
+            histogram_buckets: c.metrics.histogram_buckets.clone(),
+            drain_group: DEFAULT_DRAIN_GROUP.to_owned(),
         }
     }
 }

@@ -3,11 +3,14 @@
 use std::sync::Arc;
 
 use datanexus_broker::Broker;
+use datanexus_store::Store;
+use datanexus_telemetry::Telemetry;
 use tokio::sync::Semaphore;
 
 use crate::auth::Auth;
+use crate::drain::Drainer;
 use crate::ingest::{Ingestor, TopicTarget};
-use crate::{Result, ServerOptions};
+use crate::{Backends, Result, ServerOptions};
 
 /// Shared state of the gRPC and HTTP front ends; cheap to clone.
 #[derive(Clone)]
@@ -17,7 +20,10 @@ pub struct AppState {
 
 struct Shared {
     broker: Arc<dyn Broker>,
+    store: Arc<dyn Store>,
+    telemetry: Arc<Telemetry>,
     ingestor: Ingestor,
+    drainer: Drainer,
     auth: Auth,
     options: ServerOptions,
     /// Request slots shared by both APIs (`max_concurrent_requests`).
@@ -28,6 +34,7 @@ impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AppState")
             .field("broker", &self.inner.broker.name())
+            .field("store", &self.inner.store.name())
             .field("options", &self.inner.options)
             .finish_non_exhaustive()
     }
@@ -38,7 +45,12 @@ impl AppState {
     ///
     /// # Errors
     /// The broker is unreachable, or a topic exists with a partition count it refuses.
-    pub async fn new(broker: Arc<dyn Broker>, options: ServerOptions) -> Result<Self> {
+    pub async fn new(backends: Backends, options: ServerOptions) -> Result<Self> {
+        let Backends {
+            broker,
+            store,
+            telemetry,
+        } = backends;
         let t = &options.topics;
         for topic in [&t.metrics, &t.events, &t.results, &t.dlq] {
             broker.ensure_topic(topic, options.partitions).await?;
@@ -56,7 +68,9 @@ impl AppState {
             metrics,
             events,
             options.max_inflight_records,
+            &telemetry,
         );
+        let drainer = Drainer::new(Arc::clone(&broker), Arc::clone(&telemetry), &options);
         let requests = Arc::new(Semaphore::new(
             options
                 .max_concurrent_requests
@@ -66,7 +80,10 @@ impl AppState {
         Ok(AppState {
             inner: Arc::new(Shared {
                 broker,
+                store,
+                telemetry,
                 ingestor,
+                drainer,
                 auth,
                 options,
                 requests,
@@ -79,12 +96,30 @@ impl AppState {
         &self.inner.options
     }
 
+    /// Leaves the drain consumer group (if a drain scrape ever joined it), so that its
+    /// unacknowledged records go back to the group at once.
+    pub(crate) async fn close_drain(&self) {
+        self.inner.drainer.close().await;
+    }
+
     pub(crate) fn broker(&self) -> &dyn Broker {
         self.inner.broker.as_ref()
     }
 
+    pub(crate) fn store(&self) -> &dyn Store {
+        self.inner.store.as_ref()
+    }
+
+    pub(crate) fn telemetry(&self) -> &Telemetry {
+        &self.inner.telemetry
+    }
+
     pub(crate) fn ingestor(&self) -> &Ingestor {
         &self.inner.ingestor
+    }
+
+    pub(crate) fn drainer(&self) -> &Drainer {
+        &self.inner.drainer
     }
 
     pub(crate) fn auth(&self) -> &Auth {

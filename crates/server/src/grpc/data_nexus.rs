@@ -16,6 +16,7 @@ use datanexus_proto::data_nexus::{BatchIngestResponse, BatchMetrics, IngestRespo
 use tonic::{Request, Response, Status};
 
 use crate::convert::{Sample, check_batch_len, convert_batch, unix_seconds_or};
+use crate::observe::Api;
 use crate::{AppState, Error};
 
 /// The `data_nexus.MetricsService` implementation.
@@ -27,6 +28,28 @@ pub(crate) struct DataNexusService {
 impl DataNexusService {
     pub(crate) fn new(state: AppState) -> Self {
         DataNexusService { state }
+    }
+
+    async fn ingest_one(&self, metric: Metric) -> Result<String, Error> {
+        let point = metric_to_point(metric, time::now_ns(), &self.state.options().limits)?;
+        let ids = self
+            .state
+            .ingestor()
+            .points(std::slice::from_ref(&point))
+            .await?;
+        ids.into_iter()
+            .next()
+            .ok_or_else(|| Error::Internal("broker returned no record id".into()))
+    }
+
+    async fn ingest_batch(&self, metrics: Vec<Metric>) -> Result<Vec<String>, Error> {
+        let options = self.state.options();
+        check_batch_len(metrics.len(), options.max_batch_metrics, "metrics")?;
+        let now_ns = time::now_ns();
+        let points = convert_batch(metrics, "metrics", |m| {
+            metric_to_point(m, now_ns, &options.limits)
+        })?;
+        self.state.ingestor().points(&points).await
     }
 }
 
@@ -55,21 +78,10 @@ impl MetricsService for DataNexusService {
         &self,
         request: Request<Metric>,
     ) -> Result<Response<IngestResponse>, Status> {
-        let point = metric_to_point(
-            request.into_inner(),
-            time::now_ns(),
-            &self.state.options().limits,
-        )
-        .map_err(Error::from)?;
-        let ids = self
+        let outcome = self.ingest_one(request.into_inner()).await;
+        let event_id = self
             .state
-            .ingestor()
-            .points(std::slice::from_ref(&point))
-            .await?;
-        let event_id = ids
-            .into_iter()
-            .next()
-            .ok_or_else(|| Error::Internal("broker returned no record id".into()))?;
+            .observe_ingest(Api::GrpcDataNexus, outcome, |_| 1)?;
         Ok(Response::new(IngestResponse { event_id }))
     }
 
@@ -77,14 +89,10 @@ impl MetricsService for DataNexusService {
         &self,
         request: Request<BatchMetrics>,
     ) -> Result<Response<BatchIngestResponse>, Status> {
-        let metrics = request.into_inner().metrics;
-        let options = self.state.options();
-        check_batch_len(metrics.len(), options.max_batch_metrics, "metrics")?;
-        let now_ns = time::now_ns();
-        let points = convert_batch(metrics, "metrics", |m| {
-            metric_to_point(m, now_ns, &options.limits)
-        })?;
-        let event_ids = self.state.ingestor().points(&points).await?;
+        let outcome = self.ingest_batch(request.into_inner().metrics).await;
+        let event_ids = self
+            .state
+            .observe_ingest(Api::GrpcDataNexus, outcome, Vec::len)?;
         Ok(Response::new(BatchIngestResponse { event_ids }))
     }
 }

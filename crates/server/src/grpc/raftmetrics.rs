@@ -18,6 +18,7 @@ use datanexus_proto::raftmetrics::v1::{MetricBatch, MetricEntry, MetricResponse}
 use tonic::{Request, Response, Status};
 
 use crate::convert::{Sample, check_batch_len, convert_batch};
+use crate::observe::Api;
 use crate::{AppState, Error};
 
 /// The `raftmetrics.v1.MetricsService` implementation.
@@ -31,13 +32,20 @@ impl RaftMetricsService {
         RaftMetricsService { state }
     }
 
+    /// Appends `points` (or fails with `conversion`'s error) and counts the request.
     async fn record(
         &self,
-        points: &[Point],
+        points: Result<Vec<Point>, Error>,
         batch_id: Option<&str>,
     ) -> Result<Response<MetricResponse>, Error> {
-        self.state.ingestor().points(points).await?;
-        let n = points.len();
+        let outcome = match points {
+            Ok(points) => self.state.ingestor().points(&points).await,
+            Err(e) => Err(e),
+        };
+        let ids = self
+            .state
+            .observe_ingest(Api::GrpcRaftmetrics, outcome, Vec::len)?;
+        let n = ids.len();
         let noun = if n == 1 { "metric" } else { "metrics" };
         let message = match batch_id.filter(|id| !id.is_empty()) {
             Some(id) => format!("recorded {n} {noun} (batch {id:?})"),
@@ -79,8 +87,9 @@ impl MetricsService for RaftMetricsService {
             time::now_ns(),
             &self.state.options().limits,
         )
-        .map_err(Error::from)?;
-        Ok(self.record(std::slice::from_ref(&point), None).await?)
+        .map(|p| vec![p])
+        .map_err(Error::from);
+        Ok(self.record(point, None).await?)
     }
 
     async fn batch_send_metrics(
@@ -89,12 +98,14 @@ impl MetricsService for RaftMetricsService {
     ) -> Result<Response<MetricResponse>, Status> {
         let MetricBatch { entries, batch_id } = request.into_inner();
         let options = self.state.options();
-        check_batch_len(entries.len(), options.max_batch_metrics, "entries")?;
         let now_ns = time::now_ns();
-        let points = convert_batch(entries, "entries", |e| {
-            entry_to_point(e, now_ns, &options.limits)
-        })?;
-        Ok(self.record(&points, batch_id.as_deref()).await?)
+        let points =
+            check_batch_len(entries.len(), options.max_batch_metrics, "entries").and_then(|()| {
+                convert_batch(entries, "entries", |e| {
+                    entry_to_point(e, now_ns, &options.limits)
+                })
+            });
+        Ok(self.record(points, batch_id.as_deref()).await?)
     }
 }
 

@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 
 use crate::convert::{JsonTimestamp, check_batch_len, convert_batch};
 use crate::http::body::OneOrMany;
+use crate::observe::Api;
 use crate::{AppState, Result};
 
 /// One event in a `POST /ingest` body.
@@ -46,17 +47,10 @@ pub(crate) struct Accepted {
 /// Handles `POST /ingest`.
 pub(crate) async fn ingest(
     State(state): State<AppState>,
-    body: OneOrMany<EventBody>,
+    body: Result<OneOrMany<EventBody>>,
 ) -> Result<(StatusCode, Json<Accepted>)> {
-    let now_ns = time::now_ns();
-    let events = match body {
-        OneOrMany::One(e) => vec![e.into_event(now_ns)?],
-        OneOrMany::Many(items) => {
-            check_batch_len(items.len(), state.options().max_batch_metrics, "events")?;
-            convert_batch(items, "events", |e| e.into_event(now_ns))?
-        }
-    };
-    let ids = state.ingestor().events(&events).await?;
+    let outcome = append_events(&state, body).await;
+    let ids = state.observe_ingest(Api::HttpIngest, outcome, Vec::len)?;
     Ok((
         StatusCode::ACCEPTED,
         Json(Accepted {
@@ -64,4 +58,19 @@ pub(crate) async fn ingest(
             ids,
         }),
     ))
+}
+
+async fn append_events(
+    state: &AppState,
+    body: Result<OneOrMany<EventBody>>,
+) -> Result<Vec<String>> {
+    let now_ns = time::now_ns();
+    let events = match body? {
+        OneOrMany::One(e) => vec![e.into_event(now_ns)?],
+        OneOrMany::Many(items) => {
+            check_batch_len(items.len(), state.options().max_batch_metrics, "events")?;
+            convert_batch(items, "events", |e| e.into_event(now_ns))?
+        }
+    };
+    state.ingestor().events(&events).await
 }

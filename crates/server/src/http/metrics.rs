@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::convert::{JsonTimestamp, Sample, check_batch_len, convert_batch};
 use crate::http::body::OneOrMany;
+use crate::observe::Api;
 use crate::{AppState, Error, Result};
 
 /// One metric in a `POST /metrics` body.
@@ -67,40 +68,53 @@ struct Recorded {
 /// Handles `POST /metrics`.
 pub(crate) async fn record(
     State(state): State<AppState>,
-    body: OneOrMany<MetricBody>,
+    body: Result<OneOrMany<MetricBody>>,
 ) -> Result<Response> {
+    let outcome = record_points(&state, body).await;
+    let (one, ids) = state.observe_ingest(Api::HttpMetrics, outcome, |(_, ids)| ids.len())?;
+    let reply = if one {
+        let id = ids
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::Internal("broker returned no record id".into()))?;
+        Recorded {
+            success: true,
+            message: "metric recorded".into(),
+            id: Some(id),
+            ids: None,
+        }
+    } else {
+        Recorded {
+            success: true,
+            message: format!("recorded {} metrics", ids.len()),
+            id: None,
+            ids: Some(ids),
+        }
+    };
+    Ok(Json(reply).into_response())
+}
+
+/// Converts and appends the body; returns whether it was one metric, and the ids.
+async fn record_points(
+    state: &AppState,
+    body: Result<OneOrMany<MetricBody>>,
+) -> Result<(bool, Vec<String>)> {
     let options = state.options();
     let now_ns = time::now_ns();
-    let reply = match body {
+    match body? {
         OneOrMany::One(m) => {
             let point = m.into_point(now_ns, &options.limits)?;
             let ids = state
                 .ingestor()
                 .points(std::slice::from_ref(&point))
                 .await?;
-            let id = ids
-                .into_iter()
-                .next()
-                .ok_or_else(|| Error::Internal("broker returned no record id".into()))?;
-            Recorded {
-                success: true,
-                message: "metric recorded".into(),
-                id: Some(id),
-                ids: None,
-            }
+            Ok((true, ids))
         }
         OneOrMany::Many(items) => {
             check_batch_len(items.len(), options.max_batch_metrics, "metrics")?;
             let points =
                 convert_batch(items, "metrics", |m| m.into_point(now_ns, &options.limits))?;
-            let ids = state.ingestor().points(&points).await?;
-            Recorded {
-                success: true,
-                message: format!("recorded {} metrics", ids.len()),
-                id: None,
-                ids: Some(ids),
-            }
+            Ok((false, state.ingestor().points(&points).await?))
         }
-    };
-    Ok(Json(reply).into_response())
+    }
 }

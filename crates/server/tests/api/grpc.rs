@@ -370,3 +370,63 @@ async fn reflection_lists_exactly_the_served_services() {
     drop(replies);
     server.shutdown().await.expect("clean shutdown");
 }
+
+#[tokio::test]
+async fn grpc_ingest_is_counted_by_api_with_errors_by_kind() {
+    let server = Running::start(options()).await;
+    let channel = server.channel().await;
+    let mut data_nexus = MetricsServiceClient::new(channel.clone());
+    data_nexus
+        .ingest_metrics(batch(&["a", "b", "c"]))
+        .await
+        .expect("ingest");
+    data_nexus
+        .ingest_metric(metric("d", ""))
+        .await
+        .expect("ingest");
+    let invalid = data_nexus
+        .ingest_metric(metric("9x", ""))
+        .await
+        .expect_err("invalid name");
+    assert_eq!(invalid.code(), Code::InvalidArgument);
+    let mut raft = RaftClient::new(channel);
+    raft.batch_send_metrics(MetricBatch {
+        entries: vec![entry("e"), entry("f")],
+        batch_id: None,
+    })
+    .await
+    .expect("send");
+
+    let text = server.telemetry.encode();
+    for line in [
+        "datanexus_ingest_requests_total{api=\"grpc_data_nexus\"} 3",
+        "datanexus_ingested_records_total{api=\"grpc_data_nexus\"} 4",
+        "datanexus_ingest_requests_total{api=\"grpc_raftmetrics\"} 1",
+        "datanexus_ingested_records_total{api=\"grpc_raftmetrics\"} 2",
+        "datanexus_errors_total{component=\"ingest\",kind=\"invalid_input\"} 1",
+        "datanexus_queue_depth{queue=\"inflight_records\"} 0",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in\n{text}"
+        );
+    }
+    server.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn grpc_auth_failures_are_counted_as_unauthenticated() {
+    let server = Running::start(with_auth(options())).await;
+    let status = MetricsServiceClient::new(server.channel().await)
+        .ingest_metrics(batch(&["a"]))
+        .await
+        .expect_err("no token");
+    assert_eq!(status.code(), Code::Unauthenticated);
+    let text = server.telemetry.encode();
+    let line = "datanexus_errors_total{component=\"ingest\",kind=\"unauthenticated\"} 1";
+    assert!(
+        text.lines().any(|l| l == line),
+        "missing {line:?} in\n{text}"
+    );
+    server.shutdown().await.expect("clean shutdown");
+}

@@ -10,7 +10,7 @@ use datanexus_broker::Broker;
 use datanexus_server::{AppState, http_app};
 
 use super::support::{
-    Unavailable, app, broker, error_of, get, options, post, post_json, read_all, send,
+    Unavailable, app, backends, error_of, get, options, post, post_json, read_all, send,
 };
 
 #[tokio::test]
@@ -166,9 +166,10 @@ async fn health_and_ready_report_ok() {
 
 #[tokio::test]
 async fn ready_is_503_with_the_reason_when_the_broker_is_unavailable() {
-    let (_dir, broker) = broker();
-    let unavailable: Arc<dyn Broker> = Arc::new(Unavailable(broker));
-    let app = http_app(AppState::new(unavailable, options()).await.expect("state"));
+    let (_dir, mut backends) = backends();
+    let unavailable: Arc<dyn Broker> = Arc::new(Unavailable(backends.broker));
+    backends.broker = unavailable;
+    let app = http_app(AppState::new(backends, options()).await.expect("state"));
     let (status, _, json) = send(&app, get("/ready")).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{json}");
     assert_eq!(

@@ -1,4 +1,5 @@
-//! Fixtures: an embedded broker in a tempdir, a running server, HTTP request helpers.
+//! Fixtures: an embedded broker and an embedded store in a tempdir, a running server,
+//! HTTP request helpers.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,7 +9,10 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode, header};
 use datanexus_broker::embedded::{EmbeddedBroker, EmbeddedOptions};
 use datanexus_broker::{Broker, ConsumerOptions, Delivery};
-use datanexus_server::{AppState, ServerOptions, http_app};
+use datanexus_server::{AppState, Backends, ServerOptions, http_app};
+use datanexus_store::Store;
+use datanexus_store::embedded::{EmbeddedStore, EmbeddedStoreOptions};
+use datanexus_telemetry::Telemetry;
 use tempfile::TempDir;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -32,21 +36,40 @@ pub(super) fn with_auth(options: ServerOptions) -> ServerOptions {
     }
 }
 
-/// An embedded broker in a fresh tempdir (kept alive by the returned guard).
-pub(super) fn broker() -> (TempDir, Arc<dyn Broker>) {
+/// An embedded broker and an embedded store in a fresh tempdir (kept alive by the
+/// returned guard), and a fresh telemetry registry.
+pub(super) fn backends() -> (TempDir, Backends) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let broker =
-        EmbeddedBroker::open(dir.path(), EmbeddedOptions::default()).expect("open embedded broker");
-    (dir, Arc::new(broker))
+    let broker = EmbeddedBroker::open(&dir.path().join("broker"), EmbeddedOptions::default())
+        .expect("open embedded broker");
+    let store = EmbeddedStore::open(&dir.path().join("store"), EmbeddedStoreOptions::default())
+        .expect("open embedded store");
+    let backends = Backends {
+        broker: Arc::new(broker),
+        store: Arc::new(store),
+        telemetry: Telemetry::new(),
+    };
+    (dir, backends)
 }
 
-/// The HTTP app over a fresh broker.
+/// The HTTP app over fresh backends.
 pub(super) async fn app(options: ServerOptions) -> (TempDir, Arc<dyn Broker>, Router) {
-    let (dir, broker) = broker();
-    let state = AppState::new(Arc::clone(&broker), options)
+    let (dir, backends, app) = app_with(options).await;
+    (dir, backends.broker, app)
+}
+
+/// The HTTP app over fresh backends, with the backends.
+pub(super) async fn app_with(options: ServerOptions) -> (TempDir, Backends, Router) {
+    let (dir, backends) = backends();
+    let state = AppState::new(backends.clone(), options)
         .await
         .expect("state");
-    (dir, broker, http_app(state))
+    (dir, backends, http_app(state))
+}
+
+/// Writes `points` to the store directly (the pipeline is not under test here).
+pub(super) async fn store_points(store: &dyn Store, points: &[datanexus_model::Point]) {
+    store.write_points(points).await.expect("write points");
 }
 
 /// Every record of `topic`, read back through a consumer group.
@@ -76,6 +99,7 @@ pub(super) struct Running {
     pub(super) grpc_url: String,
     pub(super) http_addr: SocketAddr,
     pub(super) broker: Arc<dyn Broker>,
+    pub(super) telemetry: Arc<Telemetry>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<datanexus_server::Result<()>>,
     _dir: TempDir,
@@ -83,7 +107,7 @@ pub(super) struct Running {
 
 impl Running {
     pub(super) async fn start(options: ServerOptions) -> Running {
-        let (dir, broker) = broker();
+        let (dir, backends) = backends();
         let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind grpc");
         let http = TcpListener::bind("127.0.0.1:0").await.expect("bind http");
         let grpc_url = format!("http://{}", grpc.local_addr().expect("addr"));
@@ -95,14 +119,15 @@ impl Running {
         let task = tokio::spawn(datanexus_server::run(
             grpc,
             http,
-            Arc::clone(&broker),
+            backends.clone(),
             options,
             shutdown,
         ));
         Running {
             grpc_url,
             http_addr,
-            broker,
+            broker: backends.broker,
+            telemetry: backends.telemetry,
             stop: Some(stop),
             task,
             _dir: dir,
@@ -147,6 +172,18 @@ pub(super) fn bearer(mut request: Request<Body>, token: &str) -> Request<Body> {
         format!("Bearer {token}").parse().expect("header"),
     );
     request
+}
+
+/// Sends `request` and returns the status, headers and the body as text.
+pub(super) async fn send_text(
+    app: &Router,
+    request: Request<Body>,
+) -> (StatusCode, HeaderMap, String) {
+    let response = app.clone().oneshot(request).await.expect("infallible");
+    let (parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX).await.expect("body");
+    let text = String::from_utf8(bytes.to_vec()).expect("utf-8 body");
+    (parts.status, parts.headers, text)
 }
 
 /// Sends `request` and returns the status, headers and JSON body.
