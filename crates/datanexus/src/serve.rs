@@ -1,35 +1,61 @@
-//! `datanexus serve`: config → embedded broker → gRPC and HTTP servers → shutdown.
+//! `datanexus serve`: config → embedded broker and store → workers → gRPC and HTTP
+//! servers → shutdown.
 //!
 //! Shutdown: the first SIGINT/SIGTERM stops accepting and drains in-flight requests
-//! (bounded by `shutdown_timeout`), then the log is fsynced and closed. A second signal
+//! (bounded by `shutdown_timeout`), then the workers flush the store and acknowledge
+//! what they stored, then the log is fsynced and closed and the store flushed. A second signal
 //! exits at once (acknowledged data is durable already; only unacknowledged requests are
 //! cut off).
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use anyhow::Context;
-use datanexus_broker::Broker;
 use datanexus_broker::embedded::{EmbeddedBroker, EmbeddedOptions};
+use datanexus_broker::{Broker, ConsumerOptions};
 use datanexus_config::{BrokerConfig, Config, ConfigOverrides, FsyncPolicy, LogFormat};
+use datanexus_pipeline::{Pipeline, PipelineConfig};
 use datanexus_seglog::{self as seglog, LogOptions, Retention};
+use datanexus_server::Backends;
+use datanexus_store::Store;
+use datanexus_store::embedded::{EmbeddedStore, EmbeddedStoreOptions};
+use datanexus_telemetry::Telemetry;
+use std::sync::Arc;
 use tokio::net::TcpListener;
 
 use crate::cli::{LogFormatArg, ServeArgs};
 
-/// How often retention runs.
-const RETENTION_INTERVAL: Duration = Duration::from_secs(60);
-
 pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = load_config(args)?;
     crate::logging::init(&config.logging.level, config.logging.format)?;
+    let telemetry = Telemetry::new();
     let broker = Arc::new(open_broker(&config)?);
+    let store = Arc::new(open_store(&config).await?);
     let grpc = TcpListener::bind(config.grpc_addr)
         .await
         .with_context(|| format!("cannot bind gRPC on {}", config.grpc_addr))?;
     let http = TcpListener::bind(config.http_addr)
         .await
         .with_context(|| format!("cannot bind HTTP on {}", config.http_addr))?;
+    let backends = Backends {
+        broker: broker.clone(),
+        store: store.clone(),
+        telemetry: telemetry.clone(),
+    };
+    // Topics must exist before the workers join their groups.
+    let options: datanexus_server::ServerOptions = (&config).into();
+    for topic in [
+        &config.topics.metrics,
+        &config.topics.events,
+        &config.topics.results,
+        &config.topics.dlq,
+    ] {
+        broker.ensure_topic(topic, options.partitions).await?;
+    }
+    let pipeline = Pipeline::start(
+        broker.clone(),
+        store.clone(),
+        telemetry,
+        pipeline_config(&config),
+    )
+    .await?;
     // One machine-readable line on stdout (tests and scripts read the bound ports here).
     println!(
         "datanexus listening grpc={} http={}",
@@ -40,31 +66,57 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(watch_signals(stop_tx));
-    let retention = tokio::spawn(retention_loop(broker.clone(), stop_rx.clone()));
     let mut stop = stop_rx.clone();
     let shutdown = async move {
         let _ = stop.wait_for(|s| *s).await;
     };
-    let dyn_broker: Arc<dyn Broker> = broker.clone();
-    let server = datanexus_server::run(grpc, http, dyn_broker, (&config).into(), shutdown);
-    let mut stopped = stop_rx.clone();
-    let result = tokio::select! {
-        r = server => r.map_err(anyhow::Error::from),
-        () = async {
-            let _ = stopped.wait_for(|s| *s).await;
-            tokio::time::sleep(config.shutdown_timeout).await;
-        } => {
-            tracing::warn!(timeout = ?config.shutdown_timeout, "in-flight requests did not drain in time");
-            Ok(())
-        }
-    };
-    retention.abort();
+    // `run` drains in-flight requests within shutdown_timeout after `shutdown` resolves.
+    let served = datanexus_server::run(grpc, http, backends, options, shutdown).await;
+    // Then: workers flush the store and acknowledge, the log and store are closed.
+    let stopped = pipeline.stop().await;
     broker
         .stop()
         .await
         .context("cannot flush the log on shutdown")?;
+    store
+        .stop()
+        .await
+        .context("cannot flush the store on shutdown")?;
     tracing::info!("datanexus stopped");
-    result
+    served?;
+    stopped?;
+    Ok(())
+}
+
+fn pipeline_config(config: &Config) -> PipelineConfig {
+    let w = &config.workers;
+    PipelineConfig {
+        metrics_topic: config.topics.metrics.clone(),
+        events_topic: config.topics.events.clone(),
+        dlq_topic: config.topics.dlq.clone(),
+        batch_size: w.batch_size,
+        flush_interval: w.sinker_interval,
+        max_pending_rows: config.store.max_pending_rows,
+        heartbeat_interval: w.heartbeat_interval,
+        consumer: ConsumerOptions {
+            lease_timeout: w.lease_timeout,
+            session_timeout: w.session_timeout,
+        },
+        ..PipelineConfig::default()
+    }
+}
+
+async fn open_store(config: &Config) -> anyhow::Result<EmbeddedStore> {
+    let dir = config.data_dir.join("store");
+    let options = EmbeddedStoreOptions {
+        retention_max_age: config.store.retention_max_age,
+        ..Default::default()
+    };
+    let opened = tokio::task::spawn_blocking(move || {
+        EmbeddedStore::open(&dir, options).map_err(|e| (dir, e))
+    })
+    .await?;
+    opened.map_err(|(dir, e)| anyhow::anyhow!("cannot open the store in {}: {e}", dir.display()))
 }
 
 fn load_config(args: ServeArgs) -> anyhow::Result<Config> {
@@ -151,18 +203,6 @@ async fn wait_for_signal() -> bool {
     tokio::select! {
         _ = term.recv() => true,
         _ = int.recv() => true,
-    }
-}
-
-async fn retention_loop(broker: Arc<EmbeddedBroker>, mut stop: tokio::sync::watch::Receiver<bool>) {
-    loop {
-        tokio::select! {
-            () = tokio::time::sleep(RETENTION_INTERVAL) => {}
-            _ = stop.wait_for(|s| *s) => return,
-        }
-        if let Err(e) = broker.enforce_retention().await {
-            tracing::warn!(error = %e, "retention failed");
-        }
     }
 }
 
