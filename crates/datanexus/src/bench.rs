@@ -3,11 +3,13 @@
 //! Workload `grpc-batch`: `--clients` concurrent gRPC connections each sending
 //! `data_nexus.IngestMetrics` batches of `--batch` metrics over `--series` distinct
 //! series until `--metrics` metrics were acknowledged (or `--duration` passed). Reports
-//! acknowledged metrics/s and the latency distribution of the calls (HDR histogram).
+//! acknowledged metrics/s and the latency distribution of the calls (HDR histogram), and
+//! with `--http`, the time until every acknowledged sample is queryable (counted with
+//! `GET /metrics/bench_metric/aggregate?label.run=<this run>`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use datanexus_proto::data_nexus::metrics_service_client::MetricsServiceClient;
@@ -26,6 +28,9 @@ struct Shared {
     sent: AtomicU64,
     args: BenchArgs,
     deadline: Instant,
+    /// Value of the `run` label on every metric of this run, so its samples can be
+    /// counted apart from earlier runs' (ingest-to-queryable).
+    run: String,
 }
 
 async fn grpc_batch(args: BenchArgs) -> anyhow::Result<()> {
@@ -37,6 +42,7 @@ async fn grpc_batch(args: BenchArgs) -> anyhow::Result<()> {
     let shared = Arc::new(Shared {
         sent: AtomicU64::new(0),
         deadline: Instant::now() + args.duration,
+        run: format!("{:x}", datanexus_model::time::now_ns()),
         args,
     });
     let start = Instant::now();
@@ -76,7 +82,37 @@ async fn grpc_batch(args: BenchArgs) -> anyhow::Result<()> {
         us(0.99),
         hist.max() as f64 / 1000.0
     );
+    if let Some(http) = shared.args.http {
+        let path = format!("/metrics/bench_metric/aggregate?label.run={}", shared.run);
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            let count = query_count(http, &path).await.unwrap_or(0);
+            if count >= acked {
+                let secs = start.elapsed().as_secs_f64();
+                println!(
+                    "queryable    all {acked} after {secs:.2} s   ({:.0} samples/s ingest-to-queryable)",
+                    acked as f64 / secs
+                );
+                break;
+            }
+            anyhow::ensure!(Instant::now() < deadline, "only {count} of {acked} samples queryable after 300 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
     Ok(())
+}
+
+/// `count` of an aggregate answer, by a plain HTTP/1.1 GET.
+async fn query_count(addr: std::net::SocketAddr, path: &str) -> anyhow::Result<u64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n").as_bytes()).await?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await?;
+    let text = String::from_utf8_lossy(&raw);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_str(body.trim()).unwrap_or_default();
+    Ok(v["count"].as_u64().unwrap_or(0))
 }
 
 /// One connection's loop; returns its latency histogram (µs) and acknowledged count.
@@ -103,7 +139,11 @@ async fn grpc_client(
                     value: (n % 1000) as f64,
                     r#type: "gauge".into(),
                     timestamp: now_s + (n / a.series) as i64,
-                    labels: [("series".to_owned(), series.to_string())].into(),
+                    labels: [
+                        ("series".to_owned(), series.to_string()),
+                        ("run".to_owned(), shared.run.clone()),
+                    ]
+                    .into(),
                 }
             })
             .collect();

@@ -114,6 +114,9 @@ pub(crate) struct BenchArgs {
     /// Metrics per request.
     #[arg(long, default_value_t = 1000)]
     pub(crate) batch: u64,
+    /// HTTP address of the same server: when given, also measure ingest-to-queryable.
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) http: Option<SocketAddr>,
     /// Total metrics to send.
     #[arg(long, default_value_t = 1_000_000)]
     pub(crate) metrics: u64,
