@@ -9,6 +9,7 @@ const PROTOS: &[&str] = &[
     "proto/nimbus/nimbus.proto",
     "proto/raftmetrics/v1/metrics.proto",
     "proto/datanexus/v1/records.proto",
+    "proto/datanexus/v1/stream.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

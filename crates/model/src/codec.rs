@@ -6,6 +6,7 @@
 use datanexus_proto::datanexus::v1 as pb;
 use prost::Message;
 
+use crate::event::StreamEvent;
 use crate::point::{FieldValue, Labels, Point};
 pub use crate::series::point_key;
 use crate::{Error, Event, MetricType, Result};
@@ -101,6 +102,17 @@ pub fn encode_event(e: &Event, buf: &mut Vec<u8>) {
         source_id: e.source_id.clone(),
         timestamp_ns: e.timestamp_ns,
         payload_json: serde_json::Value::Object(e.payload.clone()).to_string(),
+        event_name: e
+            .stream
+            .as_ref()
+            .map(|s| s.event_name.clone())
+            .unwrap_or_default(),
+        number: e.stream.as_ref().map_or(0, |s| s.number),
+        reply_to: e
+            .stream
+            .as_ref()
+            .map(|s| s.reply_to.clone())
+            .unwrap_or_default(),
     };
     rec.encode(buf).unwrap_or_default();
 }
@@ -116,10 +128,16 @@ pub fn decode_event(bytes: &[u8]) -> Result<Event> {
         Ok(_) => return Err(Error::Decode("event payload is not a JSON object".into())),
         Err(e) => return Err(Error::Decode(format!("event payload: {e}"))),
     };
+    let stream = (!rec.event_name.is_empty()).then_some(StreamEvent {
+        event_name: rec.event_name,
+        number: rec.number,
+        reply_to: rec.reply_to,
+    });
     Ok(Event {
         source_id: rec.source_id,
         timestamp_ns: rec.timestamp_ns,
         payload,
+        stream,
     })
 }
 
@@ -183,8 +201,16 @@ mod tests {
     #[test]
     fn event_records_round_trip() {
         let payload = serde_json::json!({"t": 1.5, "s": "x", "n": {"a": [1, 2]}});
-        let e = Event::new("src".into(), 42, payload.as_object().unwrap().clone()).unwrap();
+        let mut e = Event::new("src".into(), 42, payload.as_object().unwrap().clone()).unwrap();
         let mut buf = Vec::new();
+        encode_event(&e, &mut buf);
+        assert_eq!(decode_event(&buf).unwrap(), e);
+        e.stream = Some(StreamEvent {
+            event_name: "sq".into(),
+            number: -7,
+            reply_to: "local".into(),
+        });
+        buf.clear();
         encode_event(&e, &mut buf);
         assert_eq!(decode_event(&buf).unwrap(), e);
     }

@@ -20,6 +20,20 @@ pub struct Event {
     pub timestamp_ns: i64,
     /// The JSON object payload.
     pub payload: Map<String, Value>,
+    /// Set for events from an event stream: what to process and where the result goes.
+    pub stream: Option<StreamEvent>,
+}
+
+/// The processing request of a stream event (`nimbus.EventRequest` and the native
+/// stream's `Event`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamEvent {
+    /// Processor name (case-insensitive), e.g. `sq`.
+    pub event_name: String,
+    /// Its argument.
+    pub number: i32,
+    /// Where the result goes: the receiving gateway's channel.
+    pub reply_to: String,
 }
 
 impl Event {
@@ -41,6 +55,7 @@ impl Event {
             source_id,
             timestamp_ns,
             payload,
+            stream: None,
         })
     }
 

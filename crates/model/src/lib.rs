@@ -22,7 +22,7 @@ pub mod time;
 pub mod validate;
 
 pub use error::{Error, Result};
-pub use event::Event;
+pub use event::{Event, StreamEvent};
 pub use metric::MetricType;
 pub use point::{FieldValue, Labels, Point};
 pub use series::{jump_hash, series_id};
