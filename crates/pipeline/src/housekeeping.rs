@@ -1,4 +1,5 @@
-//! Periodic tasks: retention (store and broker) and lag publication.
+//! Periodic tasks: retention (store and broker) and lag publication (of every group
+//! whose workers run in this process).
 
 use std::sync::Arc;
 
@@ -15,6 +16,7 @@ pub(crate) async fn run(
     store: Arc<dyn Store>,
     telemetry: Arc<Telemetry>,
     config: PipelineConfig,
+    groups: Vec<(String, String)>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut retention = tokio::time::interval(config.retention_interval);
@@ -37,16 +39,14 @@ pub(crate) async fn run(
                     tracing::warn!(error = %e, "broker retention failed");
                 }
             }
-            _ = lag.tick() => publish_lag(&*broker, &telemetry, &config).await,
+            _ = lag.tick() => publish_lag(&*broker, &telemetry, &groups).await,
         }
     }
 }
 
-async fn publish_lag(broker: &dyn Broker, telemetry: &Telemetry, config: &PipelineConfig) {
-    for (topic, group) in [
-        (&config.metrics_topic, &config.metrics_group),
-        (&config.events_topic, &config.events_group),
-    ] {
+/// Publishes the lag of every (topic, group) pair.
+async fn publish_lag(broker: &dyn Broker, telemetry: &Telemetry, groups: &[(String, String)]) {
+    for (topic, group) in groups {
         match broker.lag(topic, group).await {
             Ok(parts) => {
                 let total: u64 = parts.iter().map(|p| p.lag).sum();

@@ -9,7 +9,13 @@
 //! - **acker**: acknowledges records to the broker only after the flush that made their
 //!   effect durable — at-least-once; the store is idempotent, so redelivery after a crash
 //!   never double-counts;
-//! - **heartbeat**: keeps the group membership alive while the sinker is busy;
+//! - **processor**: answers stream events (`sq`, …) from the `events` topic with
+//!   results produced to the `results` topic, acknowledging events only once their
+//!   results are durable; several consumers of its group run in parallel;
+//! - **forwarder**: stores results (the durable mailbox offline clients are replayed
+//!   from), *then* routes them to the clients' live streams through a [`ResultRouter`],
+//!   and acknowledges them after the store flush, like the sinker;
+//! - **heartbeat**: keeps the group membership alive while a worker is busy;
 //! - **retention**: applies store and broker retention periodically; the broker never
 //!   drops what a group has not committed, so nothing unstored is lost;
 //! - **lag**: publishes per-group lag to the program's own metrics.
@@ -20,10 +26,17 @@
 //!
 //! # Layout
 //! - this file: [`Pipeline`] (start/stop) and [`PipelineConfig`].
-//! - `sink.rs`: consumer → sinker → acker for one topic; [`SinkKind`].
+//! - `worker.rs`: what every worker shares: group member, consumer task, heartbeat,
+//!   acker, dlq, backoff.
+//! - `sink.rs`: consumer → sinker → acker for one topic; [`SinkKind`] (the forwarder is
+//!   the sinker of `results`).
+//! - [`processing`]: consumer → processor → acker on `events`.
+//! - [`processor`] (+ `processor/`): [`Processor`], [`Registry`] and the built-ins.
+//! - [`results`]: [`ResultRouter`], result seqs, results as stored events.
 //! - `housekeeping.rs`: heartbeat-independent periodic tasks (retention, lag).
 //! - `error.rs`: [`Error`].
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,9 +48,15 @@ use tokio::task::JoinHandle;
 
 pub mod error;
 mod housekeeping;
+pub mod processing;
+pub mod processor;
+pub mod results;
 mod sink;
+mod worker;
 
 pub use error::{Error, Result};
+pub use processor::{ProcessError, Processor, Registry};
+pub use results::ResultRouter;
 pub use sink::SinkKind;
 
 /// Settings of the workers.
@@ -47,12 +66,21 @@ pub struct PipelineConfig {
     pub metrics_topic: String,
     /// Topic of events.
     pub events_topic: String,
+    /// Topic of results of stream events.
+    pub results_topic: String,
     /// Topic of poison records.
     pub dlq_topic: String,
     /// Consumer group of the metrics sinker.
     pub metrics_group: String,
     /// Consumer group of the events sinker.
     pub events_group: String,
+    /// Consumer group of the processors (on the events topic).
+    pub processor_group: String,
+    /// Consumer group of the forwarder (on the results topic).
+    pub forwarder_group: String,
+    /// Processor consumers in this process (0: none). Consumers of one group share the
+    /// partitions, so the work spreads; each keeps its partitions' order.
+    pub processor_concurrency: usize,
     /// This process' consumer id prefix (unique per process).
     pub consumer_id: String,
     /// Most records per poll.
@@ -69,6 +97,8 @@ pub struct PipelineConfig {
     pub retention_interval: Duration,
     /// How often lag is published.
     pub lag_interval: Duration,
+    /// The processors stream events can name (default: [`Registry::builtin`]).
+    pub processors: Registry,
 }
 
 impl Default for PipelineConfig {
@@ -76,9 +106,13 @@ impl Default for PipelineConfig {
         PipelineConfig {
             metrics_topic: "metrics".into(),
             events_topic: "events".into(),
+            results_topic: "results".into(),
             dlq_topic: "dlq".into(),
             metrics_group: "sinker".into(),
             events_group: "event-sinker".into(),
+            processor_group: "processor".into(),
+            forwarder_group: "forwarder".into(),
+            processor_concurrency: 2,
             consumer_id: format!("datanexus-{}", std::process::id()),
             batch_size: 10_000,
             flush_interval: Duration::from_secs(1),
@@ -87,6 +121,7 @@ impl Default for PipelineConfig {
             consumer: ConsumerOptions::default(),
             retention_interval: Duration::from_secs(60),
             lag_interval: Duration::from_secs(5),
+            processors: Registry::builtin(),
         }
     }
 }
@@ -100,57 +135,129 @@ pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
 #[derive(Debug)]
 pub struct Pipeline {
     stop: watch::Sender<bool>,
-    sinks: Vec<JoinHandle<Result<()>>>,
-    housekeeping: JoinHandle<()>,
+    workers: Vec<(&'static str, JoinHandle<Result<()>>)>,
+    housekeeping: Option<JoinHandle<()>>,
 }
 
 impl Pipeline {
-    /// Joins the groups and starts every worker.
+    /// Joins the groups and starts every worker: the metrics and events sinkers, and,
+    /// with a `router`, the processors (`processor_concurrency` of them) and the
+    /// forwarder that stores results and then hands them to it. Without a router
+    /// neither runs (the processors need no router; a processor-only role can be split
+    /// off later without changing them).
+    ///
+    /// Topics must exist; with a router, the results topic too.
     ///
     /// # Errors
-    /// If a consumer cannot join its group.
+    /// If a consumer cannot join its group or the results topic is unknown; the workers
+    /// already started are stopped first.
     pub async fn start(
         broker: Arc<dyn Broker>,
         store: Arc<dyn Store>,
         telemetry: Arc<Telemetry>,
         config: PipelineConfig,
+        router: Option<Arc<dyn ResultRouter>>,
     ) -> Result<Pipeline> {
-        let (stop, stop_rx) = watch::channel(false);
-        let mut sinks = Vec::new();
-        for kind in [SinkKind::Metrics, SinkKind::Events] {
-            let ctx = sink::SinkContext::new(kind, &broker, &store, &telemetry, &config).await?;
-            sinks.push(tokio::spawn(ctx.run(stop_rx.clone())));
-        }
-        let housekeeping =
-            tokio::spawn(housekeeping::run(broker, store, telemetry, config, stop_rx));
-        Ok(Pipeline {
+        let (stop, _) = watch::channel(false);
+        let mut pipeline = Pipeline {
             stop,
-            sinks,
-            housekeeping,
-        })
+            workers: Vec::new(),
+            housekeeping: None,
+        };
+        let with_results = router.is_some();
+        if let Err(e) = pipeline
+            .spawn_workers(&broker, &store, &telemetry, &config, router)
+            .await
+        {
+            let _ = pipeline.stop().await;
+            return Err(e);
+        }
+        let groups = lag_groups(&config, with_results);
+        let stop_rx = pipeline.stop.subscribe();
+        pipeline.housekeeping = Some(tokio::spawn(housekeeping::run(
+            broker, store, telemetry, config, groups, stop_rx,
+        )));
+        Ok(pipeline)
     }
 
-    /// Stops polling, flushes what is pending, acknowledges it, and waits for every
-    /// worker.
+    async fn spawn_workers(
+        &mut self,
+        broker: &Arc<dyn Broker>,
+        store: &Arc<dyn Store>,
+        telemetry: &Arc<Telemetry>,
+        config: &PipelineConfig,
+        router: Option<Arc<dyn ResultRouter>>,
+    ) -> Result<()> {
+        for kind in [SinkKind::Metrics, SinkKind::Events] {
+            let ctx = sink::SinkContext::new(kind, broker, store, telemetry, config, None).await?;
+            self.spawn("sinker", ctx.run(self.stop.subscribe()));
+        }
+        let Some(router) = router else {
+            return Ok(());
+        };
+        let registry = Arc::new(config.processors.clone());
+        for index in 0..config.processor_concurrency {
+            let worker = processing::ProcessorWorker::new(
+                index,
+                broker,
+                telemetry,
+                config,
+                registry.clone(),
+            )
+            .await?;
+            self.spawn("processor", worker.run(self.stop.subscribe()));
+        }
+        let forwarder = SinkKind::Results;
+        let ctx = sink::SinkContext::new(forwarder, broker, store, telemetry, config, Some(router))
+            .await?;
+        self.spawn("forwarder", ctx.run(self.stop.subscribe()));
+        Ok(())
+    }
+
+    fn spawn(
+        &mut self,
+        name: &'static str,
+        task: impl Future<Output = Result<()>> + Send + 'static,
+    ) {
+        self.workers.push((name, tokio::spawn(task)));
+    }
+
+    /// Stops polling, flushes what is pending, acknowledges it, leaves the groups, and
+    /// waits for every worker.
     ///
     /// # Errors
     /// The first worker failure (its unacknowledged records will be redelivered).
     pub async fn stop(self) -> Result<()> {
         let _ = self.stop.send(true);
         let mut first = Ok(());
-        for handle in self.sinks {
+        for (name, handle) in self.workers {
             let outcome = handle
                 .await
-                .map_err(|e| Error::Worker(format!("sink task failed: {e}")))
+                .map_err(|e| Error::Worker(format!("{name} task failed: {e}")))
                 .and_then(|r| r);
             if let Err(e) = outcome {
-                tracing::error!(error = %e, "worker stopped with an error");
+                tracing::error!(error = %e, worker = name, "worker stopped with an error");
                 if first.is_ok() {
                     first = Err(e);
                 }
             }
         }
-        let _ = self.housekeeping.await;
+        if let Some(housekeeping) = self.housekeeping {
+            let _ = housekeeping.await;
+        }
         first
     }
+}
+
+/// The (topic, group) pairs whose lag is published.
+fn lag_groups(config: &PipelineConfig, with_results: bool) -> Vec<(String, String)> {
+    let mut groups = vec![
+        (config.metrics_topic.clone(), config.metrics_group.clone()),
+        (config.events_topic.clone(), config.events_group.clone()),
+    ];
+    if with_results {
+        groups.push((config.events_topic.clone(), config.processor_group.clone()));
+        groups.push((config.results_topic.clone(), config.forwarder_group.clone()));
+    }
+    groups
 }

@@ -3,40 +3,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use datanexus_broker::embedded::{EmbeddedBroker, EmbeddedOptions};
-use datanexus_broker::{Broker, Bytes, ConsumerOptions, ProduceRecord};
+use datanexus_broker::{Bytes, ConsumerOptions, ProduceRecord};
 use datanexus_model::{Event, Labels, Point, codec};
 use datanexus_pipeline::{Pipeline, PipelineConfig};
-use datanexus_store::embedded::{EmbeddedStore, EmbeddedStoreOptions};
 use datanexus_store::{AggregateQuery, EventQuery, Selector, Store, TimeRange};
 use datanexus_telemetry::Telemetry;
 
-struct Rig {
-    _dir: tempfile::TempDir,
-    broker: Arc<dyn Broker>,
-    store: Arc<dyn Store>,
-}
+#[path = "support/rig.rs"]
+mod support;
 
-async fn rig() -> Rig {
-    let dir = tempfile::tempdir().unwrap();
-    let broker: Arc<dyn Broker> = Arc::new(
-        EmbeddedBroker::open(&dir.path().join("log"), EmbeddedOptions::default()).unwrap(),
-    );
-    let store: Arc<dyn Store> = Arc::new(
-        EmbeddedStore::open(&dir.path().join("store"), EmbeddedStoreOptions::default()).unwrap(),
-    );
-    for t in ["metrics", "events", "results", "dlq"] {
-        broker.ensure_topic(t, 4).await.unwrap();
-    }
-    Rig {
-        _dir: dir,
-        broker,
-        store,
-    }
-}
+use support::{eventually, lag, rig};
 
 fn config() -> PipelineConfig {
     PipelineConfig {
@@ -77,31 +55,6 @@ async fn count(store: &dyn Store, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
-async fn eventually<F, Fut>(mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if check().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
-}
-
-async fn lag(broker: &dyn Broker, topic: &str, group: &str) -> u64 {
-    broker
-        .lag(topic, group)
-        .await
-        .unwrap()
-        .iter()
-        .map(|l| l.lag)
-        .sum()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stores_every_produced_point_and_acknowledges_after_flush() {
     let r = rig().await;
@@ -114,6 +67,7 @@ async fn stores_every_produced_point_and_acknowledges_after_flush() {
         r.store.clone(),
         Telemetry::new(),
         config(),
+        None,
     )
     .await
     .unwrap();
@@ -139,6 +93,7 @@ async fn redelivered_records_are_not_counted_twice() {
         r.store.clone(),
         Telemetry::new(),
         config(),
+        None,
     )
     .await
     .unwrap();
@@ -165,6 +120,7 @@ async fn poison_records_go_to_the_dlq_with_the_reason() {
         r.store.clone(),
         Telemetry::new(),
         config(),
+        None,
     )
     .await
     .unwrap();
@@ -185,6 +141,7 @@ async fn poison_records_go_to_the_dlq_with_the_reason() {
     assert_eq!(got.len(), 1);
     let body: serde_json::Value = serde_json::from_slice(&got[0].value).unwrap();
     assert_eq!(body["source_topic"], "metrics");
+    assert_eq!(body["group"], "sinker");
     assert_eq!(body["value_hex"], "ffffff");
     assert!(
         body["reason"].as_str().unwrap().contains("undecodable"),
@@ -221,6 +178,7 @@ async fn events_are_stored_raw_and_flattened_into_series() {
         r.store.clone(),
         Telemetry::new(),
         config(),
+        None,
     )
     .await
     .unwrap();
