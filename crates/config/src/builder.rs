@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::{
     BrokerConfig, Config, LimitsConfig, LoggingConfig, MetricsConfig, RedisConfig, Result,
-    TopicsConfig, WorkerConfig,
+    StreamsConfig, TopicsConfig, WorkerConfig,
 };
 
 /// Builds a [`Config`] from the defaults; [`build`](Self::build) validates.
@@ -91,6 +91,12 @@ impl ConfigBuilder {
     /// Sets the limits section.
     pub fn limits(mut self, limits: LimitsConfig) -> Self {
         self.config.limits = limits;
+        self
+    }
+
+    /// Sets the client event stream section.
+    pub fn streams(mut self, streams: StreamsConfig) -> Self {
+        self.config.streams = streams;
         self
     }
 

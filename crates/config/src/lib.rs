@@ -22,7 +22,7 @@
 //! - `error.rs`: [`Error`] and [`Result`].
 //! - `sections.rs`: the plain sections ([`AuthConfig`], [`LoggingConfig`],
 //!   [`TopicsConfig`], [`RedisConfig`], [`WorkerConfig`], [`MetricsConfig`],
-//!   [`LimitsConfig`]).
+//!   [`LimitsConfig`], [`StreamsConfig`]).
 //! - `broker.rs`: [`BrokerConfig`] and its backends.
 //! - `builder.rs`: [`ConfigBuilder`], the Rust-side functional options.
 //! - `load.rs`: TOML parsing and the file/env layering.
@@ -54,7 +54,7 @@ pub use crate::error::{Error, Result};
 pub use crate::overrides::ConfigOverrides;
 pub use crate::sections::{
     AuthConfig, LimitsConfig, LogFormat, LoggingConfig, MetricsConfig, RedisConfig, StoreConfig,
-    TopicsConfig, WorkerConfig,
+    StreamsConfig, TopicsConfig, WorkerConfig,
 };
 
 /// The root of the Data Nexus configuration.
@@ -88,6 +88,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// Request-size, concurrency and backpressure limits.
     pub limits: LimitsConfig,
+    /// Client event streams: replay and slow-client limits.
+    pub streams: StreamsConfig,
     /// How long a graceful shutdown may take before tasks are aborted.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
@@ -109,6 +111,7 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             store: StoreConfig::default(),
             limits: LimitsConfig::default(),
+            streams: StreamsConfig::default(),
             shutdown_timeout: Duration::from_secs(20),
         }
     }

@@ -255,3 +255,33 @@ impl Default for LimitsConfig {
         }
     }
 }
+
+/// Client event streams (`nimbus.NimbusService.ProcessEvent` and
+/// `datanexus.v1.EventStream.Stream`): replay and slow-client limits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StreamsConfig {
+    /// Most stored results replayed to a reconnecting client, oldest first; when
+    /// more are waiting, only the newest this many are replayed (the dropped ones
+    /// are counted as `errors{component="streams",kind="replay_dropped"}`).
+    /// 0 disables replay.
+    pub max_replay_results: usize,
+    /// Results (and acknowledgements) buffered per connected stream before its
+    /// client counts as slow, > 0.
+    pub channel_capacity: usize,
+    /// How long result routing waits for room in a full stream buffer before it
+    /// disconnects the client with `RESOURCE_EXHAUSTED`; the client reconnects and
+    /// resumes from the store, nothing is lost.
+    #[serde(with = "humantime_serde")]
+    pub slow_client_timeout: Duration,
+}
+
+impl Default for StreamsConfig {
+    fn default() -> Self {
+        Self {
+            max_replay_results: 100_000,
+            channel_capacity: 1024,
+            slow_client_timeout: Duration::from_secs(5),
+        }
+    }
+}

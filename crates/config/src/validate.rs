@@ -9,7 +9,8 @@ use std::time::Duration;
 use crate::overrides::is_redis_url;
 use crate::{
     BrokerConfig, Config, EmbeddedBrokerConfig, Error, KafkaBrokerConfig, LimitsConfig,
-    MetricsConfig, RedisBrokerConfig, RedisConfig, Result, TopicsConfig, WorkerConfig,
+    MetricsConfig, RedisBrokerConfig, RedisConfig, Result, StreamsConfig, TopicsConfig,
+    WorkerConfig,
 };
 
 /// Allowed number of partitions per topic.
@@ -59,6 +60,7 @@ impl Config {
             positive_duration("store.retention_max_age", age)?;
         }
         validate_limits(&self.limits)?;
+        validate_streams(&self.streams)?;
         positive_duration("shutdown_timeout", self.shutdown_timeout)
     }
 
@@ -261,6 +263,11 @@ fn validate_limits(l: &LimitsConfig) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+fn validate_streams(s: &StreamsConfig) -> Result<()> {
+    positive("streams.channel_capacity", s.channel_capacity)?;
+    positive_duration("streams.slow_client_timeout", s.slow_client_timeout)
 }
 
 fn partitions(key: &str, n: u32) -> Result<()> {

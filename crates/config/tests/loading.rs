@@ -81,12 +81,17 @@ fn nested_env_variables_use_a_double_underscore() {
             ("DATANEXUS_BROKER__RETENTION_MAX_AGE", "7days"),
             ("DATANEXUS_METRICS__HISTOGRAM_BUCKETS", "0.5, 1, 10"),
             ("DATANEXUS_REDIS__URL", "redis://cache:6379/1"),
+            ("DATANEXUS_STREAMS__SLOW_CLIENT_TIMEOUT", "250ms"),
         ]),
     )
     .unwrap();
     assert_eq!(config.workers.batch_size, 500);
     assert_eq!(config.workers.lease_timeout, Duration::from_secs(40));
     assert_eq!(config.limits.max_http_body_bytes, 1 << 20);
+    assert_eq!(
+        config.streams.slow_client_timeout,
+        Duration::from_millis(250)
+    );
     let BrokerConfig::Embedded(broker) = &config.broker else {
         panic!("expected the embedded broker");
     };

@@ -195,6 +195,21 @@ fn zero_durations_and_limits_are_rejected() {
 }
 
 #[test]
+fn streams_need_a_buffer_and_a_slow_client_timeout() {
+    let mut config = Config::default();
+    config.streams.channel_capacity = 0;
+    invalid(&config, "streams.channel_capacity");
+
+    let mut config = Config::default();
+    config.streams.slow_client_timeout = Duration::ZERO;
+    invalid(&config, "streams.slow_client_timeout");
+
+    let mut config = Config::default();
+    config.streams.max_replay_results = 0;
+    config.validate().expect("0 disables replay");
+}
+
+#[test]
 fn topics_must_be_valid_and_distinct() {
     let mut config = Config {
         topics: TopicsConfig {

@@ -105,6 +105,13 @@ pub(crate) async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    use axum::serve::ListenerExt;
+    // TCP_NODELAY: no Nagle / delayed-ACK stalls on small responses.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, http_app(state))
         .with_graceful_shutdown(shutdown)
         .await?;

@@ -12,6 +12,9 @@
 //!   the permits held.
 //! - Ids are returned in input order, only after `produce` returned (the batch is
 //!   durable).
+//! - Stream events (`nimbus.NimbusService`, `datanexus.v1.EventStream`) are events
+//!   like the others, with [`Event::stream`] set: [`Ingestor::stream_events`] returns
+//!   their [`RecordId`]s, from which the result seq (event offset + 1) follows.
 //!
 //! All records of one request are encoded into a single buffer; each record's key and
 //! value are zero-copy slices of it.
@@ -103,8 +106,10 @@ impl Ingestor {
     pub(crate) async fn points(&self, points: &[Point]) -> Result<Vec<String>> {
         let _permits = self.reserve(points.len())?;
         let records = point_records(points, self.metrics.partitions);
-        self.produce(&self.metrics.name, records, points.len())
-            .await
+        let ids = self
+            .produce(&self.metrics.name, records, points.len())
+            .await?;
+        Ok(ids.iter().map(RecordId::to_string).collect())
     }
 
     /// Appends `events` to the events topic; returns their record ids in order.
@@ -112,6 +117,16 @@ impl Ingestor {
     /// # Errors
     /// [`Error::Overloaded`] when the in-flight budget is exhausted; broker errors.
     pub(crate) async fn events(&self, events: &[Event]) -> Result<Vec<String>> {
+        let ids = self.stream_events(events).await?;
+        Ok(ids.iter().map(RecordId::to_string).collect())
+    }
+
+    /// Appends `events` (stream events or not) to the events topic; returns their
+    /// record ids in order, once they are durable.
+    ///
+    /// # Errors
+    /// [`Error::Overloaded`] when the in-flight budget is exhausted; broker errors.
+    pub(crate) async fn stream_events(&self, events: &[Event]) -> Result<Vec<RecordId>> {
         let _permits = self.reserve(events.len())?;
         let records = event_records(events, self.events.partitions);
         self.produce(&self.events.name, records, events.len()).await
@@ -140,7 +155,7 @@ impl Ingestor {
         topic: &str,
         records: Vec<ProduceRecord>,
         expected: usize,
-    ) -> Result<Vec<String>> {
+    ) -> Result<Vec<RecordId>> {
         let ids = self.broker.produce(topic, records).await?;
         if ids.len() != expected {
             return Err(Error::Internal(format!(
@@ -148,7 +163,7 @@ impl Ingestor {
                 ids.len()
             )));
         }
-        Ok(ids.iter().map(RecordId::to_string).collect())
+        Ok(ids)
     }
 }
 

@@ -6,9 +6,16 @@
 //! REST queries and aggregates, datasets, the Prometheus exposition of the ingested
 //! metrics (optionally drain-on-scrape from the broker), and the program's own metrics.
 //!
+//! It also serves the event streams (`nimbus.NimbusService`, `datanexus.v1.EventStream`):
+//! stream events go through the pipeline like any event, and their results come back
+//! through [`Sessions`], the registry of connected clients, which the pipeline's
+//! forwarder routes results to (see [`AppState::sessions`]).
+//!
 //! [`run`] serves both APIs on listeners the caller binds (tests use port 0) until a
 //! shutdown future resolves, then stops accepting and drains in-flight requests within
-//! `shutdown_timeout`. [`http_app`] exposes the HTTP router for `oneshot` tests.
+//! `shutdown_timeout`; [`serve`] does the same with an [`AppState`] built beforehand
+//! (to hand its [`Sessions`] to the pipeline first). [`http_app`] exposes the HTTP
+//! router for `oneshot` tests.
 //!
 //! # Layout
 //! - `options.rs`: [`ServerOptions`] (built from `datanexus_config::Config`).
@@ -22,6 +29,8 @@
 //! - `exposition.rs` + `exposition/`: pure Prometheus text rendering (format 0.0.4).
 //! - `drain.rs`: drain-on-scrape: the lazily subscribed consumer and the response body
 //!   that acknowledges what it carried only once it was fully written.
+//! - `sessions.rs` + `sessions/`: the client-stream registry (routing, replay from the
+//!   store, takeover, slow clients, persisted resume cursors).
 //! - `grpc.rs` + `grpc/`: tonic services, one file per protocol.
 //! - `http.rs` + `http/`: axum routes, one file per endpoint family, and the layers.
 
@@ -36,10 +45,12 @@ mod http;
 mod ingest;
 mod observe;
 mod options;
+mod sessions;
 mod state;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use datanexus_broker::Broker;
 use datanexus_store::Store;
@@ -51,6 +62,7 @@ use tokio::task::{JoinError, JoinSet};
 pub use crate::error::{Error, Result};
 pub use crate::http::http_app;
 pub use crate::options::{DEFAULT_DRAIN_GROUP, DEFAULT_PARTITIONS, ServerOptions, TopicNames};
+pub use crate::sessions::Sessions;
 pub use crate::state::AppState;
 
 /// The engines the front ends work over.
@@ -73,6 +85,9 @@ impl std::fmt::Debug for Backends {
     }
 }
 
+/// How often changed stream cursors are persisted.
+const PERSIST_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Serves gRPC on `grpc` and HTTP on `http` until `shutdown` resolves; then stops
 /// accepting, drains in-flight requests and returns. Draining waits at most
 /// `options.shutdown_timeout`; after that `run` returns without waiting for the
@@ -90,13 +105,34 @@ pub async fn run(
     options: ServerOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    let shutdown_timeout = options.shutdown_timeout;
     let state = AppState::new(backends, options).await?;
+    serve(grpc, http, state, shutdown).await
+}
+
+/// [`run`] over a state built beforehand with [`AppState::new`] (so that its
+/// [`AppState::sessions`] can be given to the pipeline first). While serving, changed
+/// stream cursors are persisted every second; on shutdown the event streams are closed
+/// (`UNAVAILABLE`, clients reconnect and resume) and the cursors persisted once more.
+///
+/// # Errors
+/// A server fails (the other one is then shut down too).
+pub async fn serve(
+    grpc: TcpListener,
+    http: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
     let (stop, stopped) = watch::channel(false);
     let signal = |mut rx: watch::Receiver<bool>| async move {
         // An error means the sender is gone, which also means: stop.
         let _ = rx.wait_for(|stop| *stop).await;
     };
+    let (stop_persist, persist_stopped) = watch::channel(false);
+    let persister = tokio::spawn(
+        state
+            .sessions()
+            .persist_periodically(PERSIST_INTERVAL, persist_stopped),
+    );
     let mut servers = JoinSet::new();
     servers.spawn(grpc::serve(grpc, state.clone(), signal(stopped.clone())));
     servers.spawn(http::serve(http, state.clone(), signal(stopped)));
@@ -111,23 +147,32 @@ pub async fn run(
         }
     }
     stop.send_replace(true);
-    let drain = async {
+    drain(servers, &mut outcome, state.options().shutdown_timeout).await;
+    state.close_drain().await;
+    stop_persist.send_replace(true);
+    if let Err(e) = persister.await {
+        tracing::error!(error = %e, "the cursor persister failed");
+    }
+    outcome
+}
+
+/// Waits for the servers to finish, at most `timeout`; keeps the first error.
+async fn drain(mut servers: JoinSet<Result<()>>, outcome: &mut Result<()>, timeout: Duration) {
+    let finish = async {
         while let Some(joined) = servers.join_next().await {
             let result = flatten(joined);
             if outcome.is_ok() {
-                outcome = result;
+                *outcome = result;
             }
         }
     };
-    if tokio::time::timeout(shutdown_timeout, drain).await.is_err() {
+    if tokio::time::timeout(timeout, finish).await.is_err() {
         tracing::warn!(
-            ?shutdown_timeout,
+            shutdown_timeout = ?timeout,
             "in-flight requests did not finish in time: dropping them"
         );
         servers.abort_all();
     }
-    state.close_drain().await;
-    outcome
 }
 
 fn flatten(joined: Result<Result<()>, JoinError>) -> Result<()> {

@@ -7,7 +7,8 @@
 //!   status mapping ([`Error::kind_label`]). HTTP errors are counted once by the
 //!   [`count_http_errors`] layer, whoever produced them (handler, extractor, auth or
 //!   limit layer); gRPC errors are counted by the services and the auth interceptor.
-//!   Components: `ingest`, `query`, `exposition`, `http` (anything else).
+//!   Components: `ingest`, `query`, `exposition`, `http` (anything else), `streams`
+//!   (event streams: refused streams, `slow_client`, `replay_dropped`, `persist`).
 //! - `queue_depth{queue="inflight_records"}` is kept by the ingestor.
 
 use axum::extract::{Request, State};
@@ -26,6 +27,10 @@ pub(crate) enum Api {
     GrpcDataNexus,
     /// `raftmetrics.v1.MetricsService`.
     GrpcRaftmetrics,
+    /// `nimbus.NimbusService.ProcessEvent`.
+    GrpcNimbus,
+    /// `datanexus.v1.EventStream.Stream`.
+    GrpcEventStream,
     /// `POST /metrics`.
     HttpMetrics,
     /// `POST /ingest`.
@@ -37,13 +42,18 @@ impl Api {
         match self {
             Api::GrpcDataNexus => "grpc_data_nexus",
             Api::GrpcRaftmetrics => "grpc_raftmetrics",
+            Api::GrpcNimbus => "grpc_nimbus",
+            Api::GrpcEventStream => "grpc_event_stream",
             Api::HttpMetrics => "http_metrics",
             Api::HttpIngest => "http_ingest",
         }
     }
 
     fn is_grpc(self) -> bool {
-        matches!(self, Api::GrpcDataNexus | Api::GrpcRaftmetrics)
+        matches!(
+            self,
+            Api::GrpcDataNexus | Api::GrpcRaftmetrics | Api::GrpcNimbus | Api::GrpcEventStream
+        )
     }
 }
 
@@ -126,6 +136,8 @@ mod tests {
         let labels: Vec<_> = [
             Api::GrpcDataNexus,
             Api::GrpcRaftmetrics,
+            Api::GrpcNimbus,
+            Api::GrpcEventStream,
             Api::HttpMetrics,
             Api::HttpIngest,
         ]
@@ -136,6 +148,8 @@ mod tests {
             [
                 "grpc_data_nexus",
                 "grpc_raftmetrics",
+                "grpc_nimbus",
+                "grpc_event_stream",
                 "http_metrics",
                 "http_ingest"
             ]

@@ -1,9 +1,10 @@
 //! [`ServerOptions`]: exactly what the front ends need, decoupled from the config file
 //! layout (built from a [`datanexus_config::Config`] with `From`).
 
+use std::path::PathBuf;
 use std::time::Duration;
 
-use datanexus_config::{BrokerConfig, Config, MetricsConfig};
+use datanexus_config::{BrokerConfig, Config, MetricsConfig, StreamsConfig};
 use datanexus_model::Limits;
 
 /// Partition count used when the broker configuration does not name one.
@@ -67,6 +68,17 @@ pub struct ServerOptions {
     pub histogram_buckets: Vec<f64>,
     /// Consumer group of `GET /metrics?drain=true` on the metrics topic.
     pub drain_group: String,
+    /// Where the client event streams' cursors are persisted (`cursors.json`); `None`
+    /// keeps them in memory only. From a config: `<data_dir>/sessions`.
+    pub state_dir: Option<PathBuf>,
+    /// Most stored results replayed to a reconnecting stream client (the newest are
+    /// kept); 0 disables replay.
+    pub max_replay_results: usize,
+    /// Items buffered per connected stream before its client counts as slow.
+    pub stream_channel_capacity: usize,
+    /// How long routing waits for room in a slow client's full buffer before it
+    /// disconnects the stream with `RESOURCE_EXHAUSTED`.
+    pub slow_client_timeout: Duration,
 }
 
 /// Default [`ServerOptions::drain_group`].
@@ -92,13 +104,18 @@ impl std::fmt::Debug for ServerOptions {
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("histogram_buckets", &self.histogram_buckets)
             .field("drain_group", &self.drain_group)
+            .field("state_dir", &self.state_dir)
+            .field("max_replay_results", &self.max_replay_results)
+            .field("stream_channel_capacity", &self.stream_channel_capacity)
+            .field("slow_client_timeout", &self.slow_client_timeout)
             .finish()
     }
 }
 
 impl Default for ServerOptions {
-    /// The same values as `datanexus_config::Config::default()`.
+    /// The same values as `datanexus_config::Config::default()` (but no `state_dir`).
     fn default() -> Self {
+        let streams = StreamsConfig::default();
         ServerOptions {
             auth_tokens: Vec::new(),
             topics: TopicNames::default(),
@@ -113,6 +130,10 @@ impl Default for ServerOptions {
             shutdown_timeout: Duration::from_secs(20),
             histogram_buckets: MetricsConfig::default().histogram_buckets,
             drain_group: DEFAULT_DRAIN_GROUP.to_owned(),
+            state_dir: None,
+            max_replay_results: streams.max_replay_results,
+            stream_channel_capacity: streams.channel_capacity,
+            slow_client_timeout: streams.slow_client_timeout,
         }
     }
 }
@@ -147,6 +168,10 @@ impl From<&Config> for ServerOptions {
             shutdown_timeout: c.shutdown_timeout,
             histogram_buckets: c.metrics.histogram_buckets.clone(),
             drain_group: DEFAULT_DRAIN_GROUP.to_owned(),
+            state_dir: Some(c.data_dir.join("sessions")),
+            max_replay_results: c.streams.max_replay_results,
+            stream_channel_capacity: c.streams.channel_capacity,
+            slow_client_timeout: c.streams.slow_client_timeout,
         }
     }
 }
@@ -157,8 +182,17 @@ mod tests {
 
     #[test]
     fn defaults_match_the_config_defaults() {
+        let config = Config::default();
+        let from_config = ServerOptions::from(&config);
         assert_eq!(
-            ServerOptions::from(&Config::default()),
+            from_config.state_dir,
+            Some(config.data_dir.join("sessions"))
+        );
+        assert_eq!(
+            ServerOptions {
+                state_dir: None,
+                ..from_config
+            },
             ServerOptions::default()
         );
     }

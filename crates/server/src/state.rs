@@ -10,6 +10,7 @@ use tokio::sync::Semaphore;
 use crate::auth::Auth;
 use crate::drain::Drainer;
 use crate::ingest::{Ingestor, TopicTarget};
+use crate::sessions::Sessions;
 use crate::{Backends, Result, ServerOptions};
 
 /// Shared state of the gRPC and HTTP front ends; cheap to clone.
@@ -25,6 +26,9 @@ struct Shared {
     ingestor: Ingestor,
     drainer: Drainer,
     auth: Auth,
+    sessions: Arc<Sessions>,
+    /// This gateway's id in traces (`datanexus-<pid>`).
+    instance_id: String,
     options: ServerOptions,
     /// Request slots shared by both APIs (`max_concurrent_requests`).
     requests: Arc<Semaphore>,
@@ -41,10 +45,12 @@ impl std::fmt::Debug for AppState {
 }
 
 impl AppState {
-    /// Ensures the topics exist (`partitions` each, when created) and builds the state.
+    /// Ensures the topics exist (`partitions` each, when created), loads the stream
+    /// cursors from `options.state_dir`, and builds the state.
     ///
     /// # Errors
-    /// The broker is unreachable, or a topic exists with a partition count it refuses.
+    /// The broker is unreachable, a topic exists with a partition count it refuses, or
+    /// the cursor file cannot be read.
     pub async fn new(backends: Backends, options: ServerOptions) -> Result<Self> {
         let Backends {
             broker,
@@ -77,6 +83,7 @@ impl AppState {
                 .clamp(1, Semaphore::MAX_PERMITS),
         ));
         let auth = Auth::new(&options.auth_tokens);
+        let sessions = Sessions::open(Arc::clone(&store), Arc::clone(&telemetry), &options).await?;
         Ok(AppState {
             inner: Arc::new(Shared {
                 broker,
@@ -85,6 +92,8 @@ impl AppState {
                 ingestor,
                 drainer,
                 auth,
+                sessions,
+                instance_id: format!("datanexus-{}", std::process::id()),
                 options,
                 requests,
             }),
@@ -100,6 +109,18 @@ impl AppState {
     /// unacknowledged records go back to the group at once.
     pub(crate) async fn close_drain(&self) {
         self.inner.drainer.close().await;
+    }
+
+    /// The client-stream registry: the [`ResultRouter`] to give the pipeline's
+    /// forwarder, so that results reach the streams of this server.
+    ///
+    /// [`ResultRouter`]: datanexus_pipeline::results::ResultRouter
+    pub fn sessions(&self) -> Arc<Sessions> {
+        Arc::clone(&self.inner.sessions)
+    }
+
+    pub(crate) fn instance_id(&self) -> &str {
+        &self.inner.instance_id
     }
 
     pub(crate) fn broker(&self) -> &dyn Broker {

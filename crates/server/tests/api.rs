@@ -12,5 +12,7 @@ mod api {
     mod http_limits;
     mod promtool;
     mod queries;
+    mod stream_support;
+    mod streams;
     mod support;
 }

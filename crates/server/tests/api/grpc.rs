@@ -297,6 +297,8 @@ async fn health_reports_every_service_serving() {
         "",
         "data_nexus.MetricsService",
         "raftmetrics.v1.MetricsService",
+        "nimbus.NimbusService",
+        "datanexus.v1.EventStream",
     ] {
         let reply = health
             .check(HealthCheckRequest {
@@ -362,8 +364,10 @@ async fn reflection_lists_exactly_the_served_services() {
         names,
         [
             "data_nexus.MetricsService",
+            "datanexus.v1.EventStream",
             "grpc.health.v1.Health",
             "grpc.reflection.v1.ServerReflection",
+            "nimbus.NimbusService",
             "raftmetrics.v1.MetricsService"
         ]
     );
