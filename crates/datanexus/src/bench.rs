@@ -95,7 +95,10 @@ async fn grpc_batch(args: BenchArgs) -> anyhow::Result<()> {
                 );
                 break;
             }
-            anyhow::ensure!(Instant::now() < deadline, "only {count} of {acked} samples queryable after 300 s");
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "only {count} of {acked} samples queryable after 300 s"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -106,11 +109,17 @@ async fn grpc_batch(args: BenchArgs) -> anyhow::Result<()> {
 async fn query_count(addr: std::net::SocketAddr, path: &str) -> anyhow::Result<u64> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n").as_bytes()).await?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).await?;
     let text = String::from_utf8_lossy(&raw);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or_default();
     let v: serde_json::Value = serde_json::from_str(body.trim()).unwrap_or_default();
     Ok(v["count"].as_u64().unwrap_or(0))
 }

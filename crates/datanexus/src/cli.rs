@@ -23,6 +23,76 @@ pub(crate) enum Command {
     Consume(ConsumeArgs),
     /// Generate load against a running server and report throughput and latency.
     Bench(BenchArgs),
+    /// Sample clients of the gRPC services.
+    #[command(subcommand)]
+    Client(ClientCommand),
+}
+
+/// `datanexus client …`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum ClientCommand {
+    /// Stream events over nimbus.NimbusService.ProcessEvent and print each response.
+    Stream(StreamArgs),
+    /// Send one metric over data_nexus or raftmetrics.v1 and print the answer.
+    Metric(MetricArgs),
+}
+
+/// Flags of `datanexus client stream`.
+#[derive(Debug, Args)]
+pub(crate) struct StreamArgs {
+    /// Server gRPC address.
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    pub(crate) addr: String,
+    /// The client id (sent as metadata `client_id`).
+    #[arg(long)]
+    pub(crate) client_id: String,
+    /// First number to send.
+    #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
+    pub(crate) start: i32,
+    /// Last number to send; `--start 0 --end 0` only listens.
+    #[arg(long, default_value_t = 10, allow_negative_numbers = true)]
+    pub(crate) end: i32,
+    /// Event name (processor).
+    #[arg(long, default_value = "sq")]
+    pub(crate) event: String,
+    /// Bearer token.
+    #[arg(long)]
+    pub(crate) token: Option<String>,
+}
+
+/// Which metric service to call.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum MetricApi {
+    /// data_nexus.MetricsService.IngestMetric.
+    DataNexus,
+    /// raftmetrics.v1.MetricsService.SendMetric.
+    Raftmetrics,
+}
+
+/// Flags of `datanexus client metric`.
+#[derive(Debug, Args)]
+pub(crate) struct MetricArgs {
+    /// Server gRPC address.
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    pub(crate) addr: String,
+    /// Service to call.
+    #[arg(long, value_enum, default_value = "data-nexus")]
+    pub(crate) api: MetricApi,
+    /// Metric name.
+    #[arg(long)]
+    pub(crate) name: String,
+    /// Value.
+    #[arg(long, allow_negative_numbers = true)]
+    pub(crate) value: f64,
+    /// Metric type (data_nexus only): counter, gauge, histogram, summary, untyped.
+    #[arg(long = "type", default_value = "")]
+    pub(crate) r#type: String,
+    /// Label `k=v` (repeatable).
+    #[arg(long = "label", value_name = "K=V")]
+    pub(crate) labels: Vec<String>,
+    /// Bearer token.
+    #[arg(long)]
+    pub(crate) token: Option<String>,
 }
 
 const SERVE_ENV_HELP: &str = "\

@@ -5,10 +5,12 @@
 //! - `serve`: `datanexus serve`, wiring config → broker → servers → shutdown.
 //! - `consume`: `datanexus consume`, reading a topic of the embedded log back.
 //! - `bench`: `datanexus bench`, a load generator.
+//! - `client`: `datanexus client`, sample gRPC clients.
 //! - `logging`: tracing subscriber set-up.
 
 mod bench;
 mod cli;
+mod client;
 mod consume;
 mod logging;
 mod serve;
@@ -32,6 +34,7 @@ fn main() -> std::process::ExitCode {
             cli::Command::Serve(args) => serve::run(*args).await,
             cli::Command::Consume(args) => consume::run(args).await,
             cli::Command::Bench(args) => bench::run(args).await,
+            cli::Command::Client(command) => client::run(command).await,
         }
     });
     match result {

@@ -39,21 +39,15 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         store: store.clone(),
         telemetry: telemetry.clone(),
     };
-    // Topics must exist before the workers join their groups.
-    let options: datanexus_server::ServerOptions = (&config).into();
-    for topic in [
-        &config.topics.metrics,
-        &config.topics.events,
-        &config.topics.results,
-        &config.topics.dlq,
-    ] {
-        broker.ensure_topic(topic, options.partitions).await?;
-    }
+    // The server state creates the topics and loads the stream cursors; its session
+    // registry is where the forwarder delivers results.
+    let state = datanexus_server::AppState::new(backends, (&config).into()).await?;
     let pipeline = Pipeline::start(
         broker.clone(),
         store.clone(),
         telemetry,
         pipeline_config(&config),
+        Some(state.sessions()),
     )
     .await?;
     // One machine-readable line on stdout (tests and scripts read the bound ports here).
@@ -70,8 +64,8 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let shutdown = async move {
         let _ = stop.wait_for(|s| *s).await;
     };
-    // `run` drains in-flight requests within shutdown_timeout after `shutdown` resolves.
-    let served = datanexus_server::run(grpc, http, backends, options, shutdown).await;
+    // `serve` drains in-flight requests within shutdown_timeout after `shutdown` resolves.
+    let served = datanexus_server::serve(grpc, http, state, shutdown).await;
     // Then: workers flush the store and acknowledge, the log and store are closed.
     let stopped = pipeline.stop().await;
     broker
@@ -93,6 +87,7 @@ fn pipeline_config(config: &Config) -> PipelineConfig {
     PipelineConfig {
         metrics_topic: config.topics.metrics.clone(),
         events_topic: config.topics.events.clone(),
+        results_topic: config.topics.results.clone(),
         dlq_topic: config.topics.dlq.clone(),
         batch_size: w.batch_size,
         flush_interval: w.sinker_interval,

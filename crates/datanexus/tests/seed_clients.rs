@@ -88,3 +88,61 @@ fn python_client_from_seed_proto_gets_one_distinct_id_per_metric() {
     );
     assert!(server.terminate());
 }
+
+#[test]
+fn python_client_from_seed_nimbus_proto_streams_unchanged() {
+    if !python_grpc_available() {
+        return;
+    }
+    let stubs = tempfile::tempdir().unwrap();
+    let status = Command::new("python3")
+        .args(["-m", "grpc_tools.protoc", "-I"])
+        .arg(proto_root())
+        .arg(format!("--python_out={}", stubs.path().display()))
+        .arg(format!("--grpc_python_out={}", stubs.path().display()))
+        .arg("nimbus/nimbus.proto")
+        .status()
+        .unwrap();
+    assert!(status.success(), "protoc for the seed nimbus proto failed");
+
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path(), &[]);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/seed_clients/nimbus_client.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(server.grpc.to_string())
+        .arg(stubs.path())
+        .args(["py-client", "50"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "python nimbus client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let responses = v["responses"].as_array().unwrap();
+    assert_eq!(responses.len(), 52);
+    for (i, r) in responses[..50].iter().enumerate() {
+        let n = i as i64 + 1;
+        assert_eq!(r[0], "sq");
+        assert_eq!(r[1].as_i64(), Some(n), "in order");
+        assert_eq!(r[2].as_i64(), Some(n * n));
+        assert!(r[3].is_null());
+    }
+    assert!(
+        responses[50][3]
+            .as_str()
+            .unwrap()
+            .contains("unknown event name"),
+        "{}",
+        responses[50]
+    );
+    assert!(
+        responses[51][3].as_str().unwrap().contains("overflow"),
+        "{}",
+        responses[51]
+    );
+    assert_eq!(v["missing_client_id"], "INVALID_ARGUMENT");
+    assert!(server.terminate());
+}
