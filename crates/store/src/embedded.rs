@@ -261,6 +261,14 @@ impl Store for EmbeddedStore {
         maintenance::enforce_retention(&self.inner, cutoff_ns(age)).await
     }
 
+    async fn ready(&self) -> Result<()> {
+        // In-process: ready while not stopped.
+        if self.inner.state.read().stopped {
+            return Err(Error::Closed);
+        }
+        Ok(())
+    }
+
     async fn stop(&self) -> Result<()> {
         let _guard = self.inner.maintenance.lock().await;
         maintenance::flush(&self.inner).await?;

@@ -306,6 +306,12 @@ pub trait Store: Send + Sync + 'static {
     /// Backend failures.
     async fn latest(&self) -> Result<Vec<Latest>>;
 
+    /// Checks the store can serve reads and writes (for `/ready`).
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when it cannot be reached, [`Error::Closed`] after stop.
+    async fn ready(&self) -> Result<()>;
+
     /// Applies retention by age.
     ///
     /// # Errors

@@ -31,7 +31,7 @@ use futures::stream::BoxStream;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::streams::{append, check_client_id, next_batch, stream_event};
+use super::streams::{self, append, check_client_id, stream_event};
 use crate::observe::Api;
 use crate::sessions::{Client, Outgoing, Protocol, Rejection, Reply};
 use crate::{AppState, Error};
@@ -96,7 +96,7 @@ async fn open(
         client_id,
         last_seq: 0,
     };
-    tokio::spawn(inbound.run(requests));
+    tokio::spawn(streams::drive(inbound, requests));
     Ok(outbound.into_stream(stream_response).boxed())
 }
 
@@ -119,31 +119,17 @@ struct Inbound {
     last_seq: u64,
 }
 
-impl Inbound {
-    async fn run(mut self, mut requests: Streaming<StreamRequest>) {
-        loop {
-            let batch = tokio::select! {
-                batch = next_batch(&mut requests) => batch,
-                // The response side ended: stop reading, so the call can finish.
-                () = self.tx.closed() => return,
-            };
-            match batch {
-                Ok(Some(batch)) => {
-                    if !self.handle(batch).await {
-                        return;
-                    }
-                }
-                Ok(None) => break,
-                Err(status) => {
-                    tracing::debug!(client_id = %self.client_id, %status, "event request stream failed");
-                    return;
-                }
-            }
-        }
-        let finished = Outgoing::Finished {
-            last_seq: self.last_seq,
-        };
-        let _ = self.tx.send(finished).await;
+impl streams::Inbound<StreamRequest> for Inbound {
+    fn tx(&self) -> &mpsc::Sender<Outgoing> {
+        &self.tx
+    }
+
+    fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    fn last_seq(&self) -> u64 {
+        self.last_seq
     }
 
     /// Handles one batch in order; false when the stream is over.
@@ -174,7 +160,9 @@ impl Inbound {
         }
         self.append(run).await
     }
+}
 
+impl Inbound {
     async fn append(&mut self, run: Vec<(datanexus_model::Event, EventRequest)>) -> bool {
         if run.is_empty() {
             return true;

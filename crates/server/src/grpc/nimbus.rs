@@ -38,7 +38,7 @@ use futures::stream::BoxStream;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::streams::{append, check_client_id, next_batch, stream_event};
+use super::streams::{self, append, check_client_id, stream_event};
 use crate::observe::Api;
 use crate::sessions::{Outgoing, Protocol, Rejection, Reply};
 use crate::{AppState, Error};
@@ -89,7 +89,7 @@ impl NimbusService for NimbusStreams {
             tx: outbound.sender(),
             last_seq: 0,
         };
-        tokio::spawn(inbound.run(request.into_inner()));
+        tokio::spawn(streams::drive(inbound, request.into_inner()));
         let instance = self.state.instance_id().to_owned();
         let responses = outbound.into_stream(move |reply| response(reply, &instance));
         Ok(Response::new(responses.boxed()))
@@ -105,31 +105,17 @@ struct Inbound {
     last_seq: u64,
 }
 
-impl Inbound {
-    async fn run(mut self, mut requests: Streaming<EventRequest>) {
-        loop {
-            let batch = tokio::select! {
-                batch = next_batch(&mut requests) => batch,
-                // The response side ended: stop reading, so the call can finish.
-                () = self.tx.closed() => return,
-            };
-            match batch {
-                Ok(Some(batch)) => {
-                    if !self.handle(batch).await {
-                        return;
-                    }
-                }
-                Ok(None) => break,
-                Err(status) => {
-                    tracing::debug!(client_id = %self.client_id, %status, "nimbus request stream failed");
-                    return;
-                }
-            }
-        }
-        let finished = Outgoing::Finished {
-            last_seq: self.last_seq,
-        };
-        let _ = self.tx.send(finished).await;
+impl streams::Inbound<EventRequest> for Inbound {
+    fn tx(&self) -> &mpsc::Sender<Outgoing> {
+        &self.tx
+    }
+
+    fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    fn last_seq(&self) -> u64 {
+        self.last_seq
     }
 
     /// Appends the valid requests of `batch` (in runs, so that refusals stay in
@@ -156,7 +142,9 @@ impl Inbound {
         }
         self.append(run).await
     }
+}
 
+impl Inbound {
     async fn append(&mut self, run: Vec<(datanexus_model::Event, EventRequest)>) -> bool {
         if run.is_empty() {
             return true;

@@ -5,10 +5,11 @@ use datanexus_model::event::MAX_SOURCE_ID_BYTES;
 use datanexus_model::{Event, StreamEvent};
 use futures::FutureExt;
 use serde_json::json;
+use tokio::sync::mpsc;
 use tonic::Streaming;
 
 use crate::observe::Api;
-use crate::sessions::event_seq;
+use crate::sessions::{Outgoing, event_seq};
 use crate::{AppState, Error, Result};
 
 /// Where the results of this gateway's stream events go (the embedded forwarder
@@ -90,6 +91,50 @@ pub(super) async fn next_batch<T>(
         }
     }
     Ok(Some(batch))
+}
+
+/// The request side of a stream, per protocol.
+pub(super) trait Inbound<T>: Send + 'static {
+    /// The response side's sender (closed once the response stream is dropped).
+    fn tx(&self) -> &mpsc::Sender<Outgoing>;
+    /// The client, for logs.
+    fn client_id(&self) -> &str;
+    /// The seq of the last event appended (0: none).
+    fn last_seq(&self) -> u64;
+    /// Handles one batch in order; false when the stream is over.
+    fn handle(&mut self, batch: Vec<T>) -> impl Future<Output = bool> + Send;
+}
+
+/// Reads requests in batches until the client half-closes — then tells the response
+/// side the seq of the last event, so it can end once that is answered — or either side
+/// goes away.
+pub(super) async fn drive<T: Send + 'static>(
+    mut inbound: impl Inbound<T>,
+    mut requests: Streaming<T>,
+) {
+    loop {
+        let batch = tokio::select! {
+            batch = next_batch(&mut requests) => batch,
+            // The response side ended: stop reading, so the call can finish.
+            () = inbound.tx().closed() => return,
+        };
+        match batch {
+            Ok(Some(batch)) => {
+                if !inbound.handle(batch).await {
+                    return;
+                }
+            }
+            Ok(None) => break,
+            Err(status) => {
+                tracing::debug!(client_id = %inbound.client_id(), %status, "request stream failed");
+                return;
+            }
+        }
+    }
+    let finished = Outgoing::Finished {
+        last_seq: inbound.last_seq(),
+    };
+    let _ = inbound.tx().send(finished).await;
 }
 
 /// Appends stream events durably; returns the seqs their results will carry.

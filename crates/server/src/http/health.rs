@@ -1,5 +1,5 @@
 //! `GET /health` (liveness: the process serves requests; never behind auth) and
-//! `GET /ready` (readiness: the broker is reachable and writable).
+//! `GET /ready` (readiness: the broker and the store are reachable).
 
 use axum::Json;
 use axum::extract::State;
@@ -16,21 +16,34 @@ pub(crate) async fn health() -> Response {
     Json(json!({ "status": "healthy", "message": "datanexus is operational" })).into_response()
 }
 
-/// Handles `GET /ready`: 200 when the broker is ready, else 503 with the reason.
+/// Handles `GET /ready`: 200 when the broker and the store are ready, else 503 with
+/// the reason.
 pub(crate) async fn ready(State(state): State<AppState>) -> Response {
     let broker = state.broker();
-    match broker.ready().await {
-        Ok(()) => Json(json!({ "status": "ready", "broker": broker.name() })).into_response(),
-        Err(e) => {
-            tracing::warn!(error = %e, "readiness check failed");
-            let reason = match e.kind() {
-                ErrorKind::Unavailable | ErrorKind::Closed => e.to_string(),
-                _ => "broker failure (see server log)".to_owned(),
-            };
-            json_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("not ready: {reason}"),
-            )
-        }
+    if let Err(e) = broker.ready().await {
+        tracing::warn!(error = %e, "readiness check failed (broker)");
+        let reason = match e.kind() {
+            ErrorKind::Unavailable | ErrorKind::Closed => e.to_string(),
+            _ => "broker failure (see server log)".to_owned(),
+        };
+        return json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {reason}"),
+        );
     }
+    let store = state.store();
+    if let Err(e) = store.ready().await {
+        tracing::warn!(error = %e, "readiness check failed (store)");
+        let reason = if e.is_retryable() || matches!(e, datanexus_store::Error::Closed) {
+            e.to_string()
+        } else {
+            "store failure (see server log)".to_owned()
+        };
+        return json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {reason}"),
+        );
+    }
+    Json(json!({ "status": "ready", "broker": broker.name(), "store": store.name() }))
+        .into_response()
 }

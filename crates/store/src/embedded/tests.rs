@@ -382,7 +382,12 @@ async fn writes_after_stop_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let store = EmbeddedStore::open(dir.path(), small_options()).unwrap();
     store.write_points(&grid("x", 1, 3, T0, 0.0)).await.unwrap();
+    store.ready().await.unwrap();
     store.stop().await.unwrap();
+    assert!(
+        matches!(store.ready().await, Err(Error::Closed)),
+        "not ready once stopped"
+    );
     assert_eq!(store.files().len(), 1, "stop flushes");
     assert!(matches!(
         store.write_points(&grid("x", 1, 1, T0, 0.0)).await,
