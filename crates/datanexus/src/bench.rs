@@ -18,9 +18,13 @@ use hdrhistogram::Histogram;
 
 use crate::cli::{BenchArgs, Workload};
 
+mod echo;
+mod stream;
+
 pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.workload {
         Workload::GrpcBatch => grpc_batch(args).await,
+        Workload::Stream => stream::run(args).await,
     }
 }
 

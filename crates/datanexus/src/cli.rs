@@ -167,6 +167,8 @@ pub(crate) struct ConsumeArgs {
 pub(crate) enum Workload {
     /// `data_nexus.MetricsService.IngestMetrics` batches over gRPC.
     GrpcBatch,
+    /// `nimbus.NimbusService` bidi round trips (`--clients` streams).
+    Stream,
 }
 
 /// Flags of `datanexus bench`.
@@ -178,7 +180,7 @@ pub(crate) struct BenchArgs {
     /// Server address (gRPC for grpc-batch).
     #[arg(long, default_value = "127.0.0.1:50051")]
     pub(crate) addr: SocketAddr,
-    /// Concurrent connections.
+    /// Concurrent connections (streams, for `--workload stream`).
     #[arg(long, default_value_t = 4)]
     pub(crate) clients: u64,
     /// Metrics per request.
@@ -187,7 +189,10 @@ pub(crate) struct BenchArgs {
     /// HTTP address of the same server: when given, also measure ingest-to-queryable.
     #[arg(long, value_name = "ADDR")]
     pub(crate) http: Option<SocketAddr>,
-    /// Total metrics to send.
+    /// With `--workload stream`: first measure a bare tonic echo server in this process.
+    #[arg(long)]
+    pub(crate) echo: bool,
+    /// Total metrics (or stream events) to send.
     #[arg(long, default_value_t = 1_000_000)]
     pub(crate) metrics: u64,
     /// Distinct series.
