@@ -1,5 +1,7 @@
 //! Tracing subscriber set-up.
 
+use std::io::IsTerminal;
+
 use datanexus_config::LogFormat;
 use tracing_subscriber::EnvFilter;
 
@@ -15,6 +17,7 @@ pub(crate) fn init(level: &str, format: LogFormat) -> anyhow::Result<()> {
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let result = match format {
         LogFormat::Json => builder.json().try_init(),

@@ -272,7 +272,8 @@ async fn native_stream_replays_exactly_the_unacknowledged_results() {
     let acked = results[499].seq;
     s.ack(acked).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    drop(s);
+    drop(s); // disconnect after half the results, reconnect 2 s later
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let mut s = Native::connect(&url, "native", acked).await;
     let mut replayed = Vec::new();
     while replayed.len() < 500 {

@@ -169,7 +169,11 @@ impl SinkContext {
                     .map_err(|e| e.to_string()),
                 SinkKind::Events => codec::decode_event(&d.value)
                     .map(|e| {
-                        out.points.extend(e.numeric_points());
+                        // POST /ingest events become series too; stream events (a
+                        // processor request) are only stored raw.
+                        if e.stream.is_none() {
+                            out.points.extend(e.numeric_points());
+                        }
                         out.events.push(StoredEvent {
                             id: d.id.to_string(),
                             source_id: e.source_id,

@@ -206,3 +206,63 @@ async fn events_are_stored_raw_and_flattened_into_series() {
     );
     p.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_events_are_stored_raw_but_not_flattened_into_series() {
+    let r = rig().await;
+    let mut records = Vec::new();
+    for (i, stream) in [
+        None,
+        Some(datanexus_model::StreamEvent {
+            event_name: "sq".into(),
+            number: 5,
+            reply_to: "local".into(),
+        }),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let payload = serde_json::json!({"number": 5, "reading": 1.5});
+        let mut e = Event::new(
+            "client-x".into(),
+            10 + i as i64,
+            payload.as_object().unwrap().clone(),
+        )
+        .unwrap();
+        e.stream = stream;
+        let mut buf = Vec::new();
+        codec::encode_event(&e, &mut buf);
+        records.push(ProduceRecord {
+            partition: Some(0),
+            key: None,
+            value: Bytes::from(buf),
+            timestamp_ms: 0,
+        });
+    }
+    r.broker.produce("events", records).await.unwrap();
+    let p = Pipeline::start(
+        r.broker.clone(),
+        r.store.clone(),
+        Telemetry::new(),
+        config(),
+        None,
+    )
+    .await
+    .unwrap();
+    let stored = || async {
+        let q = EventQuery {
+            source_id: Some("client-x".into()),
+            limit: 10,
+            ..Default::default()
+        };
+        r.store.events(&q).await.map(|page| page.total).unwrap_or(0) == 2
+    };
+    assert!(eventually(stored).await, "both events are stored raw");
+    assert_eq!(
+        count(&*r.store, "reading").await,
+        1,
+        "only the POST /ingest event becomes a point"
+    );
+    assert_eq!(count(&*r.store, "number").await, 1);
+    p.stop().await.unwrap();
+}
