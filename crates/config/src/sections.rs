@@ -274,6 +274,10 @@ pub struct StreamsConfig {
     /// resumes from the store, nothing is lost.
     #[serde(with = "humantime_serde")]
     pub slow_client_timeout: Duration,
+    /// Results older than this are not replayed to a reconnecting client (counted as
+    /// `errors{component="streams",kind="replay_dropped"}`), > 0.
+    #[serde(with = "humantime_serde")]
+    pub max_replay_age: Duration,
 }
 
 impl Default for StreamsConfig {
@@ -282,6 +286,7 @@ impl Default for StreamsConfig {
             max_replay_results: 100_000,
             channel_capacity: 1024,
             slow_client_timeout: Duration::from_secs(5),
+            max_replay_age: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }

@@ -267,6 +267,7 @@ fn validate_limits(l: &LimitsConfig) -> Result<()> {
 
 fn validate_streams(s: &StreamsConfig) -> Result<()> {
     positive("streams.channel_capacity", s.channel_capacity)?;
+    positive_duration("streams.max_replay_age", s.max_replay_age)?;
     positive_duration("streams.slow_client_timeout", s.slow_client_timeout)
 }
 

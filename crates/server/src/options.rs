@@ -74,6 +74,8 @@ pub struct ServerOptions {
     /// Most stored results replayed to a reconnecting stream client (the newest are
     /// kept); 0 disables replay.
     pub max_replay_results: usize,
+    /// Results older than this are not replayed to a reconnecting stream client.
+    pub max_replay_age: Duration,
     /// Items buffered per connected stream before its client counts as slow.
     pub stream_channel_capacity: usize,
     /// How long routing waits for room in a slow client's full buffer before it
@@ -106,6 +108,7 @@ impl std::fmt::Debug for ServerOptions {
             .field("drain_group", &self.drain_group)
             .field("state_dir", &self.state_dir)
             .field("max_replay_results", &self.max_replay_results)
+            .field("max_replay_age", &self.max_replay_age)
             .field("stream_channel_capacity", &self.stream_channel_capacity)
             .field("slow_client_timeout", &self.slow_client_timeout)
             .finish()
@@ -132,6 +135,7 @@ impl Default for ServerOptions {
             drain_group: DEFAULT_DRAIN_GROUP.to_owned(),
             state_dir: None,
             max_replay_results: streams.max_replay_results,
+            max_replay_age: streams.max_replay_age,
             stream_channel_capacity: streams.channel_capacity,
             slow_client_timeout: streams.slow_client_timeout,
         }
@@ -170,6 +174,7 @@ impl From<&Config> for ServerOptions {
             drain_group: DEFAULT_DRAIN_GROUP.to_owned(),
             state_dir: Some(c.data_dir.join("sessions")),
             max_replay_results: c.streams.max_replay_results,
+            max_replay_age: c.streams.max_replay_age,
             stream_channel_capacity: c.streams.channel_capacity,
             slow_client_timeout: c.streams.slow_client_timeout,
         }

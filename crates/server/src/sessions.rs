@@ -113,6 +113,7 @@ impl Attached {
 #[derive(Debug, Clone, Copy)]
 struct Limits {
     max_replay_results: usize,
+    max_replay_age: Duration,
     channel_capacity: usize,
     slow_client_timeout: Duration,
 }
@@ -168,6 +169,7 @@ impl Sessions {
             telemetry,
             limits: Limits {
                 max_replay_results: options.max_replay_results,
+                max_replay_age: options.max_replay_age,
                 channel_capacity: options.stream_channel_capacity.max(1),
                 slow_client_timeout: options.slow_client_timeout,
             },
@@ -217,6 +219,9 @@ impl Sessions {
             client_id,
             cursor,
             self.limits.max_replay_results,
+            datanexus_model::time::now_ns().saturating_sub(
+                i64::try_from(self.limits.max_replay_age.as_nanos()).unwrap_or(i64::MAX),
+            ),
         )
         .await?;
         if replay.dropped > 0 {

@@ -24,8 +24,9 @@ pub(super) struct Replay {
     pub(super) dropped: u64,
 }
 
-/// The stored results of `client_id` with a seq above `after_seq`: the newest `max`
-/// of them, in seq order.
+/// The stored results of `client_id` with a seq above `after_seq`, processed at or after
+/// `min_processed_ns`: the newest `max` of them, in seq order. Older ones are counted as
+/// dropped.
 ///
 /// # Errors
 /// The store cannot be read.
@@ -34,6 +35,7 @@ pub(super) async fn stored_results(
     client_id: &str,
     after_seq: u64,
     max: usize,
+    min_processed_ns: i64,
 ) -> Result<Replay> {
     if max == 0 {
         return Ok(Replay::default());
@@ -53,6 +55,10 @@ pub(super) async fn stored_results(
         for result in page.events.iter().filter_map(stored_to_result) {
             let seq = result_seq(&result);
             if seq <= after_seq || kept.contains_key(&seq) {
+                continue;
+            }
+            if result.processed_ns < min_processed_ns {
+                dropped += 1;
                 continue;
             }
             kept.insert(seq, result);

@@ -23,7 +23,7 @@ fn result(client: &str, offset: u64) -> ResultRecord {
         number: n,
         outcome: Some(Outcome::Result(n * n)),
         received_ns: 1,
-        processed_ns: 2 + i64::try_from(offset).unwrap(),
+        processed_ns: datanexus_model::time::now_ns() + i64::try_from(offset).unwrap(),
         processor_id: "p".into(),
         reply_to: "local".into(),
     }
@@ -140,6 +140,25 @@ async fn replay_keeps_only_the_newest_results_and_counts_the_rest() {
     assert_eq!(next_seq(&mut stream).await, 4);
     assert_eq!(next_seq(&mut stream).await, 5);
     assert_eq!(f.errors("replay_dropped"), 3);
+}
+
+#[tokio::test]
+async fn replay_leaves_out_results_older_than_the_age_limit_and_counts_them() {
+    let options = ServerOptions {
+        max_replay_age: Duration::from_secs(3600),
+        ..ServerOptions::default()
+    };
+    let f = fixture(options).await;
+    let mut old = result("c1", 0);
+    old.processed_ns -= 2 * 3600 * 1_000_000_000;
+    f.forward(&[old, result("c1", 1)]).await;
+    let mut stream = f.stream("c1", Protocol::Nimbus).await;
+    assert_eq!(
+        next_seq(&mut stream).await,
+        2,
+        "the two-hour-old result is not replayed"
+    );
+    assert_eq!(f.errors("replay_dropped"), 1);
 }
 
 #[tokio::test]
