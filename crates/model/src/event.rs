@@ -8,6 +8,10 @@ use serde_json::{Map, Value};
 use crate::point::{FieldValue, Labels, Point, VALUE_FIELD};
 use crate::{Error, MetricType, Result};
 
+/// Most payload fields of one event considered for flattening into series (so one
+/// request cannot create unbounded series); the raw event keeps all of them.
+pub const MAX_FLATTENED_FIELDS: usize = 64;
+
 /// Longest accepted `source_id`, in bytes.
 pub const MAX_SOURCE_ID_BYTES: usize = 256;
 
@@ -65,6 +69,7 @@ impl Event {
             Labels::new([("source_id".to_owned(), self.source_id.clone())]).unwrap_or_default();
         self.payload
             .iter()
+            .take(MAX_FLATTENED_FIELDS)
             .filter_map(|(name, v)| {
                 let n = v.as_f64().filter(|f| f.is_finite())?;
                 Some(Point {
@@ -95,6 +100,10 @@ pub fn sanitize_metric_name(name: &str) -> String {
         .collect();
     if out.is_empty() || out.as_bytes()[0].is_ascii_digit() {
         out.insert(0, '_');
+    }
+    // Names starting with `__` are reserved for Prometheus' internal use.
+    while out.starts_with("__") {
+        out.remove(0);
     }
     out.truncate(256);
     out
@@ -128,5 +137,10 @@ mod tests {
         assert_eq!(sanitize_metric_name("9x"), "_9x");
         assert_eq!(sanitize_metric_name(""), "_");
         assert_eq!(sanitize_metric_name("a b/c"), "a_b_c");
+        assert_eq!(sanitize_metric_name("__name__"), "_name__");
+        assert_eq!(
+            crate::validate::metric_name(&sanitize_metric_name("__x"), &crate::Limits::default()),
+            Ok(())
+        );
     }
 }

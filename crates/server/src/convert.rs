@@ -63,20 +63,26 @@ pub(crate) fn check_batch_len(len: usize, max: usize, what: &str) -> Result<()> 
     Ok(())
 }
 
-/// Converts every item; the first failure rejects the batch with an error prefixed by
-/// `what[index]: `.
+/// Converts every item, passing each the receive time to use when it has no timestamp
+/// of its own: `now_ns + index`, so that items of one request without timestamps stay
+/// distinct samples (the store keeps one sample per series and nanosecond). The first
+/// failure rejects the batch with an error prefixed by `what[index]: `.
 ///
 /// # Errors
 /// [`Error::Invalid`] for the first item that does not convert.
 pub(crate) fn convert_batch<T, U>(
     items: Vec<T>,
     what: &str,
-    mut convert: impl FnMut(T) -> datanexus_model::Result<U>,
+    now_ns: i64,
+    mut convert: impl FnMut(T, i64) -> datanexus_model::Result<U>,
 ) -> Result<Vec<U>> {
     items
         .into_iter()
         .enumerate()
-        .map(|(i, item)| convert(item).map_err(|e| Error::Invalid(format!("{what}[{i}]: {e}"))))
+        .map(|(i, item)| {
+            let default_ns = now_ns.saturating_add(i64::try_from(i).unwrap_or(i64::MAX));
+            convert(item, default_ns).map_err(|e| Error::Invalid(format!("{what}[{i}]: {e}")))
+        })
         .collect()
 }
 
@@ -189,7 +195,7 @@ mod tests {
 
     #[test]
     fn batch_errors_carry_the_index() {
-        let e = convert_batch(vec![1, 2, 3], "metrics", |n| {
+        let e = convert_batch(vec![1, 2, 3], "metrics", 0, |n, _| {
             if n == 3 {
                 Err(datanexus_model::Error::UnknownMetricType("x".into()))
             } else {
@@ -209,6 +215,12 @@ mod tests {
         );
         let e = check_batch_len(6, 5, "metrics").unwrap_err().to_string();
         assert!(e.contains("limit of 5"), "{e}");
+    }
+
+    #[test]
+    fn items_without_timestamps_get_distinct_receive_times() {
+        let times = convert_batch(vec!['a', 'b', 'c'], "metrics", 1_000, |_, ns| Ok(ns)).unwrap();
+        assert_eq!(times, vec![1_000, 1_001, 1_002]);
     }
 
     #[test]

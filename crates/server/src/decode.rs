@@ -20,7 +20,9 @@ pub fn metrics_json(body: &[u8], limits: &Limits) -> Result<Vec<Point>> {
     let now_ns = time::now_ns();
     match parse_one_or_many::<MetricBody>(body)? {
         OneOrMany::One(m) => Ok(vec![m.into_point(now_ns, limits)?]),
-        OneOrMany::Many(items) => convert_batch(items, "metrics", |m| m.into_point(now_ns, limits)),
+        OneOrMany::Many(items) => convert_batch(items, "metrics", now_ns, |m, now_ns| {
+            m.into_point(now_ns, limits)
+        }),
     }
 }
 
@@ -32,7 +34,9 @@ pub fn events_json(body: &[u8]) -> Result<Vec<Event>> {
     let now_ns = time::now_ns();
     match parse_one_or_many::<EventBody>(body)? {
         OneOrMany::One(e) => Ok(vec![e.into_event(now_ns)?]),
-        OneOrMany::Many(items) => convert_batch(items, "events", |e| e.into_event(now_ns)),
+        OneOrMany::Many(items) => {
+            convert_batch(items, "events", now_ns, |e, now_ns| e.into_event(now_ns))
+        }
     }
 }
 
@@ -44,7 +48,7 @@ pub fn data_nexus_batch(bytes: &[u8], limits: &Limits) -> Result<Vec<Point>> {
     let batch = BatchMetrics::decode(bytes)
         .map_err(|e| Error::Invalid(format!("undecodable BatchMetrics: {e}")))?;
     let now_ns = time::now_ns();
-    convert_batch(batch.metrics, "metrics", |m| {
+    convert_batch(batch.metrics, "metrics", now_ns, |m, now_ns| {
         metric_to_point(m, now_ns, limits)
     })
 }

@@ -46,7 +46,7 @@ impl DataNexusService {
         let options = self.state.options();
         check_batch_len(metrics.len(), options.max_batch_metrics, "metrics")?;
         let now_ns = time::now_ns();
-        let points = convert_batch(metrics, "metrics", |m| {
+        let points = convert_batch(metrics, "metrics", now_ns, |m, now_ns| {
             metric_to_point(m, now_ns, &options.limits)
         })?;
         self.state.ingestor().points(&points).await

@@ -101,7 +101,7 @@ impl MetricsService for RaftMetricsService {
         let now_ns = time::now_ns();
         let points =
             check_batch_len(entries.len(), options.max_batch_metrics, "entries").and_then(|()| {
-                convert_batch(entries, "entries", |e| {
+                convert_batch(entries, "entries", now_ns, |e, now_ns| {
                     entry_to_point(e, now_ns, &options.limits)
                 })
             });

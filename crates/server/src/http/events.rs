@@ -69,7 +69,7 @@ async fn append_events(
         OneOrMany::One(e) => vec![e.into_event(now_ns)?],
         OneOrMany::Many(items) => {
             check_batch_len(items.len(), state.options().max_batch_metrics, "events")?;
-            convert_batch(items, "events", |e| e.into_event(now_ns))?
+            convert_batch(items, "events", now_ns, |e, now_ns| e.into_event(now_ns))?
         }
     };
     state.ingestor().events(&events).await

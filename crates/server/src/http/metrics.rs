@@ -112,8 +112,9 @@ async fn record_points(
         }
         OneOrMany::Many(items) => {
             check_batch_len(items.len(), options.max_batch_metrics, "metrics")?;
-            let points =
-                convert_batch(items, "metrics", |m| m.into_point(now_ns, &options.limits))?;
+            let points = convert_batch(items, "metrics", now_ns, |m, now_ns| {
+                m.into_point(now_ns, &options.limits)
+            })?;
             Ok((false, state.ingestor().points(&points).await?))
         }
     }

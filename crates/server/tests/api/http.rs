@@ -59,6 +59,25 @@ async fn post_metrics_array_returns_one_distinct_id_per_metric() {
 }
 
 #[tokio::test]
+async fn metrics_of_one_request_without_timestamps_stay_distinct_samples() {
+    let (_dir, broker, app) = app(options()).await;
+    let body = r#"[{"metric_name":"dup","value":1},{"metric_name":"dup","value":2},
+                   {"metric_name":"dup","value":3}]"#;
+    let (status, _, json) = send(&app, post_json("/metrics", body)).await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+    let stamps: std::collections::BTreeSet<i64> = read_all(broker.as_ref(), "metrics", 3)
+        .await
+        .iter()
+        .map(|d| decode_point(&d.value).expect("point").timestamp_ns)
+        .collect();
+    assert_eq!(
+        stamps.len(),
+        3,
+        "one sample each, not one overwriting the others: {stamps:?}"
+    );
+}
+
+#[tokio::test]
 async fn malformed_metric_bodies_are_400_naming_the_problem() {
     let (_dir, _broker, app) = app(options()).await;
     let cases = [
