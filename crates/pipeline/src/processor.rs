@@ -99,9 +99,15 @@ impl Registry {
     /// or a failed processor (answered in-band, never dropped).
     pub fn outcome(&self, event_name: &str, number: i32) -> Outcome {
         match self.get(event_name) {
-            Some(p) => match p.process(number) {
-                Ok(v) => Outcome::Result(v),
-                Err(e) => Outcome::Error(e.message),
+            // A panicking processor is answered in-band like any other failure: it must
+            // not take the worker down (the event would be redelivered and crash the
+            // next worker too). Processors are stateless, so nothing is left half-done.
+            Some(p) => match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                p.process(number)
+            })) {
+                Ok(Ok(v)) => Outcome::Result(v),
+                Ok(Err(e)) => Outcome::Error(e.message),
+                Err(_) => Outcome::Error(format!("processor {:?} failed on {number}", p.name())),
             },
             None => Outcome::Error(format!(
                 "unknown event name {event_name:?} (known: {})",
@@ -114,6 +120,32 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    struct Explodes;
+
+    impl Processor for Explodes {
+        fn name(&self) -> &'static str {
+            "explodes"
+        }
+
+        fn process(&self, _number: i32) -> Result<i32, ProcessError> {
+            panic!("boom")
+        }
+    }
+
+    #[test]
+    fn a_panicking_processor_is_answered_in_band() {
+        let r = Registry::builtin().with(Arc::new(Explodes));
+        assert_eq!(
+            r.outcome("explodes", 3),
+            Outcome::Error("processor \"explodes\" failed on 3".into())
+        );
+        assert_eq!(
+            r.outcome("sq", 3),
+            Outcome::Result(9),
+            "the registry still works"
+        );
+    }
 
     #[test]
     fn lookup_ignores_case() {
