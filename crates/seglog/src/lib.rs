@@ -73,7 +73,8 @@ pub enum FsyncPolicy {
     /// partition) share fsyncs (group commit).
     Always,
     /// Appends resolve once written to the page cache; a background thread fsyncs dirty
-    /// partitions at this interval.
+    /// partitions at this interval. Consumers and reads see records only after that
+    /// fsync, so committed offsets never run ahead of what survives an OS crash.
     Interval(Duration),
     /// Appends resolve once written; fsync only happens on [`Log::sync`] / [`Log::close`].
     Never,

@@ -66,6 +66,13 @@ impl Harness {
             });
         }
         let base = self.log.append("t", p, &records).await.unwrap();
+        // Under `Interval` an append is acknowledged before readers may see it (after the
+        // next background fsync); the model reads right away, so wait for visibility.
+        let end = base + records.len() as u64;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while self.log.end_offset("t", p).unwrap() < end && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         let data = &mut self.model.data[p as usize];
         assert_eq!(base, data.len() as u64, "dense offsets");
         data.extend(
