@@ -16,6 +16,19 @@ mod support;
 
 use support::{eventually, lag, rig};
 
+/// Starts the sinkers (no router: no processor or forwarder) on the rig.
+async fn start(r: &support::Rig) -> Pipeline {
+    Pipeline::start(
+        r.broker.clone(),
+        r.store.clone(),
+        Telemetry::new(),
+        config(),
+        None,
+    )
+    .await
+    .unwrap()
+}
+
 fn config() -> PipelineConfig {
     PipelineConfig {
         flush_interval: Duration::from_millis(100),
@@ -62,15 +75,7 @@ async fn stores_every_produced_point_and_acknowledges_after_flush() {
         .map(|i| point_record(i % 10, 1_000 + i64::from(i), f64::from(i)))
         .collect();
     r.broker.produce("metrics", records).await.unwrap();
-    let p = Pipeline::start(
-        r.broker.clone(),
-        r.store.clone(),
-        Telemetry::new(),
-        config(),
-        None,
-    )
-    .await
-    .unwrap();
+    let p = start(&r).await;
     assert!(eventually(|| async { count(&*r.store, "pipe_metric").await == 1000 }).await);
     assert!(
         eventually(|| async { lag(&*r.broker, "metrics", "sinker").await == 0 }).await,
@@ -88,15 +93,7 @@ async fn redelivered_records_are_not_counted_twice() {
     // The same records twice: what a redelivery after a crash looks like to the store.
     r.broker.produce("metrics", records.clone()).await.unwrap();
     r.broker.produce("metrics", records).await.unwrap();
-    let p = Pipeline::start(
-        r.broker.clone(),
-        r.store.clone(),
-        Telemetry::new(),
-        config(),
-        None,
-    )
-    .await
-    .unwrap();
+    let p = start(&r).await;
     assert!(eventually(|| async { lag(&*r.broker, "metrics", "sinker").await == 0 }).await);
     assert_eq!(count(&*r.store, "pipe_metric").await, 100);
     p.stop().await.unwrap();
@@ -115,15 +112,7 @@ async fn poison_records_go_to_the_dlq_with_the_reason() {
         .produce("metrics", vec![poison, point_record(0, 1, 1.0)])
         .await
         .unwrap();
-    let p = Pipeline::start(
-        r.broker.clone(),
-        r.store.clone(),
-        Telemetry::new(),
-        config(),
-        None,
-    )
-    .await
-    .unwrap();
+    let p = start(&r).await;
     assert!(
         eventually(|| async { count(&*r.store, "pipe_metric").await == 1 }).await,
         "the good record is stored"
@@ -173,15 +162,7 @@ async fn events_are_stored_raw_and_flattened_into_series() {
         })
         .collect();
     r.broker.produce("events", records).await.unwrap();
-    let p = Pipeline::start(
-        r.broker.clone(),
-        r.store.clone(),
-        Telemetry::new(),
-        config(),
-        None,
-    )
-    .await
-    .unwrap();
+    let p = start(&r).await;
     assert!(eventually(|| async { count(&*r.store, "temperature").await == 20 }).await);
     let page = r
         .store
@@ -240,15 +221,7 @@ async fn stream_events_are_stored_raw_but_not_flattened_into_series() {
         });
     }
     r.broker.produce("events", records).await.unwrap();
-    let p = Pipeline::start(
-        r.broker.clone(),
-        r.store.clone(),
-        Telemetry::new(),
-        config(),
-        None,
-    )
-    .await
-    .unwrap();
+    let p = start(&r).await;
     let stored = || async {
         let q = EventQuery {
             source_id: Some("client-x".into()),
