@@ -7,6 +7,7 @@
 //! - [`metric`]: [`MetricType`] (counter | gauge | histogram | summary | untyped).
 //! - [`series`]: stable 64-bit series ids (xxh3) and [`jump_hash`] partitioning.
 //! - [`event`]: [`Event`] (`source_id`, timestamp, JSON object payload).
+//! - [`lineproto`]: the InfluxDB line-protocol parser ([`lineproto::parse`]).
 //! - [`validate`]: name, label, value and size rules ([`Limits`]).
 //! - [`time`]: timestamp parsing (RFC 3339 or Unix seconds) and the clock.
 //! - [`codec`]: topic record encodings (`datanexus.v1.PointRecord` / `EventRecord`).
@@ -15,6 +16,7 @@
 pub mod codec;
 pub mod error;
 pub mod event;
+pub mod lineproto;
 pub mod metric;
 pub mod point;
 pub mod series;

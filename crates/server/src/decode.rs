@@ -1,6 +1,7 @@
 //! The decoders of untrusted request bodies, as the handlers run them, exposed for the
 //! fuzz targets in `fuzz/` (and any tool that wants to validate a body offline).
 
+use datanexus_model::lineproto::{self, Precision};
 use datanexus_model::{Event, Limits, Point, time};
 use datanexus_proto::data_nexus::BatchMetrics;
 use datanexus_proto::prost::Message;
@@ -40,6 +41,21 @@ pub fn events_json(body: &[u8]) -> Result<Vec<Event>> {
     }
 }
 
+/// A `POST /write` (InfluxDB line protocol) body to points, one per line; lines
+/// without a timestamp get the receive time.
+///
+/// # Errors
+/// [`Error::Invalid`] naming the first bad line (`line 3: ...`).
+pub fn line_protocol(body: &[u8], precision: Precision, limits: &Limits) -> Result<Vec<Point>> {
+    let text = std::str::from_utf8(body).map_err(|e| {
+        let valid = body.get(..e.valid_up_to()).unwrap_or_default();
+        let line = valid.iter().filter(|b| **b == b'\n').count() + 1;
+        Error::Invalid(format!("line {line}: not valid UTF-8"))
+    })?;
+    lineproto::parse(text, precision, time::now_ns(), limits)
+        .map_err(|e| Error::Invalid(e.to_string()))
+}
+
 /// An encoded `data_nexus.BatchMetrics` message to points.
 ///
 /// # Errors
@@ -75,6 +91,16 @@ mod tests {
             1
         );
         assert!(data_nexus_batch(&[0xff, 0xff], &limits).is_err());
+        let pts = line_protocol(
+            b"cpu,host=a value=1 5\nmem v=2i",
+            Precision::Seconds,
+            &limits,
+        )
+        .unwrap();
+        assert_eq!(pts.len(), 2);
+        assert_eq!(pts[0].timestamp_ns, 5_000_000_000);
+        let err = line_protocol(b"a v=1\nb v=\xff", Precision::Nanoseconds, &limits).unwrap_err();
+        assert_eq!(err.to_string(), "line 2: not valid UTF-8");
         let batch = BatchMetrics {
             metrics: vec![datanexus_proto::data_nexus::Metric {
                 name: "m".into(),

@@ -20,6 +20,7 @@
 //! - `body.rs`: the JSON (one object or an array) extractor with our error shape.
 //! - `params.rs`: the query-string extractor of the read endpoints.
 //! - `metrics.rs`: `POST /metrics`. `events.rs`: `POST /ingest`.
+//! - `write.rs`: `POST /write`, `POST /api/v2/write` (InfluxDB line protocol).
 //! - `query.rs`: `GET /metrics/{name}`, `GET /metrics/{name}/aggregate`.
 //! - `data.rs`: `GET /data`. `datasets.rs`: `GET /datasets/{list,detail,time-range}/`.
 //! - `exposition.rs`: `GET /metrics` (also `?drain=true`), `GET /internal/metrics`.
@@ -35,6 +36,7 @@ mod health;
 pub(crate) mod metrics;
 mod params;
 mod query;
+mod write;
 
 use std::future::Future;
 use std::time::Duration;
@@ -78,6 +80,8 @@ pub fn http_app(state: AppState) -> Router {
         .route("/metrics/{name}", get(query::values))
         .route("/metrics/{name}/aggregate", get(query::aggregate))
         .route("/ingest", post(events::ingest))
+        .route("/write", post(write::write))
+        .route("/api/v2/write", post(write::write))
         .route("/data", get(data::events))
         .route("/datasets/list", get(datasets::list))
         .route("/datasets/list/", get(datasets::list))

@@ -35,6 +35,8 @@ pub(crate) enum Api {
     HttpMetrics,
     /// `POST /ingest`.
     HttpIngest,
+    /// `POST /write` and `POST /api/v2/write` (InfluxDB line protocol).
+    HttpWrite,
 }
 
 impl Api {
@@ -46,6 +48,7 @@ impl Api {
             Api::GrpcEventStream => "grpc_event_stream",
             Api::HttpMetrics => "http_metrics",
             Api::HttpIngest => "http_ingest",
+            Api::HttpWrite => "http_write",
         }
     }
 

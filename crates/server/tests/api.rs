@@ -10,6 +10,7 @@ mod api {
     mod grpc;
     mod http;
     mod http_limits;
+    mod influx;
     mod promtool;
     mod queries;
     mod stream_support;

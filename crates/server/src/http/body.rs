@@ -55,7 +55,7 @@ fn require_json(headers: &HeaderMap) -> Result<()> {
 
 /// Reads the whole body, refusing more than `limit` bytes. Runs after request
 /// decompression, so `limit` caps the decompressed size (a small gzip bomb gets 413).
-async fn read_body(req: Request, limit: usize) -> Result<Bytes> {
+pub(crate) async fn read_body(req: Request, limit: usize) -> Result<Bytes> {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
