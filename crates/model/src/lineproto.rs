@@ -1,9 +1,10 @@
 //! InfluxDB line protocol: `measurement[,tag=value...] field=value[,field=value...] [timestamp]`.
 //!
-//! One [`Point`] per line, keeping every field of the line. Queries and the Prometheus
-//! exposition name field `f` of measurement `m` as `m_f`, and the field `value` as plain
-//! `m` (the VictoriaMetrics convention), so `cpu,host=a value=1,idle=2` is exposed as
-//! `cpu{host="a"} 1` and `cpu_idle{host="a"} 2`. Tags become labels.
+//! One [`Point`] per line, keeping every field of the line. The Prometheus exposition
+//! names field `f` of measurement `m` as `m_f`, and the field `value` as plain `m` (the
+//! VictoriaMetrics convention), so `cpu,host=a value=1,idle=2` is exposed as
+//! `cpu{host="a"} 1` and `cpu_idle{host="a"} 2`; queries name the measurement and the
+//! field (`GET /metrics/cpu?field=idle`). Tags become labels.
 //!
 //! # Syntax
 //! - Escapes: in the measurement `\,` and `\ `; in tag keys, tag values and field keys

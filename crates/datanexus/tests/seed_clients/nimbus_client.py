@@ -35,14 +35,19 @@ def main() -> None:
     channel = grpc.insecure_channel(addr)
     stub = nimbus_pb2_grpc.NimbusServiceStub(channel)
     out = []
-    call = stub.ProcessEvent(requests(n), metadata=(("client_id", client_id),))
-    for resp in call:
-        out.append([resp.event_name, resp.number, resp.result, error_of(resp)])
-        if len(out) == n + 2:
-            call.cancel()
-            break
+    # A deadline, so that a missing response fails the test instead of hanging it.
+    call = stub.ProcessEvent(requests(n), metadata=(("client_id", client_id),), timeout=60)
     try:
-        for _ in stub.ProcessEvent(requests(1)):
+        for resp in call:
+            out.append([resp.event_name, resp.number, resp.result, error_of(resp)])
+            if len(out) == n + 2:
+                call.cancel()
+                break
+    except grpc.RpcError as err:
+        print(f"stream failed after {len(out)} responses: {out[-3:]}: {err}", file=sys.stderr)
+        raise
+    try:
+        for _ in stub.ProcessEvent(requests(1), timeout=60):
             pass
         missing = "accepted"
     except grpc.RpcError as err:
