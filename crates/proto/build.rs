@@ -10,6 +10,7 @@ const PROTOS: &[&str] = &[
     "proto/raftmetrics/v1/metrics.proto",
     "proto/datanexus/v1/records.proto",
     "proto/datanexus/v1/stream.proto",
+    "proto/prometheus/remote.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

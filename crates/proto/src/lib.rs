@@ -8,6 +8,7 @@
 //! - `proto/nimbus/nimbus.proto`: `nimbus.NimbusService` (NimbusGRPC seed).
 //! - `proto/raftmetrics/v1/metrics.proto`: `raftmetrics.v1.MetricsService` (RaftMetrics seed).
 //! - `proto/datanexus/v1/records.proto`: the documented topic record formats.
+//! - `proto/prometheus/remote.proto`: Prometheus remote write 1.0 messages.
 //!
 //! [`FILE_DESCRIPTOR_SET`] is the encoded descriptor set of all of them, for gRPC
 //! server reflection.
@@ -38,6 +39,11 @@ pub mod datanexus {
     pub mod v1 {
         tonic::include_proto!("datanexus.v1");
     }
+}
+
+/// `prometheus`: the remote write 1.0 messages (`POST /api/v1/write`).
+pub mod prometheus {
+    tonic::include_proto!("prometheus");
 }
 
 /// Encoded `FileDescriptorSet` of every service and message here, for server reflection.
