@@ -56,6 +56,21 @@ pub fn line_protocol(body: &[u8], precision: Precision, limits: &Limits) -> Resu
         .map_err(|e| Error::Invalid(e.to_string()))
 }
 
+/// A `POST /api/v1/write` body (snappy-compressed `prometheus.WriteRequest`) to points,
+/// one per sample; the declared decompressed size is checked against
+/// `max_decompressed_bytes` before decompressing.
+///
+/// # Errors
+/// [`Error::PayloadTooLarge`] for a body that would decompress past the limit;
+/// [`Error::Invalid`] for a broken body or the first series at fault.
+pub fn remote_write(
+    body: &[u8],
+    max_decompressed_bytes: usize,
+    limits: &Limits,
+) -> Result<Vec<Point>> {
+    crate::remote_write::decode(body, max_decompressed_bytes, limits)
+}
+
 /// An encoded `data_nexus.BatchMetrics` message to points.
 ///
 /// # Errors

@@ -12,7 +12,7 @@
 //!    `Retry-After: 1` at once instead of queueing;
 //! 3. a request timeout (`request_timeout`, then `503`);
 //! 4. bearer auth;
-//! 5. gzip request decompression; the body limit (`max_http_body_bytes`, `413`) is
+//! 5. gzip request decompression (not on `/api/v1/write`, whose bodies are snappy); the body limit (`max_http_body_bytes`, `413`) is
 //!    enforced by the body extractor *after* decompression, so it caps the
 //!    decompressed size too.
 //!
@@ -21,6 +21,8 @@
 //! - `params.rs`: the query-string extractor of the read endpoints.
 //! - `metrics.rs`: `POST /metrics`. `events.rs`: `POST /ingest`.
 //! - `write.rs`: `POST /write`, `POST /api/v2/write` (InfluxDB line protocol).
+//! - `remote_write.rs`: `POST /api/v1/write` (Prometheus remote write 1.0, snappy;
+//!   outside the gzip layer).
 //! - `query.rs`: `GET /metrics/{name}`, `GET /metrics/{name}/aggregate`.
 //! - `data.rs`: `GET /data`. `datasets.rs`: `GET /datasets/{list,detail,time-range}/`.
 //! - `exposition.rs`: `GET /metrics` (also `?drain=true`), `GET /internal/metrics`.
@@ -36,6 +38,7 @@ mod health;
 pub(crate) mod metrics;
 mod params;
 mod query;
+mod remote_write;
 mod write;
 
 use std::future::Future;
@@ -91,8 +94,9 @@ pub fn http_app(state: AppState) -> Router {
         .route("/datasets/time-range/", get(datasets::time_range))
         .route("/internal/metrics", get(exposition::internal))
         .route("/ready", get(health::ready))
-        .fallback(not_found)
         .layer(RequestDecompressionLayer::new())
+        .route("/api/v1/write", post(remote_write::write))
+        .fallback(not_found)
         .layer(from_fn_with_state(state.clone(), auth::require_bearer))
         .layer(limits);
     Router::new()

@@ -45,6 +45,7 @@ mod http;
 mod ingest;
 mod observe;
 mod options;
+mod remote_write;
 mod sessions;
 mod state;
 

@@ -37,6 +37,8 @@ pub(crate) enum Api {
     HttpIngest,
     /// `POST /write` and `POST /api/v2/write` (InfluxDB line protocol).
     HttpWrite,
+    /// `POST /api/v1/write` (Prometheus remote write).
+    HttpRemoteWrite,
 }
 
 impl Api {
@@ -49,6 +51,7 @@ impl Api {
             Api::HttpMetrics => "http_metrics",
             Api::HttpIngest => "http_ingest",
             Api::HttpWrite => "http_write",
+            Api::HttpRemoteWrite => "http_remote_write",
         }
     }
 

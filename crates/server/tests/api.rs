@@ -13,6 +13,7 @@ mod api {
     mod influx;
     mod promtool;
     mod queries;
+    mod remote_write;
     mod stream_support;
     mod streams;
     mod support;

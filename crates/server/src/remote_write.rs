@@ -1,0 +1,318 @@
+//! Prometheus remote write 1.0: a snappy-compressed `prometheus.WriteRequest` to points.
+//!
+//! - The body is one snappy *block* (not the framed format). Its header declares the
+//!   decompressed length, which is checked against the limit before anything is
+//!   allocated (`413` when larger).
+//! - Each sample becomes a point named by the series' `__name__` label with the other
+//!   labels as its labels and one field `value`; timestamps are milliseconds since
+//!   1970 (earlier or past 2262 is refused, as on every ingest path). Every
+//!   series must have a `__name__`; names and labels follow the same rules as every
+//!   other ingest path (`[a-zA-Z_:][a-zA-Z0-9_:]*`, no other `__` labels), and `±Inf`
+//!   values are refused like everywhere else. The first broken rule refuses the
+//!   whole request with `400` naming the series.
+//! - Prometheus' staleness markers (the NaN with bits `0x7ff0000000000002`) are not
+//!   samples: they are skipped. Any other NaN is stored.
+//! - Metadata (`send_metadata`, on by default in Prometheus) gives counters and gauges
+//!   their type and help text. Histogram and summary families arrive as their
+//!   pre-computed `_bucket`/`_sum`/`_count`/quantile series and are stored as untyped
+//!   series under those names (our histogram type means raw observations).
+
+use std::collections::HashMap;
+
+use datanexus_model::{Labels, Limits, MetricType, Point, validate};
+use datanexus_proto::prometheus::metric_metadata::MetricType as PromType;
+use datanexus_proto::prometheus::{MetricMetadata, WriteRequest};
+use datanexus_proto::prost::Message;
+
+use crate::{Error, Result};
+
+/// The label that names the metric.
+const NAME_LABEL: &str = "__name__";
+
+/// Prometheus' staleness marker: a NaN with this exact bit pattern.
+const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
+
+/// Decompresses and decodes a remote write body into points.
+///
+/// # Errors
+/// [`Error::PayloadTooLarge`] when the declared decompressed size exceeds
+/// `max_decompressed_bytes`; [`Error::Invalid`] for a broken snappy block, an
+/// undecodable message, or a series that breaks a rule.
+pub(crate) fn decode(
+    body: &[u8],
+    max_decompressed_bytes: usize,
+    limits: &Limits,
+) -> Result<Vec<Point>> {
+    let len = snap::raw::decompress_len(body)
+        .map_err(|e| Error::Invalid(format!("invalid snappy block: {e}")))?;
+    if len > max_decompressed_bytes {
+        return Err(Error::PayloadTooLarge {
+            limit: max_decompressed_bytes,
+        });
+    }
+    let raw = snap::raw::Decoder::new()
+        .decompress_vec(body)
+        .map_err(|e| Error::Invalid(format!("invalid snappy block: {e}")))?;
+    let request = WriteRequest::decode(raw.as_slice())
+        .map_err(|e| Error::Invalid(format!("undecodable prometheus.WriteRequest: {e}")))?;
+    to_points(request, limits)
+}
+
+/// The points of a decoded request.
+fn to_points(request: WriteRequest, limits: &Limits) -> Result<Vec<Point>> {
+    let metadata = metadata(&request.metadata);
+    let samples = request.timeseries.iter().map(|s| s.samples.len()).sum();
+    let mut points = Vec::with_capacity(samples);
+    for (index, series) in request.timeseries.into_iter().enumerate() {
+        let mut name = None;
+        let mut pairs = Vec::with_capacity(series.labels.len());
+        for label in series.labels {
+            if label.name == NAME_LABEL {
+                if name.is_some() {
+                    return Err(series_error(index, None, "__name__ occurs twice"));
+                }
+                name = Some(label.value);
+            } else {
+                pairs.push((label.name, label.value));
+            }
+        }
+        let Some(name) = name else {
+            return Err(series_error(index, None, "no __name__ label"));
+        };
+        let labels = Labels::new(pairs).map_err(|e| series_error(index, Some(&name), e))?;
+        let (kind, help) = metadata
+            .get(name.as_str())
+            .map_or((MetricType::Untyped, None), |(k, h)| (*k, *h));
+        let mut template = Point::sample(name, labels, 0.0, 0);
+        template.kind = kind;
+        template.help = help.map(str::to_owned);
+        validate::point(&template, limits)
+            .map_err(|e| series_error(index, Some(&template.measurement), e))?;
+        for sample in series.samples {
+            if sample.value.to_bits() == STALE_NAN_BITS {
+                continue;
+            }
+            validate::value(&template.measurement, sample.value)
+                .map_err(|e| series_error(index, Some(&template.measurement), e))?;
+            let timestamp_ns = sample
+                .timestamp
+                .checked_mul(1_000_000)
+                .filter(|ns| *ns >= 0)
+                .ok_or_else(|| {
+                    series_error(
+                        index,
+                        Some(&template.measurement),
+                        format!(
+                            "timestamp {} ms is out of range (1970-01-01 to 2262-04-11)",
+                            sample.timestamp
+                        ),
+                    )
+                })?;
+            let mut point = template.clone();
+            point.fields[0].1 = datanexus_model::FieldValue::F64(sample.value);
+            point.timestamp_ns = timestamp_ns;
+            points.push(point);
+        }
+    }
+    Ok(points)
+}
+
+/// Family name → (type, help) for counters and gauges.
+fn metadata(list: &[MetricMetadata]) -> HashMap<&str, (MetricType, Option<&str>)> {
+    list.iter()
+        .map(|m| {
+            let kind = match PromType::try_from(m.r#type) {
+                Ok(PromType::Counter) => MetricType::Counter,
+                Ok(PromType::Gauge) => MetricType::Gauge,
+                _ => MetricType::Untyped,
+            };
+            let help = (!m.help.is_empty()).then_some(m.help.as_str());
+            (m.metric_family_name.as_str(), (kind, help))
+        })
+        .collect()
+}
+
+fn series_error(index: usize, name: Option<&str>, e: impl std::fmt::Display) -> Error {
+    match name {
+        Some(name) => Error::Invalid(format!("timeseries {index} ({name}): {e}")),
+        None => Error::Invalid(format!("timeseries {index}: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datanexus_model::FieldValue;
+    use datanexus_proto::prometheus::{Label, Sample, TimeSeries};
+
+    use super::*;
+
+    fn label(name: &str, value: &str) -> Label {
+        Label {
+            name: name.into(),
+            value: value.into(),
+        }
+    }
+
+    fn series(labels: Vec<Label>, samples: &[(f64, i64)]) -> TimeSeries {
+        TimeSeries {
+            labels,
+            samples: samples
+                .iter()
+                .map(|&(value, timestamp)| Sample { value, timestamp })
+                .collect(),
+        }
+    }
+
+    fn body(request: &WriteRequest) -> Vec<u8> {
+        snap::raw::Encoder::new()
+            .compress_vec(&request.encode_to_vec())
+            .unwrap()
+    }
+
+    fn decode_request(request: &WriteRequest) -> Result<Vec<Point>> {
+        decode(&body(request), 1 << 20, &Limits::default())
+    }
+
+    #[test]
+    fn samples_become_points_with_labels_types_and_help() {
+        let request = WriteRequest {
+            timeseries: vec![
+                series(
+                    vec![
+                        label("job", "a"),
+                        label(NAME_LABEL, "up"),
+                        label("instance", "x:1"),
+                    ],
+                    &[(1.0, 1_700_000_000_000), (0.0, 1_700_000_015_000)],
+                ),
+                series(
+                    vec![label(NAME_LABEL, "http_requests_total")],
+                    &[(7.0, 1_700_000_000_123)],
+                ),
+            ],
+            metadata: vec![MetricMetadata {
+                r#type: PromType::Counter as i32,
+                metric_family_name: "http_requests_total".into(),
+                help: "Requests.".into(),
+                unit: String::new(),
+            }],
+        };
+        let points = decode_request(&request).unwrap();
+        assert_eq!(points.len(), 3);
+        assert_eq!(points[0].measurement, "up");
+        assert_eq!(
+            points[0].labels.iter().collect::<Vec<_>>(),
+            [("instance", "x:1"), ("job", "a")]
+        );
+        assert_eq!(points[1].timestamp_ns, 1_700_000_015_000_000_000);
+        assert_eq!(
+            points[1].fields,
+            [("value".to_owned(), FieldValue::F64(0.0))]
+        );
+        assert_eq!(points[0].kind, MetricType::Untyped);
+        assert_eq!(points[2].kind, MetricType::Counter);
+        assert_eq!(points[2].help.as_deref(), Some("Requests."));
+        assert_eq!(points[2].timestamp_ns, 1_700_000_000_123_000_000);
+    }
+
+    #[test]
+    fn staleness_markers_are_skipped_and_other_nans_kept() {
+        let stale = f64::from_bits(STALE_NAN_BITS);
+        let request = WriteRequest {
+            timeseries: vec![series(
+                vec![label(NAME_LABEL, "g")],
+                &[(1.0, 1), (stale, 2), (f64::NAN, 3)],
+            )],
+            metadata: vec![],
+        };
+        let points = decode_request(&request).unwrap();
+        let times: Vec<i64> = points.iter().map(|p| p.timestamp_ns).collect();
+        assert_eq!(times, [1_000_000, 3_000_000]);
+    }
+
+    #[test]
+    fn each_broken_rule_names_the_series() {
+        let cases: Vec<(TimeSeries, &str)> = vec![
+            (
+                series(vec![label("job", "a")], &[(1.0, 1)]),
+                "timeseries 0: no __name__ label",
+            ),
+            (
+                series(vec![label(NAME_LABEL, "a"), label(NAME_LABEL, "b")], &[]),
+                "__name__ occurs twice",
+            ),
+            (
+                series(vec![label(NAME_LABEL, "9lives")], &[(1.0, 1)]),
+                "timeseries 0 (9lives)",
+            ),
+            (
+                series(
+                    vec![label(NAME_LABEL, "m"), label("__meta_x", "1")],
+                    &[(1.0, 1)],
+                ),
+                "reserved",
+            ),
+            (
+                series(
+                    vec![label(NAME_LABEL, "m"), label("a", "1"), label("a", "2")],
+                    &[],
+                ),
+                "timeseries 0 (m)",
+            ),
+            (
+                series(vec![label(NAME_LABEL, "m")], &[(f64::INFINITY, 1)]),
+                "not finite",
+            ),
+            (
+                series(vec![label(NAME_LABEL, "m")], &[(1.0, i64::MAX)]),
+                "out of range",
+            ),
+            (
+                series(vec![label(NAME_LABEL, "m")], &[(1.0, -1)]),
+                "out of range",
+            ),
+        ];
+        for (s, want) in cases {
+            let err = decode_request(&WriteRequest {
+                timeseries: vec![s],
+                metadata: vec![],
+            })
+            .unwrap_err();
+            assert!(matches!(err, Error::Invalid(_)), "{err:?}");
+            assert!(
+                err.to_string().contains(want),
+                "{err} should contain {want}"
+            );
+        }
+    }
+
+    #[test]
+    fn broken_bodies_are_invalid_and_oversized_ones_refused_before_decompression() {
+        let limits = Limits::default();
+        let err = decode(b"\xff\xff\xff\xff\xff\xff", 1 << 20, &limits).unwrap_err();
+        assert!(err.to_string().contains("invalid snappy block"), "{err}");
+        // A valid snappy block that is not a WriteRequest.
+        let junk = snap::raw::Encoder::new().compress_vec(&[0xff; 8]).unwrap();
+        let err = decode(&junk, 1 << 20, &limits).unwrap_err();
+        assert!(err.to_string().contains("undecodable"), "{err}");
+        // The header claims 1 GiB: refused from the header alone.
+        let mut bomb = Vec::new();
+        let mut n: u64 = 1 << 30;
+        while n >= 0x80 {
+            bomb.push((n as u8) | 0x80);
+            n >>= 7;
+        }
+        bomb.push(n as u8);
+        bomb.extend_from_slice(&[0; 16]);
+        let err = decode(&bomb, 1 << 20, &limits).unwrap_err();
+        assert!(
+            matches!(err, Error::PayloadTooLarge { limit } if limit == 1 << 20),
+            "{err}"
+        );
+        assert!(
+            decode(&body(&WriteRequest::default()), 1 << 20, &limits)
+                .unwrap()
+                .is_empty()
+        );
+    }
+}
