@@ -12,11 +12,14 @@
 //! `{"kind": "result", "seq", "event_name", "number", "result" | "error", "received_ns",
 //! "processor_id"}`.
 
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use datanexus_broker::{Position, RecordId};
 use datanexus_proto::datanexus::v1::ResultRecord;
 use datanexus_proto::datanexus::v1::result_record::Outcome;
-use datanexus_store::StoredEvent;
+use datanexus_store::{EventQuery, Store, StoredEvent, TimeRange};
 use serde_json::{Map, Value, json};
 
 /// The payload `kind` of stored results.
@@ -30,6 +33,164 @@ pub trait ResultRouter: Send + Sync + 'static {
     /// clients that are not connected are skipped: they are in the store already and are
     /// replayed when the client reconnects. Must not block on a slow client for long.
     async fn route(&self, results: &[ResultRecord]);
+}
+
+/// A client's results read back for replay.
+#[derive(Debug, Default)]
+pub struct Replay {
+    /// The results to replay, in seq order.
+    pub results: VecDeque<ResultRecord>,
+    /// Older results left out (beyond the count or age bound).
+    pub dropped: u64,
+}
+
+/// Where a gateway reads back the results of a client whose stream (re)attaches: the
+/// store when the gateway runs in the same process as the forwarder, a shared mailbox
+/// (Redis) when gateways are separate processes.
+///
+/// Contract with the router: a result is written to the mailbox *before* it is routed
+/// live, so a stream that attaches (after [`Mailbox::claim`]) either finds a result in
+/// [`Mailbox::replay`] or receives it live, never neither.
+#[async_trait]
+pub trait Mailbox: Send + Sync + 'static {
+    /// A stream of `client_id` is attaching to this process: make sure results routed
+    /// from now on reach it here. Called before [`Mailbox::replay`].
+    ///
+    /// # Errors
+    /// The mailbox is unreachable.
+    async fn claim(&self, client_id: &str) -> datanexus_store::Result<()>;
+
+    /// The results of `client_id` with a seq above `after_seq`, processed at or after
+    /// `min_processed_ns`: the newest `max` of them, in seq order; older ones are
+    /// counted as dropped.
+    ///
+    /// # Errors
+    /// The mailbox cannot be read.
+    async fn replay(
+        &self,
+        client_id: &str,
+        after_seq: u64,
+        max: usize,
+        min_processed_ns: i64,
+    ) -> datanexus_store::Result<Replay>;
+}
+
+/// The [`Mailbox`] of a single process: the store the forwarder writes results to.
+///
+/// Every stored event of the client is read page by page; results are recognised with
+/// [`stored_to_result`]. Concurrent writes only insert (the store is append-only per
+/// id), so paging by offset may see an event twice but never skips one; duplicates
+/// collapse by seq.
+#[derive(Clone)]
+pub struct StoreMailbox {
+    store: Arc<dyn Store>,
+}
+
+impl std::fmt::Debug for StoreMailbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreMailbox")
+            .field("store", &self.store.name())
+            .finish()
+    }
+}
+
+impl StoreMailbox {
+    /// Stored events read per query.
+    const PAGE: usize = 10_000;
+
+    /// A mailbox over `store`.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        StoreMailbox { store }
+    }
+}
+
+#[async_trait]
+impl Mailbox for StoreMailbox {
+    async fn claim(&self, _client_id: &str) -> datanexus_store::Result<()> {
+        Ok(())
+    }
+
+    async fn replay(
+        &self,
+        client_id: &str,
+        after_seq: u64,
+        max: usize,
+        min_processed_ns: i64,
+    ) -> datanexus_store::Result<Replay> {
+        if max == 0 {
+            return Ok(Replay::default());
+        }
+        let mut kept = Kept::new(after_seq, max, min_processed_ns);
+        let mut offset = 0;
+        loop {
+            let query = EventQuery {
+                source_id: Some(client_id.to_owned()),
+                range: TimeRange::default(),
+                limit: Self::PAGE,
+                offset,
+            };
+            let page = self.store.events(&query).await?;
+            let read = page.events.len();
+            for result in page.events.iter().filter_map(stored_to_result) {
+                kept.offer(result);
+            }
+            offset += read;
+            if read < Self::PAGE || u64::try_from(offset).unwrap_or(u64::MAX) >= page.total {
+                break;
+            }
+        }
+        Ok(kept.finish())
+    }
+}
+
+/// Keeps the newest `max` results above a seq and not older than a time, by seq;
+/// shared by the [`Mailbox`] implementations.
+#[derive(Debug)]
+pub struct Kept {
+    after_seq: u64,
+    max: usize,
+    min_processed_ns: i64,
+    kept: BTreeMap<u64, ResultRecord>,
+    dropped: u64,
+}
+
+impl Kept {
+    /// Results with a seq above `after_seq`, processed at or after `min_processed_ns`,
+    /// at most `max` of them.
+    pub fn new(after_seq: u64, max: usize, min_processed_ns: i64) -> Self {
+        Kept {
+            after_seq,
+            max,
+            min_processed_ns,
+            kept: BTreeMap::new(),
+            dropped: 0,
+        }
+    }
+
+    /// Considers one result (in any order; duplicates by seq collapse).
+    pub fn offer(&mut self, result: ResultRecord) {
+        let seq = result_seq(&result);
+        if seq <= self.after_seq || self.kept.contains_key(&seq) {
+            return;
+        }
+        if result.processed_ns < self.min_processed_ns {
+            self.dropped += 1;
+            return;
+        }
+        self.kept.insert(seq, result);
+        if self.kept.len() > self.max {
+            self.kept.pop_first();
+            self.dropped += 1;
+        }
+    }
+
+    /// The kept results in seq order, and the count of those left out.
+    pub fn finish(self) -> Replay {
+        Replay {
+            results: self.kept.into_values().collect(),
+            dropped: self.dropped,
+        }
+    }
 }
 
 /// The per-client sequence number of a result (event offset + 1).

@@ -54,6 +54,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use datanexus_broker::Broker;
+use datanexus_pipeline::results::Mailbox;
 use datanexus_store::Store;
 use datanexus_telemetry::Telemetry;
 use tokio::net::TcpListener;
@@ -62,7 +63,9 @@ use tokio::task::{JoinError, JoinSet};
 
 pub use crate::error::{Error, Result};
 pub use crate::http::http_app;
-pub use crate::options::{DEFAULT_DRAIN_GROUP, DEFAULT_PARTITIONS, ServerOptions, TopicNames};
+pub use crate::options::{
+    DEFAULT_DRAIN_GROUP, DEFAULT_PARTITIONS, LOCAL_REPLY_TO, ServerOptions, TopicNames,
+};
 pub use crate::sessions::Sessions;
 pub use crate::state::AppState;
 
@@ -75,6 +78,9 @@ pub struct Backends {
     pub store: Arc<dyn Store>,
     /// The program's own metrics (served at `GET /internal/metrics`).
     pub telemetry: Arc<Telemetry>,
+    /// Where a reconnecting stream client's results are read back from; `None` means
+    /// the store (one process). Separate gateway processes use a shared mailbox.
+    pub mailbox: Option<Arc<dyn Mailbox>>,
 }
 
 impl std::fmt::Debug for Backends {

@@ -81,7 +81,14 @@ pub struct ServerOptions {
     /// How long routing waits for room in a slow client's full buffer before it
     /// disconnects the stream with `RESOURCE_EXHAUSTED`.
     pub slow_client_timeout: Duration,
+    /// Where the pipeline sends the results of this process's stream events: stored in
+    /// each event's `reply_to` (`local` in one process; the gateway's Redis channel
+    /// when gateways are separate processes).
+    pub reply_to: String,
 }
+
+/// Default [`ServerOptions::reply_to`]: results are routed within this process.
+pub const LOCAL_REPLY_TO: &str = "local";
 
 /// Default [`ServerOptions::drain_group`].
 pub const DEFAULT_DRAIN_GROUP: &str = "exposition-drain";
@@ -111,6 +118,7 @@ impl std::fmt::Debug for ServerOptions {
             .field("max_replay_age", &self.max_replay_age)
             .field("stream_channel_capacity", &self.stream_channel_capacity)
             .field("slow_client_timeout", &self.slow_client_timeout)
+            .field("reply_to", &self.reply_to)
             .finish()
     }
 }
@@ -138,6 +146,7 @@ impl Default for ServerOptions {
             max_replay_age: streams.max_replay_age,
             stream_channel_capacity: streams.channel_capacity,
             slow_client_timeout: streams.slow_client_timeout,
+            reply_to: LOCAL_REPLY_TO.to_owned(),
         }
     }
 }
@@ -177,6 +186,7 @@ impl From<&Config> for ServerOptions {
             max_replay_age: c.streams.max_replay_age,
             stream_channel_capacity: c.streams.channel_capacity,
             slow_client_timeout: c.streams.slow_client_timeout,
+            reply_to: LOCAL_REPLY_TO.to_owned(),
         }
     }
 }

@@ -28,13 +28,11 @@
 //! # Layout
 //! - `outbound.rs`: [`Outbound`], the response side of one stream (replay, buffer,
 //!   in-band replies in order, takeover and close).
-//! - `replay.rs`: reading a client's stored results.
 //! - `cursors.rs`: the cursor file (atomic writes) and its periodic flush.
 //! - `tests.rs`: unit tests over a real embedded store.
 
 mod cursors;
 mod outbound;
-mod replay;
 #[cfg(test)]
 mod tests;
 
@@ -45,10 +43,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use datanexus_broker::{Position, RecordId};
-use datanexus_pipeline::results::{ResultRouter, result_seq};
+use datanexus_broker::RecordId;
+use datanexus_pipeline::results::{Mailbox, ResultRouter, event_position, result_seq};
 use datanexus_proto::datanexus::v1::ResultRecord;
-use datanexus_store::Store;
 use datanexus_telemetry::{ErrorLabels, Telemetry};
 use parking_lot::Mutex;
 use tokio::sync::mpsc::error::TrySendError;
@@ -57,7 +54,7 @@ use tonic::Status;
 
 pub(crate) use self::cursors::Cursors;
 pub(crate) use self::outbound::{Outbound, Outgoing, Rejection, Reply};
-use crate::{Error, Result, ServerOptions};
+use crate::{Result, ServerOptions};
 
 /// The telemetry component of stream errors (`errors{component="streams"}`).
 const COMPONENT: &str = "streams";
@@ -122,7 +119,8 @@ struct Limits {
 /// delivers results through. Get it from [`AppState::sessions`](crate::AppState::sessions).
 pub struct Sessions {
     clients: Mutex<HashMap<String, Arc<Client>>>,
-    store: Arc<dyn Store>,
+    /// Where a reattaching client's results are read back from.
+    mailbox: Arc<dyn Mailbox>,
     telemetry: Arc<Telemetry>,
     limits: Limits,
     next_generation: AtomicU64,
@@ -147,7 +145,7 @@ impl Sessions {
     /// # Errors
     /// The cursor file exists but cannot be read.
     pub(crate) async fn open(
-        store: Arc<dyn Store>,
+        mailbox: Arc<dyn Mailbox>,
         telemetry: Arc<Telemetry>,
         options: &ServerOptions,
     ) -> Result<Arc<Sessions>> {
@@ -165,7 +163,7 @@ impl Sessions {
             .collect();
         Ok(Arc::new(Sessions {
             clients: Mutex::new(clients),
-            store,
+            mailbox,
             telemetry,
             limits: Limits {
                 max_replay_results: options.max_replay_results,
@@ -214,16 +212,18 @@ impl Sessions {
                 "another stream with client_id {client_id:?} took over"
             )));
         }
-        let replay = replay::stored_results(
-            self.store.as_ref(),
-            client_id,
-            cursor,
-            self.limits.max_replay_results,
-            datanexus_model::time::now_ns().saturating_sub(
-                i64::try_from(self.limits.max_replay_age.as_nanos()).unwrap_or(i64::MAX),
-            ),
-        )
-        .await?;
+        self.mailbox.claim(client_id).await?;
+        let replay = self
+            .mailbox
+            .replay(
+                client_id,
+                cursor,
+                self.limits.max_replay_results,
+                datanexus_model::time::now_ns().saturating_sub(
+                    i64::try_from(self.limits.max_replay_age.as_nanos()).unwrap_or(i64::MAX),
+                ),
+            )
+            .await?;
         if replay.dropped > 0 {
             self.count("replay_dropped", replay.dropped);
         }
@@ -441,16 +441,9 @@ impl ResultRouter for Sessions {
     }
 }
 
-/// The seq the result of the event stored as `id` will carry (event offset + 1, see
-/// `datanexus_pipeline::results`).
-///
-/// # Errors
-/// The broker does not number records by offset (Redis stream ids).
-pub(crate) fn event_seq(id: &RecordId) -> Result<u64> {
-    match id.position {
-        Position::Offset(offset) => Ok(offset.saturating_add(1)),
-        Position::StreamId { .. } => Err(Error::Internal(format!(
-            "event streams need an offset-numbered broker (embedded or kafka), got record {id}"
-        ))),
-    }
+/// The seq the result of the event stored as `id` will carry (event position + 1, see
+/// `datanexus_pipeline::results`): the offset for the embedded log and Kafka, the
+/// order-preserving number of a Redis stream entry id.
+pub(crate) fn event_seq(id: &RecordId) -> u64 {
+    event_position(*id).1.saturating_add(1)
 }

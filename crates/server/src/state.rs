@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use datanexus_broker::Broker;
+use datanexus_pipeline::results::StoreMailbox;
 use datanexus_store::Store;
 use datanexus_telemetry::Telemetry;
 use tokio::sync::Semaphore;
@@ -56,6 +57,7 @@ impl AppState {
             broker,
             store,
             telemetry,
+            mailbox,
         } = backends;
         let t = &options.topics;
         for topic in [&t.metrics, &t.events, &t.results, &t.dlq] {
@@ -83,7 +85,9 @@ impl AppState {
                 .clamp(1, Semaphore::MAX_PERMITS),
         ));
         let auth = Auth::new(&options.auth_tokens);
-        let sessions = Sessions::open(Arc::clone(&store), Arc::clone(&telemetry), &options).await?;
+        let mailbox =
+            mailbox.unwrap_or_else(|| Arc::new(StoreMailbox::new(Arc::clone(&store))) as _);
+        let sessions = Sessions::open(mailbox, Arc::clone(&telemetry), &options).await?;
         Ok(AppState {
             inner: Arc::new(Shared {
                 broker,

@@ -139,7 +139,13 @@ impl streams::Inbound<StreamRequest> for Inbound {
         for request in batch {
             let refusal = match request.kind {
                 Some(stream_request::Kind::Event(e)) => {
-                    match stream_event(&self.client_id, &e.event_name, e.number, received_ns) {
+                    match stream_event(
+                        &self.client_id,
+                        &e.event_name,
+                        e.number,
+                        received_ns,
+                        &self.state.options().reply_to,
+                    ) {
                         Ok(event) => {
                             run.push((event, e));
                             continue;

@@ -3,7 +3,7 @@
 //! - The client id is the request metadata `client_id` (missing or empty:
 //!   `INVALID_ARGUMENT` "missing client_id metadata"); bearer auth as everywhere.
 //! - Each `EventRequest{event_name, number}` becomes an event on the `events` topic
-//!   (source = the client, `reply_to` = "local"); the pipeline's processor answers it
+//!   (source = the client, `reply_to` = this process's `ServerOptions::reply_to`); the pipeline's processor answers it
 //!   and the result comes back on this stream as `EventResponse{event_name, number,
 //!   result, log}`. Every request is answered, in request order, on a stream that stays
 //!   open: an unknown event name or an overflow is answered with `result` 0 and the
@@ -129,6 +129,7 @@ impl streams::Inbound<EventRequest> for Inbound {
                 &request.event_name,
                 request.number,
                 received_ns,
+                &self.state.options().reply_to,
             ) {
                 Ok(event) => run.push((event, request)),
                 Err(e) => {

@@ -14,7 +14,6 @@ use crate::{AppState, Error, Result};
 
 /// Where the results of this gateway's stream events go (the embedded forwarder
 /// routes to the local session registry).
-pub(super) const REPLY_TO: &str = "local";
 
 /// Longest accepted `event_name`, in bytes.
 const MAX_EVENT_NAME_BYTES: usize = 256;
@@ -50,6 +49,7 @@ pub(super) fn stream_event(
     event_name: &str,
     number: i32,
     received_ns: i64,
+    reply_to: &str,
 ) -> Result<Event> {
     if event_name.is_empty() {
         return Err(Error::Invalid("event_name must not be empty".into()));
@@ -66,7 +66,7 @@ pub(super) fn stream_event(
     event.stream = Some(StreamEvent {
         event_name: event_name.to_owned(),
         number,
-        reply_to: REPLY_TO.to_owned(),
+        reply_to: reply_to.to_owned(),
     });
     Ok(event)
 }
@@ -144,7 +144,7 @@ pub(super) async fn drive<T: Send + 'static>(
 pub(super) async fn append(state: &AppState, api: Api, events: &[Event]) -> Result<Vec<u64>> {
     let outcome = state.ingestor().stream_events(events).await;
     let ids = state.observe_ingest(api, outcome, Vec::len)?;
-    ids.iter().map(event_seq).collect()
+    Ok(ids.iter().map(event_seq).collect())
 }
 
 #[cfg(test)]
@@ -165,7 +165,7 @@ mod tests {
 
     #[test]
     fn requests_become_stream_events_for_the_pipeline() {
-        let e = stream_event("c1", "sq", 7, 42).unwrap();
+        let e = stream_event("c1", "sq", 7, 42, "gw-a").unwrap();
         assert_eq!(e.source_id, "c1");
         assert_eq!(e.timestamp_ns, 42);
         assert_eq!(e.payload["event_name"], "sq");
@@ -177,9 +177,9 @@ mod tests {
                 stream.number,
                 stream.reply_to.as_str()
             ),
-            ("sq", 7, REPLY_TO)
+            ("sq", 7, "gw-a")
         );
-        let empty = stream_event("c1", "", 7, 42).unwrap_err();
+        let empty = stream_event("c1", "", 7, 42, "gw-a").unwrap_err();
         assert_eq!(empty.to_string(), "event_name must not be empty");
     }
 }

@@ -3,8 +3,9 @@
 
 use std::time::Duration;
 
-use datanexus_pipeline::results::result_to_stored;
+use datanexus_pipeline::results::{Mailbox, StoreMailbox, result_to_stored};
 use datanexus_proto::datanexus::v1::result_record::Outcome;
+use datanexus_store::Store;
 use datanexus_store::embedded::{EmbeddedStore, EmbeddedStoreOptions};
 use futures::{Stream, StreamExt};
 use tempfile::TempDir;
@@ -42,7 +43,7 @@ async fn fixture(options: ServerOptions) -> Fixture {
         EmbeddedStore::open(&dir.path().join("store"), EmbeddedStoreOptions::default()).unwrap(),
     );
     let telemetry = Telemetry::new();
-    let sessions = Sessions::open(Arc::clone(&store), Arc::clone(&telemetry), &options)
+    let sessions = Sessions::open(mailbox(&store), Arc::clone(&telemetry), &options)
         .await
         .unwrap();
     Fixture {
@@ -95,6 +96,10 @@ async fn next_seq(stream: &mut (impl Stream<Item = Result<Reply, Status>> + Unpi
         Ok(Reply::Result(r)) => result_seq(&r),
         other => panic!("expected a result, got {other:?}"),
     }
+}
+
+fn mailbox(store: &Arc<dyn Store>) -> Arc<dyn Mailbox> {
+    Arc::new(StoreMailbox::new(Arc::clone(store)))
 }
 
 #[tokio::test]
@@ -272,7 +277,7 @@ async fn cursors_are_persisted_and_reloaded() {
     assert_eq!(next_seq(&mut stream).await, 1);
     assert_eq!(next_seq(&mut stream).await, 2);
     f.sessions.persist().await.unwrap();
-    let reopened = Sessions::open(Arc::clone(&f.store), Telemetry::new(), &options)
+    let reopened = Sessions::open(mailbox(&f.store), Telemetry::new(), &options)
         .await
         .unwrap();
     assert_eq!(reopened.cursors("c1"), Some((2, 0)));

@@ -70,6 +70,7 @@ impl StreamServer {
             broker: Arc::clone(&broker),
             store: Arc::clone(&store),
             telemetry: Arc::clone(&telemetry),
+            mailbox: None,
         };
         let state = AppState::new(backends, options).await.expect("state");
         let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind grpc");

@@ -48,6 +48,7 @@ pub(super) fn backends() -> (TempDir, Backends) {
         broker: Arc::new(broker),
         store: Arc::new(store),
         telemetry: Telemetry::new(),
+        mailbox: None,
     };
     (dir, backends)
 }
