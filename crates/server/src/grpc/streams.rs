@@ -12,9 +12,6 @@ use crate::observe::Api;
 use crate::sessions::{Outgoing, event_seq};
 use crate::{AppState, Error, Result};
 
-/// Where the results of this gateway's stream events go (the embedded forwarder
-/// routes to the local session registry).
-
 /// Longest accepted `event_name`, in bytes.
 const MAX_EVENT_NAME_BYTES: usize = 256;
 
