@@ -99,6 +99,9 @@ pub struct PipelineConfig {
     pub lag_interval: Duration,
     /// The processors stream events can name (default: [`Registry::builtin`]).
     pub processors: Registry,
+    /// Which workers run (default: [`Workers::ALL`]). The forwarder routes results
+    /// only when [`Pipeline::start`] gets a router; without one it stores them.
+    pub workers: Workers,
 }
 
 impl Default for PipelineConfig {
@@ -122,8 +125,47 @@ impl Default for PipelineConfig {
             retention_interval: Duration::from_secs(60),
             lag_interval: Duration::from_secs(5),
             processors: Registry::builtin(),
+            workers: Workers::ALL,
         }
     }
+}
+
+/// Which workers a process runs (its role).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Workers {
+    /// The sinkers of the metrics and events topics (into the store).
+    pub sinks: bool,
+    /// The processors (events → results).
+    pub processors: bool,
+    /// The forwarder (results → store, then routed to the clients' streams).
+    pub forwarder: bool,
+}
+
+impl Workers {
+    /// Every worker (one process does everything).
+    pub const ALL: Workers = Workers {
+        sinks: true,
+        processors: true,
+        forwarder: true,
+    };
+    /// The workers of a `store` role: sinkers and forwarder (whatever writes the store).
+    pub const STORE: Workers = Workers {
+        sinks: true,
+        processors: false,
+        forwarder: true,
+    };
+    /// The workers of a `processor` role.
+    pub const PROCESSORS: Workers = Workers {
+        sinks: false,
+        processors: true,
+        forwarder: false,
+    };
+    /// No worker (a `gateway` role).
+    pub const NONE: Workers = Workers {
+        sinks: false,
+        processors: false,
+        forwarder: false,
+    };
 }
 
 /// Resolves once `stop` turns true (or its sender is gone).
@@ -164,7 +206,7 @@ impl Pipeline {
             workers: Vec::new(),
             housekeeping: None,
         };
-        let with_results = router.is_some();
+        let with_results = config.workers.processors || config.workers.forwarder;
         if let Err(e) = pipeline
             .spawn_workers(&broker, &store, &telemetry, &config, router)
             .await
@@ -188,15 +230,21 @@ impl Pipeline {
         config: &PipelineConfig,
         router: Option<Arc<dyn ResultRouter>>,
     ) -> Result<()> {
-        for kind in [SinkKind::Metrics, SinkKind::Events] {
-            let ctx = sink::SinkContext::new(kind, broker, store, telemetry, config, None).await?;
-            self.spawn("sinker", ctx.run(self.stop.subscribe()));
+        let workers = config.workers;
+        if workers.sinks {
+            for kind in [SinkKind::Metrics, SinkKind::Events] {
+                let ctx =
+                    sink::SinkContext::new(kind, broker, store, telemetry, config, None).await?;
+                self.spawn("sinker", ctx.run(self.stop.subscribe()));
+            }
         }
-        let Some(router) = router else {
-            return Ok(());
-        };
         let registry = Arc::new(config.processors.clone());
-        for index in 0..config.processor_concurrency {
+        let processors = if workers.processors {
+            config.processor_concurrency
+        } else {
+            0
+        };
+        for index in 0..processors {
             let worker = processing::ProcessorWorker::new(
                 index,
                 broker,
@@ -207,10 +255,12 @@ impl Pipeline {
             .await?;
             self.spawn("processor", worker.run(self.stop.subscribe()));
         }
-        let forwarder = SinkKind::Results;
-        let ctx = sink::SinkContext::new(forwarder, broker, store, telemetry, config, Some(router))
-            .await?;
-        self.spawn("forwarder", ctx.run(self.stop.subscribe()));
+        if workers.forwarder {
+            let forwarder = SinkKind::Results;
+            let ctx =
+                sink::SinkContext::new(forwarder, broker, store, telemetry, config, router).await?;
+            self.spawn("forwarder", ctx.run(self.stop.subscribe()));
+        }
         Ok(())
     }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use datanexus_broker::{Bytes, ConsumerOptions, ProduceRecord};
 use datanexus_model::{Event, Labels, Point, codec};
-use datanexus_pipeline::{Pipeline, PipelineConfig};
+use datanexus_pipeline::{Pipeline, PipelineConfig, Workers};
 use datanexus_store::{AggregateQuery, EventQuery, Selector, Store, TimeRange};
 use datanexus_telemetry::Telemetry;
 
@@ -16,7 +16,7 @@ mod support;
 
 use support::{eventually, lag, rig};
 
-/// Starts the sinkers (no router: no processor or forwarder) on the rig.
+/// Starts the sinkers (no processor or forwarder) on the rig.
 async fn start(r: &support::Rig) -> Pipeline {
     Pipeline::start(
         r.broker.clone(),
@@ -35,6 +35,11 @@ fn config() -> PipelineConfig {
         consumer: ConsumerOptions {
             lease_timeout: Duration::from_secs(30),
             session_timeout: Duration::from_secs(10),
+        },
+        workers: Workers {
+            sinks: true,
+            processors: false,
+            forwarder: false,
         },
         ..PipelineConfig::default()
     }
