@@ -12,7 +12,9 @@
 //!   whole request with `400` naming the series.
 //! - Prometheus' staleness markers (the NaN with bits `0x7ff0000000000002`) are not
 //!   samples: they are skipped. Any other NaN is stored.
-//! - Metadata (`send_metadata`, on by default in Prometheus) gives counters and gauges
+//! - Metadata (`send_metadata`, on by default in Prometheus, sent in requests of its
+//!   own every `metadata_config.send_interval`) is remembered per family name (up to
+//!   100,000 families, in memory) and gives later samples of counters and gauges
 //!   their type and help text. Histogram and summary families arrive as their
 //!   pre-computed `_bucket`/`_sum`/`_count`/quantile series and are stored as untyped
 //!   series under those names (our histogram type means raw observations).
@@ -43,6 +45,19 @@ pub(crate) fn decode(
     max_decompressed_bytes: usize,
     limits: &Limits,
 ) -> Result<Vec<Point>> {
+    decode_request(body, max_decompressed_bytes, limits, &Families::default())
+}
+
+/// Decodes like [`decode`], giving samples without metadata in their own request the
+/// type and help remembered in `families`, and remembering this request's metadata
+/// there. (Prometheus sends metadata in requests of their own, every
+/// `metadata_config.send_interval`.)
+pub(crate) fn decode_request(
+    body: &[u8],
+    max_decompressed_bytes: usize,
+    limits: &Limits,
+    families: &Families,
+) -> Result<Vec<Point>> {
     let len = snap::raw::decompress_len(body)
         .map_err(|e| Error::Invalid(format!("invalid snappy block: {e}")))?;
     if len > max_decompressed_bytes {
@@ -55,12 +70,40 @@ pub(crate) fn decode(
         .map_err(|e| Error::Invalid(format!("invalid snappy block: {e}")))?;
     let request = WriteRequest::decode(raw.as_slice())
         .map_err(|e| Error::Invalid(format!("undecodable prometheus.WriteRequest: {e}")))?;
-    to_points(request, limits)
+    families.remember(&request.metadata);
+    to_points(request, limits, families)
+}
+
+/// Most metric families whose metadata is remembered.
+const MAX_FAMILIES: usize = 100_000;
+
+/// Type and help of metric families, as remote write metadata announced them.
+#[derive(Debug, Default)]
+pub(crate) struct Families {
+    known: parking_lot::RwLock<HashMap<String, (MetricType, Option<String>)>>,
+}
+
+impl Families {
+    fn remember(&self, list: &[MetricMetadata]) {
+        if list.is_empty() {
+            return;
+        }
+        let mut known = self.known.write();
+        for (name, (kind, help)) in metadata(list) {
+            if known.len() >= MAX_FAMILIES && !known.contains_key(name) {
+                continue;
+            }
+            known.insert(name.to_owned(), (kind, help.map(str::to_owned)));
+        }
+    }
+
+    fn get(&self, name: &str) -> Option<(MetricType, Option<String>)> {
+        self.known.read().get(name).cloned()
+    }
 }
 
 /// The points of a decoded request.
-fn to_points(request: WriteRequest, limits: &Limits) -> Result<Vec<Point>> {
-    let metadata = metadata(&request.metadata);
+fn to_points(request: WriteRequest, limits: &Limits, families: &Families) -> Result<Vec<Point>> {
     let samples = request.timeseries.iter().map(|s| s.samples.len()).sum();
     let mut points = Vec::with_capacity(samples);
     for (index, series) in request.timeseries.into_iter().enumerate() {
@@ -80,12 +123,12 @@ fn to_points(request: WriteRequest, limits: &Limits) -> Result<Vec<Point>> {
             return Err(series_error(index, None, "no __name__ label"));
         };
         let labels = Labels::new(pairs).map_err(|e| series_error(index, Some(&name), e))?;
-        let (kind, help) = metadata
+        let (kind, help) = families
             .get(name.as_str())
-            .map_or((MetricType::Untyped, None), |(k, h)| (*k, *h));
+            .unwrap_or((MetricType::Untyped, None));
         let mut template = Point::sample(name, labels, 0.0, 0);
         template.kind = kind;
-        template.help = help.map(str::to_owned);
+        template.help = help;
         validate::point(&template, limits)
             .map_err(|e| series_error(index, Some(&template.measurement), e))?;
         for sample in series.samples {

@@ -298,6 +298,36 @@ impl Sessions {
         }
     }
 
+    /// Offers every attached stream the results in the mailbox above what it was
+    /// sent: after a gap in live routing (a gateway's pub/sub subscription was down),
+    /// this delivers what was published meanwhile.
+    ///
+    /// # Errors
+    /// The mailbox cannot be read (the streams stay attached; try again later).
+    pub async fn catch_up(&self) -> Result<()> {
+        let clients: Vec<Arc<Client>> = self.clients.lock().values().cloned().collect();
+        for client in clients {
+            let Some(sent) = client.attached.lock().await.as_ref().map(|a| a.sent) else {
+                continue;
+            };
+            let replay = self
+                .mailbox
+                .replay(
+                    &client.id,
+                    sent,
+                    self.limits.max_replay_results,
+                    datanexus_model::time::now_ns().saturating_sub(
+                        i64::try_from(self.limits.max_replay_age.as_nanos()).unwrap_or(i64::MAX),
+                    ),
+                )
+                .await?;
+            for result in &replay.results {
+                self.offer(&client, result).await;
+            }
+        }
+        Ok(())
+    }
+
     /// Closes every attached stream with `status` (shutdown).
     pub(crate) async fn close_all(&self, status: &Status) {
         let clients: Vec<Arc<Client>> = self.clients.lock().values().cloned().collect();

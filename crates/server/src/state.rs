@@ -28,6 +28,8 @@ struct Shared {
     drainer: Drainer,
     auth: Auth,
     sessions: Arc<Sessions>,
+    /// Metric families announced by remote write metadata.
+    families: crate::remote_write::Families,
     /// This gateway's id in traces (`datanexus-<pid>`).
     instance_id: String,
     options: ServerOptions,
@@ -97,11 +99,17 @@ impl AppState {
                 drainer,
                 auth,
                 sessions,
+                families: crate::remote_write::Families::default(),
                 instance_id: format!("datanexus-{}", std::process::id()),
                 options,
                 requests,
             }),
         })
+    }
+
+    /// Metric families announced by remote write metadata.
+    pub(crate) fn remote_write_families(&self) -> &crate::remote_write::Families {
+        &self.inner.families
     }
 
     /// The options the state was built with.

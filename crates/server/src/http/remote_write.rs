@@ -33,7 +33,12 @@ async fn write_samples(state: &AppState, request: Request) -> Result<usize> {
     check_headers(request.headers())?;
     let options = state.options();
     let body = read_body(request, options.max_http_body_bytes).await?;
-    let points = crate::decode::remote_write(&body, options.max_http_body_bytes, &options.limits)?;
+    let points = crate::remote_write::decode_request(
+        &body,
+        options.max_http_body_bytes,
+        &options.limits,
+        state.remote_write_families(),
+    )?;
     if points.is_empty() {
         return Ok(0);
     }

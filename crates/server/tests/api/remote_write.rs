@@ -129,6 +129,31 @@ async fn samples_are_durable_with_labels_timestamps_and_metadata_when_204_answer
 }
 
 #[tokio::test]
+async fn metadata_sent_in_its_own_request_types_later_samples() {
+    let (_dir, broker, app) = app(options()).await;
+    let metadata_only = WriteRequest {
+        timeseries: vec![],
+        metadata: vec![MetricMetadata {
+            r#type: PromType::Gauge as i32,
+            metric_family_name: "temperature".into(),
+            help: "Degrees.".into(),
+            unit: String::new(),
+        }],
+    };
+    let (status, _, text) = send_text(&app, remote_write(encoded(&metadata_only))).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{text}");
+    let samples = WriteRequest {
+        timeseries: vec![series("temperature", &[], &[(21.5, 1_700_000_000_000)])],
+        metadata: vec![],
+    };
+    let (status, _, text) = send_text(&app, remote_write(encoded(&samples))).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{text}");
+    let written = points(broker.as_ref(), 1).await;
+    assert_eq!(written[0].kind, MetricType::Gauge);
+    assert_eq!(written[0].help.as_deref(), Some("Degrees."));
+}
+
+#[tokio::test]
 async fn every_error_case_has_its_status_and_writes_nothing() {
     let (_dir, broker, app) = app(ServerOptions {
         max_http_body_bytes: 4096,
