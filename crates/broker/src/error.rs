@@ -25,6 +25,14 @@ pub enum Error {
     /// Unknown topic.
     #[error("unknown topic {0:?}")]
     UnknownTopic(String),
+    /// Unknown consumer group of a topic.
+    #[error("unknown group {group:?} of topic {topic:?}")]
+    UnknownGroup {
+        /// The topic.
+        topic: String,
+        /// The group.
+        group: String,
+    },
     /// A bad request.
     #[error("invalid request: {0}")]
     Invalid(String),
@@ -50,7 +58,7 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         use datanexus_seglog::Error as S;
         match self {
-            Error::UnknownTopic(_) => ErrorKind::NotFound,
+            Error::UnknownTopic(_) | Error::UnknownGroup { .. } => ErrorKind::NotFound,
             Error::Invalid(_) => ErrorKind::InvalidInput,
             Error::Unavailable(_) => ErrorKind::Unavailable,
             Error::Fenced(_) => ErrorKind::Fenced,

@@ -12,6 +12,8 @@
 //! # Layout
 //! - [`Broker`], [`Consumer`]: the traits; [`ProduceRecord`], [`Delivery`], [`RecordId`].
 //! - [`embedded`]: the backend over the embedded durable log (`datanexus-seglog`).
+//! - `redis_streams` (feature `redis`): the backend over Redis Streams and consumer
+//!   groups, with heartbeats and claims for the work of dead consumers.
 //! - [`error`]: [`Error`] with its [`ErrorKind`].
 //! - `conformance` (tests only): the suite every backend must pass.
 
@@ -23,6 +25,8 @@ pub use bytes::Bytes;
 
 pub mod embedded;
 pub mod error;
+#[cfg(feature = "redis")]
+pub mod redis_streams;
 
 #[cfg(test)]
 mod conformance;

@@ -18,7 +18,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 pub enum BrokerConfig {
     /// The built-in segmented log under `data_dir` (default).
     Embedded(EmbeddedBrokerConfig),
-    /// Redis streams (parsed and validated; backend not implemented yet).
+    /// Redis Streams (backend in the `redis` build feature).
     Redis(RedisBrokerConfig),
     /// Apache Kafka (parsed and validated; backend not implemented yet).
     Kafka(KafkaBrokerConfig),
@@ -157,16 +157,30 @@ impl Default for EmbeddedBrokerConfig {
     }
 }
 
-/// Settings of the Redis streams backend (`kind = "redis"`).
+/// Settings of the Redis Streams backend (`kind = "redis"`).
+///
+/// Consumer groups are named by the workers; their lease and session timeouts (which
+/// drive heartbeats and the claiming of a dead consumer's work) are `[workers]`
+/// settings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RedisBrokerConfig {
-    /// Redis URL, `redis://` or `rediss://`.
+    /// Redis URL, `redis://` or `rediss://` (TLS), with the database and credentials:
+    /// `redis://[user:password@]host[:port][/db]`.
     pub url: String,
-    /// Prefix of the stream keys: topic `t` lives in `<prefix>:t`.
+    /// Prefix of every key: partition `p` of topic `t` is the stream `<prefix>:t:p`.
     pub stream_prefix: String,
-    /// Approximate `MAXLEN` each stream is trimmed to, in entries.
+    /// Approximate `MAXLEN` each stream is capped to, in entries (a hard cap: entries
+    /// beyond it are dropped even if a group has not consumed them).
     pub maxlen: u64,
+    /// Partitions (streams) per topic the server creates, 1..=1024.
+    pub partitions: u32,
+    /// Bound on establishing a connection.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Bound on one command or pipeline once connected.
+    #[serde(with = "humantime_serde")]
+    pub command_timeout: Duration,
 }
 
 impl Default for RedisBrokerConfig {
@@ -175,6 +189,9 @@ impl Default for RedisBrokerConfig {
             url: "redis://127.0.0.1:6379/0".to_owned(),
             stream_prefix: "datanexus".to_owned(),
             maxlen: 1_000_000,
+            partitions: 8,
+            connect_timeout: Duration::from_secs(2),
+            command_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -226,4 +243,34 @@ fn string_map<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String
             Ok((key, value))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Config;
+
+    #[test]
+    fn redis_settings_parse_and_bad_ones_are_rejected() {
+        let config = Config::from_toml_str(
+            "[broker]\nkind = \"redis\"\npartitions = 4\nconnect_timeout = \"250ms\"\ncommand_timeout = \"1s\"\n",
+        )
+        .expect("valid");
+        let BrokerConfig::Redis(redis) = config.broker else {
+            panic!("expected redis, got {:?}", config.broker);
+        };
+        assert_eq!(redis.partitions, 4);
+        assert_eq!(redis.connect_timeout, Duration::from_millis(250));
+        assert_eq!(redis.command_timeout, Duration::from_secs(1));
+        for (bad, key) in [
+            ("partitions = 0", "broker.partitions"),
+            ("partitions = 1025", "broker.partitions"),
+            ("connect_timeout = \"0s\"", "broker.connect_timeout"),
+            ("command_timeout = \"0s\"", "broker.command_timeout"),
+        ] {
+            let err = Config::from_toml_str(&format!("[broker]\nkind = \"redis\"\n{bad}\n"))
+                .expect_err(bad);
+            assert!(err.to_string().contains(key), "{bad}: {err}");
+        }
+    }
 }

@@ -53,8 +53,8 @@ pub use crate::env::{ENV_CONFIG_FILE, ENV_PREFIX};
 pub use crate::error::{Error, Result};
 pub use crate::overrides::ConfigOverrides;
 pub use crate::sections::{
-    AuthConfig, LimitsConfig, LogFormat, LoggingConfig, MetricsConfig, RedisConfig, StoreConfig,
-    StreamsConfig, TopicsConfig, WorkerConfig,
+    AuthConfig, LimitsConfig, LogFormat, LoggingConfig, MetricsConfig, RedisConfig, Role,
+    StoreConfig, StreamsConfig, TopicsConfig, WorkerConfig,
 };
 
 /// The root of the Data Nexus configuration.
@@ -69,6 +69,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Allow binding a non-loopback address without auth tokens.
     pub insecure: bool,
+    /// What this process runs: `all`, `gateway`, `processor` or `store`.
+    pub role: Role,
     /// Bearer-token authentication.
     pub auth: AuthConfig,
     /// Log level and format.
@@ -102,6 +104,7 @@ impl Default for Config {
             http_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)),
             data_dir: PathBuf::from("./data"),
             insecure: false,
+            role: Role::All,
             auth: AuthConfig::default(),
             logging: LoggingConfig::default(),
             broker: BrokerConfig::default(),

@@ -4,7 +4,10 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use crate::{BrokerConfig, Config, Error, KafkaBrokerConfig, LogFormat, RedisBrokerConfig, Result};
+use crate::{
+    BrokerConfig, Config, Error, KafkaBrokerConfig, LogFormat, RedisBrokerConfig, RedisConfig,
+    Result, Role,
+};
 
 /// Values given on the command line; unset fields leave the config as is.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -28,6 +31,10 @@ pub struct ConfigOverrides {
     /// `redis://`/`rediss://` URL switches to Redis and a `kafka://host:port,...`
     /// URL switches to Kafka (with default settings otherwise).
     pub broker_url: Option<String>,
+    /// `role`.
+    pub role: Option<Role>,
+    /// `redis.url` (creates the `[redis]` section when absent).
+    pub redis_url: Option<String>,
 }
 
 impl fmt::Debug for ConfigOverrides {
@@ -45,6 +52,8 @@ impl fmt::Debug for ConfigOverrides {
             .field("log_level", &self.log_level)
             .field("log_format", &self.log_format)
             .field("broker_url", &self.broker_url)
+            .field("role", &self.role)
+            .field("redis_url", &self.redis_url)
             .finish()
     }
 }
@@ -62,7 +71,15 @@ impl Config {
             log_level,
             log_format,
             broker_url,
+            role,
+            redis_url,
         } = overrides;
+        if let Some(role) = role {
+            self.role = role;
+        }
+        if let Some(url) = redis_url {
+            self.redis.get_or_insert_with(RedisConfig::default).url = url;
+        }
         if let Some(addr) = grpc_addr {
             self.grpc_addr = addr;
         }

@@ -115,8 +115,11 @@ impl Default for TopicsConfig {
 pub struct RedisConfig {
     /// Redis URL, `redis://` or `rediss://`, e.g. `redis://127.0.0.1:6379/0`.
     pub url: String,
-    /// Maximum number of pooled connections.
+    /// Maximum number of pooled connections (accepted for the seed's option; one
+    /// multiplexed connection per use is opened).
     pub pool_size: u32,
+    /// Prefix of the fan-out's keys and channels.
+    pub prefix: String,
 }
 
 impl Default for RedisConfig {
@@ -124,6 +127,51 @@ impl Default for RedisConfig {
         Self {
             url: "redis://127.0.0.1:6379/0".to_owned(),
             pool_size: 8,
+            prefix: "datanexus".to_owned(),
+        }
+    }
+}
+
+/// What one `datanexus serve` process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Everything in one process (default).
+    #[default]
+    All,
+    /// Ingest APIs and client event streams; no workers, no store (queries go to the
+    /// `store` role).
+    Gateway,
+    /// The processors (events → results).
+    Processor,
+    /// The sinkers and the forwarder into the store, and the query API.
+    Store,
+}
+
+impl Role {
+    /// The lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::All => "all",
+            Role::Gateway => "gateway",
+            Role::Processor => "processor",
+            Role::Store => "store",
+        }
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "all" => Ok(Role::All),
+            "gateway" => Ok(Role::Gateway),
+            "processor" => Ok(Role::Processor),
+            "store" => Ok(Role::Store),
+            other => Err(format!(
+                "unknown role `{other}`, expected `all`, `gateway`, `processor` or `store`"
+            )),
         }
     }
 }

@@ -312,3 +312,26 @@ fn an_env_broker_kind_that_conflicts_with_file_keys_is_named() {
     assert!(message.contains("DATANEXUS_BROKER__KIND"), "{message}");
     assert!(message.contains("unknown field `fsync`"), "{message}");
 }
+
+#[test]
+fn the_role_and_the_fanout_redis_come_from_file_env_or_flags() {
+    use datanexus_config::Role;
+    let file = toml_file("role = \"processor\"\n");
+    let config = Config::load(Some(file.path()), env(&[])).unwrap();
+    assert_eq!(config.role, Role::Processor);
+    let config = load_env(&[("DATANEXUS_ROLE", "gateway")]).unwrap();
+    assert_eq!(config.role, Role::Gateway);
+    assert!(load_env(&[("DATANEXUS_ROLE", "janitor")]).is_err());
+    let mut config = Config::default();
+    config
+        .apply(ConfigOverrides {
+            role: Some(Role::Store),
+            redis_url: Some("redis://127.0.0.1:7000/1".into()),
+            broker_url: Some("redis://127.0.0.1:7000/0".into()),
+            ..ConfigOverrides::default()
+        })
+        .unwrap();
+    assert_eq!(config.role, Role::Store);
+    assert_eq!(config.redis.unwrap().url, "redis://127.0.0.1:7000/1");
+    assert_eq!(config.broker.kind(), "redis");
+}

@@ -30,6 +30,7 @@ fn the_builder_mirrors_the_functional_options() {
         .redis(RedisConfig {
             url: "redis://cache:6379/2".to_owned(),
             pool_size: 4,
+            prefix: "dn".to_owned(),
         })
         .logging(LoggingConfig {
             level: "debug".to_owned(),

@@ -140,6 +140,17 @@ pub(crate) struct ServeArgs {
     /// Log format [default: text].
     #[arg(long, value_enum)]
     pub(crate) log_format: Option<LogFormatArg>,
+    /// What this process runs: all, gateway, processor or store [env: DATANEXUS_ROLE].
+    #[arg(long, value_name = "ROLE")]
+    pub(crate) role: Option<datanexus_config::Role>,
+    /// The broker: `redis://…` / `rediss://…` (Redis Streams) or `kafka://host:port,…`
+    /// [env: DATANEXUS_BROKER__URL for redis].
+    #[arg(long, value_name = "URL")]
+    pub(crate) broker: Option<String>,
+    /// Redis for the result fan-out between separate gateways (default: the redis
+    /// broker's URL) [env: DATANEXUS_REDIS__URL].
+    #[arg(long, value_name = "URL")]
+    pub(crate) redis: Option<String>,
 }
 
 /// Flags of `datanexus consume`.
@@ -163,44 +174,106 @@ pub(crate) struct ConsumeArgs {
 }
 
 /// A load-generator workload.
-#[derive(Debug, Clone, Copy, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum Workload {
-    /// `data_nexus.MetricsService.IngestMetrics` batches over gRPC.
+    /// `data_nexus.MetricsService.IngestMetrics` batches over gRPC (`--grpc-addr`).
     GrpcBatch,
-    /// `nimbus.NimbusService` bidi round trips (`--clients` streams).
+    /// `nimbus.NimbusService` bidi round trips (`--clients` streams, `--grpc-addr`).
     Stream,
+    /// `POST /metrics` JSON arrays of `--batch` metrics (`--http-addr`).
+    HttpJson,
+    /// `POST /write?precision=ns` InfluxDB line protocol, `--batch` lines a request.
+    LineProtocol,
+    /// `POST /api/v1/write` Prometheus remote write (protobuf + snappy), `--batch`
+    /// samples a request.
+    RemoteWrite,
+    /// `GET --query-path` repeatedly (`--queries` in all): query latency over data
+    /// an ingest workload stored before.
+    Query,
 }
+
+/// Output format of the result table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum OutputFormat {
+    /// An aligned text table.
+    Table,
+    /// One JSON object per measured run, one per line.
+    Json,
+}
+
+const BENCH_HELP: &str = "\
+The ingest workloads send --metrics samples of metric `bench` (`bench_metric` for
+grpc-batch) spread over --series series (label series=s<N>, plus run=<id> naming the run),
+--interval apart per series and ending now, --batch samples a request. HTTP bodies are
+generated before the clock starts. Unless --no-verify, they then wait until a count query
+on --http-addr (GET /metrics/<metric>/aggregate?label.run=<id>) sees every acknowledged
+sample: ingest-to-queryable, timed from the first request.
+
+Failed requests (non-2xx, gRPC or transport errors) are counted in the table, and the
+command exits non-zero if any request or the ingest-to-queryable check failed.
+
+Examples:
+  datanexus bench --workload line-protocol --batch 5000 --metrics 1000000 --series 10000
+  datanexus bench --workload query --queries 20 --clients 1
+  datanexus bench --workload line-protocol --http-addr 127.0.0.1:8086 --db bench --no-verify --format json";
 
 /// Flags of `datanexus bench`.
 #[derive(Debug, Args)]
+#[command(after_long_help = BENCH_HELP)]
 pub(crate) struct BenchArgs {
     /// What to send.
     #[arg(long, value_enum, default_value = "grpc-batch")]
     pub(crate) workload: Workload,
-    /// Server address (gRPC for grpc-batch).
-    #[arg(long, default_value = "127.0.0.1:50051")]
-    pub(crate) addr: SocketAddr,
+    /// gRPC address of the server (grpc-batch, stream).
+    #[arg(long, visible_alias = "addr", default_value = "127.0.0.1:50051")]
+    pub(crate) grpc_addr: SocketAddr,
+    /// HTTP address of the server: target of the HTTP workloads, and where every ingest
+    /// workload counts its samples for ingest-to-queryable.
+    #[arg(long, alias = "http", default_value = "127.0.0.1:8080")]
+    pub(crate) http_addr: SocketAddr,
     /// Concurrent connections (streams, for `--workload stream`).
     #[arg(long, default_value_t = 4)]
     pub(crate) clients: u64,
-    /// Metrics per request.
+    /// Samples per request.
     #[arg(long, default_value_t = 1000)]
     pub(crate) batch: u64,
-    /// HTTP address of the same server: when given, also measure ingest-to-queryable.
-    #[arg(long, value_name = "ADDR")]
-    pub(crate) http: Option<SocketAddr>,
+    /// Skip the ingest-to-queryable count (for servers other than Data Nexus).
+    #[arg(long)]
+    pub(crate) no_verify: bool,
+    /// Give up waiting for ingest-to-queryable after this long.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5m")]
+    pub(crate) verify_timeout: std::time::Duration,
     /// With `--workload stream`: first measure a bare tonic echo server in this process.
     #[arg(long)]
     pub(crate) echo: bool,
-    /// Total metrics (or stream events) to send.
+    /// Total samples (or stream events) to send.
     #[arg(long, default_value_t = 1_000_000)]
     pub(crate) metrics: u64,
     /// Distinct series.
     #[arg(long, default_value_t = 10_000)]
     pub(crate) series: u64,
-    /// Stop after this long even if not all metrics were sent (e.g. `30s`).
+    /// Time between two samples of one series (HTTP ingest workloads).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    pub(crate) interval: std::time::Duration,
+    /// Stop after this long even if not all requests were sent (e.g. `30s`).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
     pub(crate) duration: std::time::Duration,
+    /// With `--workload line-protocol`: add `db=<DB>` to the write path (InfluxDB 1.x).
+    #[arg(long, value_name = "DB")]
+    pub(crate) db: Option<String>,
+    /// With `--workload query`: number of queries in all.
+    #[arg(long, default_value_t = 100)]
+    pub(crate) queries: u64,
+    /// With `--workload query`: the path and query string to GET (URL-encoded).
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "/metrics/bench/aggregate?quantiles=0.95,0.999"
+    )]
+    pub(crate) query_path: String,
+    /// Result format on stdout (progress goes to stderr).
+    #[arg(long, value_enum, default_value = "table")]
+    pub(crate) format: OutputFormat,
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ mod cli;
 mod client;
 mod consume;
 mod logging;
+mod roles;
 mod serve;
 
 use clap::Parser;

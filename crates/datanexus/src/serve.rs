@@ -1,5 +1,5 @@
-//! `datanexus serve`: config → embedded broker and store → workers → gRPC and HTTP
-//! servers → shutdown.
+//! `datanexus serve`: config → broker and store (as the role needs) → workers → gRPC
+//! and HTTP servers → shutdown. Roles and the Redis result fan-out: `roles.rs`.
 //!
 //! Shutdown: the first SIGINT/SIGTERM stops accepting and drains in-flight requests
 //! (bounded by `shutdown_timeout`), then the workers flush the store and acknowledge
@@ -10,7 +10,9 @@
 use anyhow::Context;
 use datanexus_broker::embedded::{EmbeddedBroker, EmbeddedOptions};
 use datanexus_broker::{Broker, ConsumerOptions};
-use datanexus_config::{BrokerConfig, Config, ConfigOverrides, FsyncPolicy, LogFormat};
+use datanexus_config::{BrokerConfig, Config, ConfigOverrides, FsyncPolicy, LogFormat, Role};
+use datanexus_fanout::{FanoutOptions, RedisMailbox, RedisRouter};
+use datanexus_pipeline::results::{Mailbox, ResultRouter};
 use datanexus_pipeline::{Pipeline, PipelineConfig};
 use datanexus_seglog::{self as seglog, LogOptions, Retention};
 use datanexus_server::Backends;
@@ -21,13 +23,36 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 use crate::cli::{LogFormatArg, ServeArgs};
+use crate::roles;
 
 pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = load_config(args)?;
     crate::logging::init(&config.logging.level, config.logging.format)?;
     let telemetry = Telemetry::new();
-    let broker = Arc::new(open_broker(&config)?);
-    let store = Arc::new(open_store(&config).await?);
+    let role = config.role;
+    let broker: Arc<dyn Broker> = open_broker(&config).await?;
+    let store: Arc<dyn Store> = if roles::has_store(role) {
+        Arc::new(open_store(&config).await?)
+    } else {
+        Arc::new(roles::Unserved::new(role))
+    };
+    let fanout = fanout_options(&config);
+    if fanout.is_none() && role != Role::All {
+        anyhow::bail!(
+            "role `{}` needs the Redis result fan-out: set [redis] url (or use a redis broker)",
+            role.as_str()
+        );
+    }
+    let gateway_id = format!("{}-{}", role.as_str(), std::process::id());
+    let mut options: datanexus_server::ServerOptions = (&config).into();
+    let mut mailbox = None;
+    if let Some(fanout) = &fanout {
+        let gateway = RedisMailbox::connect(fanout, &gateway_id)
+            .await
+            .context("cannot connect to Redis for the result fan-out")?;
+        options.reply_to = gateway.channel().to_owned();
+        mailbox = Some(gateway);
+    }
     let grpc = TcpListener::bind(config.grpc_addr)
         .await
         .with_context(|| format!("cannot bind gRPC on {}", config.grpc_addr))?;
@@ -38,16 +63,28 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         broker: broker.clone(),
         store: store.clone(),
         telemetry: telemetry.clone(),
+        mailbox: mailbox.clone().map(|m| Arc::new(m) as Arc<dyn Mailbox>),
     };
     // The server state creates the topics and loads the stream cursors; its session
-    // registry is where the forwarder delivers results.
-    let state = datanexus_server::AppState::new(backends, (&config).into()).await?;
+    // registry is where results for this process's clients are delivered.
+    let state = datanexus_server::AppState::new(backends, options).await?;
+    let router: Arc<dyn ResultRouter> = match &fanout {
+        Some(fanout) => Arc::new(
+            RedisRouter::connect(fanout)
+                .await
+                .context("cannot connect to Redis for the result fan-out")?,
+        ),
+        None => state.sessions(),
+    };
+    let mut pipeline_config = pipeline_config(&config);
+    pipeline_config.workers = roles::workers(role);
+    pipeline_config.consumer_id = gateway_id.clone();
     let pipeline = Pipeline::start(
         broker.clone(),
         store.clone(),
         telemetry,
-        pipeline_config(&config),
-        Some(state.sessions()),
+        pipeline_config,
+        Some(router),
     )
     .await?;
     // One machine-readable line on stdout (tests and scripts read the bound ports here).
@@ -56,10 +93,28 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         grpc.local_addr()?,
         http.local_addr()?
     );
-    tracing::info!(grpc = %grpc.local_addr()?, http = %http.local_addr()?, data_dir = %config.data_dir.display(), "datanexus serving");
+    tracing::info!(grpc = %grpc.local_addr()?, http = %http.local_addr()?, data_dir = %config.data_dir.display(), role = role.as_str(), broker = broker.name(), "datanexus serving");
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(watch_signals(stop_tx));
+    if let Some(gateway) = &mailbox {
+        let sessions = state.sessions();
+        let catch_up = sessions.clone();
+        tokio::spawn(datanexus_fanout::subscribe(
+            gateway.client().clone(),
+            gateway.channel().to_owned(),
+            sessions,
+            move || {
+                let sessions = catch_up.clone();
+                async move {
+                    if let Err(e) = sessions.catch_up().await {
+                        tracing::warn!(error = %e, "connected clients could not catch up from their mailboxes");
+                    }
+                }
+            },
+            stop_rx.clone(),
+        ));
+    }
     let mut stop = stop_rx.clone();
     let shutdown = async move {
         let _ = stop.wait_for(|s| *s).await;
@@ -80,6 +135,21 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     served?;
     stopped?;
     Ok(())
+}
+
+/// The fan-out settings, when Redis is configured for it.
+fn fanout_options(config: &Config) -> Option<FanoutOptions> {
+    let url = roles::fanout_url(config)?;
+    Some(FanoutOptions {
+        url,
+        prefix: config
+            .redis
+            .as_ref()
+            .map_or_else(|| "datanexus".to_owned(), |r| r.prefix.clone()),
+        max_results: config.streams.max_replay_results,
+        max_age: config.streams.max_replay_age,
+        ..FanoutOptions::default()
+    })
 }
 
 fn pipeline_config(config: &Config) -> PipelineConfig {
@@ -131,7 +201,9 @@ fn load_config(args: ServeArgs) -> anyhow::Result<Config> {
             LogFormatArg::Text => LogFormat::Text,
             LogFormatArg::Json => LogFormat::Json,
         }),
-        broker_url: None,
+        broker_url: args.broker,
+        role: args.role,
+        redis_url: args.redis,
     };
     config
         .apply(overrides)
@@ -139,12 +211,38 @@ fn load_config(args: ServeArgs) -> anyhow::Result<Config> {
     Ok(config)
 }
 
-fn open_broker(config: &Config) -> anyhow::Result<EmbeddedBroker> {
-    let BrokerConfig::Embedded(embedded) = &config.broker else {
-        anyhow::bail!(
-            "broker kind {:?} is not available in this build (only \"embedded\")",
-            config.broker.kind()
-        );
+/// Opens the backend named by `[broker] kind`.
+async fn open_broker(config: &Config) -> anyhow::Result<Arc<dyn Broker>> {
+    let embedded = match &config.broker {
+        BrokerConfig::Embedded(embedded) => embedded,
+        #[cfg(feature = "redis")]
+        BrokerConfig::Redis(redis) => {
+            use datanexus_broker::redis_streams::{RedisBroker, RedisOptions, redact_url};
+            let options = RedisOptions {
+                url: redis.url.clone(),
+                stream_prefix: redis.stream_prefix.clone(),
+                maxlen: redis.maxlen,
+                connect_timeout: redis.connect_timeout,
+                command_timeout: redis.command_timeout,
+            };
+            let broker = RedisBroker::open(options)
+                .await
+                .with_context(|| format!("cannot use redis at {}", redact_url(&redis.url)))?;
+            broker
+                .ready()
+                .await
+                .with_context(|| format!("redis at {} is not ready", redact_url(&redis.url)))?;
+            return Ok(Arc::new(broker));
+        }
+        other => anyhow::bail!(
+            "broker kind {:?} is not available in this build (only \"embedded\"{})",
+            other.kind(),
+            if cfg!(feature = "redis") {
+                " and \"redis\""
+            } else {
+                ""
+            }
+        ),
     };
     let fsync = match embedded.fsync {
         FsyncPolicy::Always => seglog::FsyncPolicy::Always,
@@ -163,8 +261,9 @@ fn open_broker(config: &Config) -> anyhow::Result<EmbeddedBroker> {
     let dir = config.data_dir.join("log");
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("cannot create data directory {}", dir.display()))?;
-    EmbeddedBroker::open(&dir, EmbeddedOptions { log })
-        .with_context(|| format!("cannot open the log in {}", dir.display()))
+    let broker = EmbeddedBroker::open(&dir, EmbeddedOptions { log })
+        .with_context(|| format!("cannot open the log in {}", dir.display()))?;
+    Ok(Arc::new(broker))
 }
 
 async fn watch_signals(stop: tokio::sync::watch::Sender<bool>) {

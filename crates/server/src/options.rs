@@ -156,7 +156,7 @@ impl From<&Config> for ServerOptions {
         let partitions = match &c.broker {
             BrokerConfig::Embedded(e) => e.partitions,
             BrokerConfig::Kafka(k) => k.partitions,
-            BrokerConfig::Redis(_) => DEFAULT_PARTITIONS,
+            BrokerConfig::Redis(r) => r.partitions,
         };
         ServerOptions {
             auth_tokens: c.auth.tokens.clone(),

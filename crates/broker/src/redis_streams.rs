@@ -1,0 +1,496 @@
+//! The Redis Streams backend (feature `redis`): topics are streams on a Redis server,
+//! consumer groups are Redis consumer groups.
+//!
+//! # Keys
+//! - `<prefix>:topics`: a hash, topic → partition count (written by `ensure_topic` with
+//!   `HSETNX`, so a topic's count never changes).
+//! - `<prefix>:<topic>:<partition>`: one stream per partition. Each entry has the fields
+//!   `v` (value), `k` (key, absent when the record has none) and `ts` (timestamp, ms).
+//!   Record ids are the entry ids ([`Position::StreamId`](crate::Position::StreamId)).
+//! - `<prefix>:hb:<topic>:<group>:<consumer>`: a consumer's heartbeat, set with a TTL of
+//!   the session timeout on every poll (at most every quarter of it) and on
+//!   [`Consumer::heartbeat`]. A member whose key has expired is dead.
+//!
+//! Topic and group names are 1..=200 characters of `[A-Za-z0-9._-]` (as in the
+//! embedded log), so keys cannot collide.
+//!
+//! # Produce and durability
+//! A batch is one pipeline (one round trip) of
+//! `XADD key MAXLEN ~ <maxlen> * v <value> [k <key>] ts <timestamp>`; it fails as a whole
+//! if any command fails (some entries may have been added: consumers are idempotent).
+//! Redis acknowledges `XADD` from memory: acknowledged records survive a Redis crash
+//! only with `appendonly yes` and `appendfsync always` (or `everysec`, losing up to
+//! about a second). `MAXLEN ~` is a hard cap that can drop entries no group has consumed
+//! yet if consumers fall more than `maxlen` entries behind. [`Broker::enforce_retention`]
+//! trims (`XTRIM … MINID`) each stream below the oldest entry some group still needs
+//! (its oldest pending entry, or the one after its last delivered); streams without
+//! groups are left to `MAXLEN`, and a group created later starts at what is left.
+//! [`Broker::lag`] is `lag + pending` of `XINFO GROUPS` (Redis 7).
+//!
+//! # Consumers
+//! `subscribe` creates the group on every partition (`XGROUP CREATE … 0 MKSTREAM`, a new
+//! group starts at the beginning) and sets the heartbeat. A poll then gathers, in order:
+//! 1. its own pending entries, read once after subscribing with `XREADGROUP … 0` (a
+//!    consumer restarted under the same name gets its unacknowledged work first);
+//! 2. records it nacked (see below);
+//! 3. every half of `min(lease, session)` timeout, the redistributor: members whose
+//!    heartbeat expired (a crash, or a clean close) have their pending entries
+//!    (`XINFO CONSUMERS`, `XPENDING … <member>`) claimed with `XCLAIM` (min-idle half the
+//!    session timeout, so two claimers do not take the same entry from each other), and
+//!    are deleted once they have nothing pending (a script checks again atomically);
+//!    then `XAUTOCLAIM` with min-idle `lease_timeout` takes any entry left
+//!    unacknowledged for longer than the lease, whoever holds it;
+//! 4. new entries: `XREADGROUP … BLOCK … STREAMS <all partitions> > …` on a connection
+//!    of its own, so that blocking does not stall other commands; blocks are at most a
+//!    third of the session timeout so the heartbeat stays fresh.
+//!
+//! Entries read beyond `max_records` (a read takes up to that many per partition) are
+//! kept for the next poll. Redelivered records carry their delivery count from
+//! `XPENDING`. A poll dropped while blocked may leave entries that Redis handed it
+//! pending until their lease expires (then `XAUTOCLAIM` delivers them).
+//!
+//! `ack` is `XACK`, pipelined per partition. It never reports
+//! [`ErrorKind::Fenced`](crate::ErrorKind::Fenced): Redis does not tell cheaply whether
+//! an entry was claimed by another member meanwhile, so a record whose lease expired may
+//! be processed twice (at-least-once; the store is idempotent).
+//!
+//! `nack` re-claims the entries to this consumer with `IDLE <lease>` (`XCLAIM … JUSTID`),
+//! which makes them claimable by any member's `XAUTOCLAIM` at once, and remembers them:
+//! the next poll of this consumer claims them back (min-idle the lease, so it skips those
+//! another member took meanwhile) and delivers them again.
+//!
+//! `close` deletes the heartbeat and marks its pending entries idle (as nack does), so
+//! the next redistribution of any member takes them; the member is deleted from the
+//! group right away if it has nothing pending.
+//!
+//! # Connections and errors
+//! The URL carries the database, the credentials and TLS (`rediss://`, rustls with the
+//! `ring` provider). Commands share one multiplexed connection that reconnects by itself;
+//! every call is bounded by the connect and command timeouts, and connection failures
+//! and timeouts are [`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable).
+
+mod admin;
+mod config;
+mod consumer;
+mod reply;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::ConnectionManager;
+use redis::{Cmd, FromRedisValue, Pipeline, RedisError, RedisResult, Value};
+
+use self::config::connection_config;
+pub use self::config::{RedisOptions, redact_url};
+use crate::{
+    Broker, Consumer, ConsumerOptions, Error, PartitionLag, ProduceRecord, RecordId, Result,
+};
+
+/// Largest accepted batch (values and keys), in bytes.
+pub const MAX_BATCH_BYTES: usize = 64 * 1024 * 1024;
+
+/// The Redis Streams broker.
+#[derive(Clone)]
+pub struct RedisBroker {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for RedisBroker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisBroker")
+            .field("url", &self.shared.url)
+            .field("stream_prefix", &self.shared.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the broker and its consumers share.
+struct Shared {
+    client: redis::Client,
+    conn: ConnectionManager,
+    prefix: String,
+    maxlen: u64,
+    connect_timeout: Duration,
+    command_timeout: Duration,
+    /// The URL without its password.
+    url: String,
+    stopped: AtomicBool,
+    /// Partition counts of the topics seen so far (they never change).
+    topics: RwLock<HashMap<String, u32>>,
+    round_robin: AtomicU32,
+}
+
+/// Maps a client error: connection failures, timeouts and a server that cannot take
+/// writes are [`Error::Unavailable`]; anything else is internal.
+fn from_redis(e: RedisError) -> Error {
+    use redis::{ErrorKind as K, ServerErrorKind as S};
+    let unavailable = matches!(
+        e.kind(),
+        K::Io
+            | K::AuthenticationFailed
+            | K::Server(
+                S::BusyLoading | S::TryAgain | S::ClusterDown | S::MasterDown | S::ReadOnly
+            )
+    ) || matches!(
+        e.code(),
+        Some("OOM" | "LOADING" | "MISCONF" | "NOAUTH" | "WRONGPASS" | "NOREPLICAS")
+    );
+    if unavailable {
+        Error::Unavailable(format!("redis: {e}"))
+    } else {
+        Error::Internal(format!("redis: {e}"))
+    }
+}
+
+/// Checks a topic or group name (they are parts of keys).
+fn validate_name(kind: &str, name: &str) -> Result<()> {
+    let ok = (1..=200).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!(
+            "invalid {kind} name {name:?}: 1..=200 characters of [A-Za-z0-9._-]"
+        )))
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Shared {
+    fn check_open(&self) -> Result<()> {
+        if self.stopped.load(Ordering::Acquire) {
+            Err(Error::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Bound on one call: connecting (if needed) and the command.
+    fn op_timeout(&self) -> Duration {
+        self.connect_timeout + self.command_timeout
+    }
+
+    /// Runs `fut` within `limit`; the inner result is the server's answer.
+    async fn timed<T>(
+        &self,
+        limit: Duration,
+        fut: impl Future<Output = RedisResult<T>>,
+    ) -> Result<RedisResult<T>> {
+        self.check_open()?;
+        tokio::time::timeout(limit, fut).await.map_err(|_| {
+            Error::Unavailable(format!(
+                "redis at {} did not answer within {limit:?}",
+                self.url
+            ))
+        })
+    }
+
+    /// One command on the shared connection, keeping the server's error for the caller.
+    async fn raw<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<RedisResult<T>> {
+        let mut conn = self.conn.clone();
+        self.timed(self.op_timeout(), cmd.query_async(&mut conn))
+            .await
+    }
+
+    /// One command on the shared connection.
+    async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T> {
+        self.raw(cmd).await?.map_err(from_redis)
+    }
+
+    /// A pipeline (one round trip) that fails if any of its commands fails.
+    async fn pipeline(&self, pipe: &Pipeline) -> Result<Vec<Value>> {
+        if pipe.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn.clone();
+        self.timed(self.op_timeout(), pipe.query_async(&mut conn))
+            .await?
+            .map_err(from_redis)
+    }
+
+    /// A pipeline whose commands may fail one by one (`pipe` must ignore errors).
+    async fn pipeline_each(&self, pipe: &Pipeline) -> Result<Vec<RedisResult<Value>>> {
+        if pipe.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn.clone();
+        self.timed(self.op_timeout(), pipe.query_async(&mut conn))
+            .await?
+            .map_err(from_redis)
+    }
+
+    fn topics_key(&self) -> String {
+        format!("{}:topics", self.prefix)
+    }
+
+    fn stream_key(&self, topic: &str, partition: u32) -> String {
+        format!("{}:{topic}:{partition}", self.prefix)
+    }
+
+    fn heartbeat_key(&self, topic: &str, group: &str, consumer: &str) -> String {
+        format!("{}:hb:{topic}:{group}:{consumer}", self.prefix)
+    }
+
+    fn cached_partitions(&self, topic: &str) -> Option<u32> {
+        let topics = self.topics.read().unwrap_or_else(|e| e.into_inner());
+        topics.get(topic).copied()
+    }
+
+    fn cache_partitions(&self, topic: &str, partitions: u32) {
+        let mut topics = self.topics.write().unwrap_or_else(|e| e.into_inner());
+        topics.insert(topic.to_owned(), partitions);
+    }
+
+    async fn partitions(&self, topic: &str) -> Result<u32> {
+        self.check_open()?;
+        if let Some(n) = self.cached_partitions(topic) {
+            return Ok(n);
+        }
+        let stored: Option<String> = self
+            .query(redis::cmd("HGET").arg(self.topics_key()).arg(topic))
+            .await?;
+        let stored = stored.ok_or_else(|| Error::UnknownTopic(topic.to_owned()))?;
+        let n = stored.parse().map_err(|_| {
+            Error::Internal(format!(
+                "topic {topic:?} has a bad partition count {stored:?} in {}",
+                self.topics_key()
+            ))
+        })?;
+        self.cache_partitions(topic, n);
+        Ok(n)
+    }
+
+    fn pick_partition(&self, record: &ProduceRecord, partitions: u32) -> Result<u32> {
+        match (record.partition, &record.key) {
+            (Some(p), _) if p < partitions => Ok(p),
+            (Some(p), _) => Err(Error::Invalid(format!(
+                "partition {p} out of range (topic has {partitions})"
+            ))),
+            (None, Some(key)) => Ok(datanexus_model::series::partition_of_bytes(key, partitions)),
+            (None, None) => Ok(self.round_robin.fetch_add(1, Ordering::Relaxed) % partitions),
+        }
+    }
+}
+
+impl RedisBroker {
+    /// Creates the broker. It connects on first use (and reconnects by itself), so this
+    /// fails only on a malformed URL; call [`Broker::ready`] to check the server.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) for a bad URL or
+    /// prefix.
+    pub async fn open(options: RedisOptions) -> Result<Self> {
+        if options.stream_prefix.is_empty() {
+            return Err(Error::Invalid("empty redis stream prefix".into()));
+        }
+        if options.maxlen == 0 {
+            return Err(Error::Invalid("redis maxlen must be positive".into()));
+        }
+        let url = redact_url(&options.url);
+        // rustls needs a process-wide crypto provider for `rediss://`; ours is `ring`.
+        // An error only means one is installed already.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = redis::Client::open(options.url.as_str())
+            .map_err(|e| Error::Invalid(format!("bad redis url {url}: {e}")))?;
+        let config = connection_config(options.connect_timeout, Some(options.command_timeout));
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)
+            .map_err(|e| Error::Invalid(format!("bad redis url {url}: {e}")))?;
+        tracing::info!(%url, prefix = %options.stream_prefix, maxlen = options.maxlen, "redis streams broker");
+        Ok(RedisBroker {
+            shared: Arc::new(Shared {
+                client,
+                conn,
+                prefix: options.stream_prefix,
+                maxlen: options.maxlen,
+                connect_timeout: options.connect_timeout,
+                command_timeout: options.command_timeout,
+                url,
+                stopped: AtomicBool::new(false),
+                topics: RwLock::new(HashMap::new()),
+                round_robin: AtomicU32::new(0),
+            }),
+        })
+    }
+}
+
+#[async_trait]
+impl Broker for RedisBroker {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn ensure_topic(&self, topic: &str, partitions: u32) -> Result<()> {
+        validate_name("topic", topic)?;
+        if !(1..=1024).contains(&partitions) {
+            return Err(Error::Invalid(format!(
+                "partition count {partitions} out of range 1..=1024"
+            )));
+        }
+        let s = &self.shared;
+        let mut pipe = redis::pipe();
+        pipe.cmd("HSETNX")
+            .arg(s.topics_key())
+            .arg(topic)
+            .arg(partitions)
+            .ignore()
+            .cmd("HGET")
+            .arg(s.topics_key())
+            .arg(topic);
+        s.check_open()?;
+        let reply = s.pipeline(&pipe).await?;
+        let existing = reply.first().and_then(reply::int);
+        match existing {
+            Some(n) if n == i64::from(partitions) => {
+                s.cache_partitions(topic, partitions);
+                Ok(())
+            }
+            Some(n) => Err(Error::Invalid(format!(
+                "topic {topic:?} exists with {n} partitions, not {partitions}"
+            ))),
+            None => Err(Error::Internal(format!(
+                "topic {topic:?} has no partition count after HSETNX"
+            ))),
+        }
+    }
+
+    async fn partitions(&self, topic: &str) -> Result<u32> {
+        self.shared.partitions(topic).await
+    }
+
+    async fn produce(&self, topic: &str, records: Vec<ProduceRecord>) -> Result<Vec<RecordId>> {
+        if records.is_empty() {
+            return Err(Error::Invalid("empty batch".into()));
+        }
+        let bytes: usize = records
+            .iter()
+            .map(|r| r.value.len() + r.key.as_ref().map_or(0, |k| k.len()))
+            .sum();
+        if bytes > MAX_BATCH_BYTES {
+            return Err(Error::Invalid(format!(
+                "batch of {bytes} bytes exceeds {MAX_BATCH_BYTES}"
+            )));
+        }
+        let s = &self.shared;
+        let partitions = s.partitions(topic).await?;
+        let mut placed = Vec::with_capacity(records.len());
+        let mut pipe = redis::pipe();
+        for record in &records {
+            let p = s.pick_partition(record, partitions)?;
+            let xadd = pipe
+                .cmd("XADD")
+                .arg(s.stream_key(topic, p))
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(s.maxlen)
+                .arg("*")
+                .arg("v")
+                .arg(&record.value[..]);
+            if let Some(key) = &record.key {
+                xadd.arg("k").arg(&key[..]);
+            }
+            xadd.arg("ts").arg(record.timestamp_ms);
+            placed.push(p);
+        }
+        let replies = s.pipeline(&pipe).await?;
+        if replies.len() != placed.len() {
+            return Err(Error::Internal(format!(
+                "{} replies to {} XADDs",
+                replies.len(),
+                placed.len()
+            )));
+        }
+        placed
+            .into_iter()
+            .zip(&replies)
+            .map(|(partition, reply)| {
+                Ok(RecordId {
+                    partition,
+                    position: reply::entry_id("XADD", reply)?.position(),
+                })
+            })
+            .collect()
+    }
+
+    async fn subscribe(
+        &self,
+        topic: &str,
+        group: &str,
+        consumer: &str,
+        options: ConsumerOptions,
+    ) -> Result<Box<dyn Consumer>> {
+        validate_name("group", group)?;
+        if consumer.is_empty() || consumer.len() > 200 {
+            return Err(Error::Invalid(format!(
+                "invalid consumer name {consumer:?}: 1..=200 bytes"
+            )));
+        }
+        if options.lease_timeout.as_millis() == 0 || options.session_timeout.as_millis() == 0 {
+            return Err(Error::Invalid(
+                "lease and session timeouts must be at least 1 ms".into(),
+            ));
+        }
+        let partitions = self.shared.partitions(topic).await?;
+        let consumer = consumer::RedisConsumer::join(
+            self.shared.clone(),
+            topic,
+            group,
+            consumer,
+            partitions,
+            options,
+        )
+        .await?;
+        Ok(Box::new(consumer))
+    }
+
+    async fn lag(&self, topic: &str, group: &str) -> Result<Vec<PartitionLag>> {
+        admin::lag(&self.shared, topic, group).await
+    }
+
+    async fn ready(&self) -> Result<()> {
+        let s = &self.shared;
+        let _: String = s.query(&redis::cmd("PING")).await?;
+        let mut set = redis::cmd("SET");
+        set.arg(format!("{}:ready", s.prefix))
+            .arg(1)
+            .arg("PX")
+            .arg(60_000);
+        s.query::<()>(&set).await
+    }
+
+    async fn enforce_retention(&self) -> Result<()> {
+        admin::enforce_retention(&self.shared).await
+    }
+
+    async fn stop(&self) -> Result<()> {
+        // Nothing is buffered here: every produce returned after Redis answered.
+        self.shared.stopped.store(true, Ordering::Release);
+        Ok(())
+    }
+}
+
+/// Groups ids by partition (in first-seen order), rejecting foreign or out-of-range ids.
+fn by_partition(ids: &[RecordId], partitions: u32) -> Result<Vec<(u32, Vec<reply::EntryId>)>> {
+    let mut out: Vec<(u32, Vec<reply::EntryId>)> = Vec::new();
+    for id in ids {
+        let entry = reply::EntryId::from_position(id.position)
+            .filter(|_| id.partition < partitions)
+            .ok_or_else(|| Error::Invalid(format!("record id {id} is not an id of this topic")))?;
+        match out.iter_mut().find(|(p, _)| *p == id.partition) {
+            Some((_, v)) => v.push(entry),
+            None => out.push((id.partition, vec![entry])),
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,93 @@
+//! Result fan-out across gateway processes, over Redis (the Nimbus seed's design,
+//! with a durable mailbox so that a client that moves to another gateway loses
+//! nothing).
+//!
+//! When gateways, processors and the store run as separate processes, the forwarder
+//! (in the store role) does not hold the clients' streams. For each batch of results
+//! it ([`RedisRouter`], a [`ResultRouter`]), in one pipelined round trip:
+//!
+//! 1. appends each result to its client's **mailbox**, the stream
+//!    `<prefix>:results:<client id>` (trimmed to about `max_results` entries, expiring
+//!    `max_age` after the last write);
+//! 2. reads each client's **home**, `<prefix>:home:<client id>`: the channel of the
+//!    gateway its stream is attached to now;
+//!
+//! then publishes the results of each home gateway as one message on that gateway's
+//! channel `<prefix>:gateway:<gateway id>` (length-delimited `ResultRecord`s). A
+//! failed mailbox write is retried with backoff (the results are not acknowledged
+//! before); a failed publish only costs latency, never results.
+//!
+//! Each gateway ([`RedisMailbox`], a [`Mailbox`], plus [`subscribe`]) subscribes to its
+//! own channel and hands what arrives to its session registry. When a client's stream
+//! attaches, the gateway first makes itself the client's home ([`Mailbox::claim`]) and
+//! then reads the client's mailbox for the replay. Because the forwarder writes the
+//! mailbox before it reads the home, every result is either in that replay or
+//! published to the new home: a client that reconnects to another gateway gets its
+//! missed results and then the new ones. After its subscription is re-established
+//! (Redis restarted), a gateway calls back so that connected clients catch up from
+//! their mailboxes.
+
+mod error;
+mod keys;
+mod mailbox;
+mod router;
+mod subscriber;
+
+use std::time::Duration;
+
+pub use datanexus_pipeline::results::{Mailbox, ResultRouter};
+
+pub use crate::error::{Error, Result};
+pub use crate::keys::Keys;
+pub use crate::mailbox::RedisMailbox;
+pub use crate::router::RedisRouter;
+pub use crate::subscriber::subscribe;
+
+/// Settings shared by the router and the gateways.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FanoutOptions {
+    /// Redis URL (`redis://` or `rediss://`, with db and password).
+    pub url: String,
+    /// Prefix of every key and channel.
+    pub prefix: String,
+    /// About how many results a client's mailbox keeps (`MAXLEN ~`).
+    pub max_results: usize,
+    /// A mailbox (and a home entry) expires this long after its last write.
+    pub max_age: Duration,
+    /// Deadline of one Redis command.
+    pub command_timeout: Duration,
+}
+
+impl Default for FanoutOptions {
+    fn default() -> Self {
+        FanoutOptions {
+            url: "redis://127.0.0.1:6379/0".into(),
+            prefix: "datanexus".into(),
+            max_results: 10_000,
+            max_age: Duration::from_secs(7 * 24 * 3600),
+            command_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Opens a connection manager (reconnects by itself) with the options' timeouts.
+///
+/// # Errors
+/// An invalid URL or an unreachable server.
+pub(crate) async fn connect(
+    options: &FanoutOptions,
+) -> Result<(redis::Client, redis::aio::ConnectionManager)> {
+    // rustls needs a process-wide crypto provider for `rediss://`; ours is `ring`
+    // (a second install is refused harmlessly).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = redis::Client::open(options.url.as_str())
+        .map_err(|e| Error::Config(format!("invalid Redis URL: {e}")))?;
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(options.command_timeout))
+        .set_response_timeout(Some(options.command_timeout));
+    let manager = client
+        .get_connection_manager_with_config(config)
+        .await
+        .map_err(Error::redis)?;
+    Ok((client, manager))
+}

@@ -1,0 +1,131 @@
+//! The gateway's side of the mailbox: claiming a client and reading its results back.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use datanexus_pipeline::results::{Kept, Mailbox, Replay};
+use datanexus_proto::datanexus::v1::ResultRecord;
+use prost::Message;
+use redis::aio::ConnectionManager;
+
+use crate::{Error, FanoutOptions, Keys, Result, connect};
+
+/// Pause before the one retry after a dropped connection.
+const RECONNECT_PAUSE: Duration = Duration::from_millis(200);
+
+/// Mailbox entries read per `XRANGE`.
+const PAGE: usize = 1000;
+
+/// A gateway's view of the Redis mailboxes (see the crate docs).
+#[derive(Clone)]
+pub struct RedisMailbox {
+    conn: ConnectionManager,
+    client: redis::Client,
+    keys: Keys,
+    channel: String,
+    max_age: Duration,
+}
+
+impl std::fmt::Debug for RedisMailbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisMailbox")
+            .field("channel", &self.channel)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisMailbox {
+    /// Connects as gateway `gateway_id`.
+    ///
+    /// # Errors
+    /// An invalid URL or an unreachable server.
+    pub async fn connect(options: &FanoutOptions, gateway_id: &str) -> Result<Self> {
+        let (client, conn) = connect(options).await?;
+        let keys = Keys::new(&options.prefix);
+        Ok(RedisMailbox {
+            channel: keys.channel(gateway_id),
+            conn,
+            client,
+            keys,
+            max_age: options.max_age,
+        })
+    }
+
+    /// This gateway's channel (what its events carry as `reply_to`).
+    pub fn channel(&self) -> &str {
+        &self.channel
+    }
+
+    /// Runs `cmd`, once more after a dropped connection (the connection manager
+    /// reconnects after the first failure, e.g. when Redis restarted).
+    async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T> {
+        let mut conn = self.conn.clone();
+        match cmd.query_async(&mut conn).await {
+            Ok(v) => Ok(v),
+            Err(e) if e.is_connection_dropped() || e.is_io_error() => {
+                tokio::time::sleep(RECONNECT_PAUSE).await;
+                cmd.query_async(&mut conn).await.map_err(Error::redis)
+            }
+            Err(e) => Err(Error::redis(e)),
+        }
+    }
+
+    /// The Redis client (for [`subscribe`](crate::subscribe)).
+    pub fn client(&self) -> &redis::Client {
+        &self.client
+    }
+}
+
+#[async_trait]
+impl Mailbox for RedisMailbox {
+    async fn claim(&self, client_id: &str) -> datanexus_store::Result<()> {
+        let ms = u64::try_from(self.max_age.as_millis()).unwrap_or(u64::MAX);
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.keys.home(client_id))
+            .arg(&self.channel)
+            .arg("PX")
+            .arg(ms.max(1));
+        self.query::<()>(&cmd).await?;
+        Ok(())
+    }
+
+    async fn replay(
+        &self,
+        client_id: &str,
+        after_seq: u64,
+        max: usize,
+        min_processed_ns: i64,
+    ) -> datanexus_store::Result<Replay> {
+        if max == 0 {
+            return Ok(Replay::default());
+        }
+        let key = self.keys.mailbox(client_id);
+        let mut kept = Kept::new(after_seq, max, min_processed_ns);
+        let mut start = "-".to_owned();
+        loop {
+            let mut cmd = redis::cmd("XRANGE");
+            cmd.arg(&key).arg(&start).arg("+").arg("COUNT").arg(PAGE);
+            let page: Vec<(String, Vec<(String, Vec<u8>)>)> = self.query(&cmd).await?;
+            let read = page.len();
+            let Some(last) = page.last().map(|(id, _)| id.clone()) else {
+                break;
+            };
+            for (id, fields) in page {
+                let Some((_, bytes)) = fields.into_iter().find(|(f, _)| f == "r") else {
+                    continue;
+                };
+                match ResultRecord::decode(bytes.as_slice()) {
+                    Ok(result) => kept.offer(result),
+                    Err(e) => {
+                        tracing::warn!(%key, %id, error = %e, "undecodable mailbox entry skipped")
+                    }
+                }
+            }
+            if read < PAGE {
+                break;
+            }
+            start = format!("({last}");
+        }
+        Ok(kept.finish())
+    }
+}
