@@ -313,6 +313,7 @@ run_datanexus() {
 }
 
 INFLUX_WAL_LEFT=unknown
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 run_victoria_metrics
 run_influxdb
 run_datanexus
@@ -320,6 +321,8 @@ run_datanexus
 echo
 echo "$TOTAL samples ($SERIES series x $POINTS points), line protocol, batches of $BATCH lines," \
     "$CONNECTIONS connections; query: median of $QUERY_RUNS runs"
+echo "$(nproc) CPUs; load average before: $LOAD_BEFORE, after: $(cut -d' ' -f1-3 /proc/loadavg)" \
+    "(other work on the machine skews every number)"
 echo
 python3 "$HELPER" table "$WORK"/victoria-metrics.record.json "$WORK"/influxdb.record.json \
     "$WORK"/datanexus.record.json
