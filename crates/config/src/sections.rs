@@ -205,6 +205,11 @@ pub struct WorkerConfig {
     /// `heartbeat_interval`.
     #[serde(with = "humantime_serde")]
     pub session_timeout: Duration,
+    /// This process's consumer name in the broker's consumer groups (each worker
+    /// appends its group and index). Empty: `<role>-<pid>`, new at every start. A
+    /// stable name lets a restarted process re-read its own pending records first
+    /// (Redis Streams); names must be unique among running processes.
+    pub consumer_name: String,
 }
 
 impl Default for WorkerConfig {
@@ -218,6 +223,7 @@ impl Default for WorkerConfig {
             batch_size: 1000,
             lease_timeout: Duration::from_secs(30),
             session_timeout: Duration::from_secs(10),
+            consumer_name: String::new(),
         }
     }
 }

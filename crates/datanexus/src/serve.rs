@@ -78,7 +78,11 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let mut pipeline_config = pipeline_config(&config);
     pipeline_config.workers = roles::workers(role);
-    pipeline_config.consumer_id = gateway_id.clone();
+    if !config.workers.consumer_name.is_empty() {
+        pipeline_config.consumer_id = config.workers.consumer_name.clone();
+    } else {
+        pipeline_config.consumer_id = gateway_id.clone();
+    }
     let pipeline = Pipeline::start(
         broker.clone(),
         store.clone(),

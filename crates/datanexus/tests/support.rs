@@ -20,6 +20,11 @@ pub struct Server {
 impl Server {
     /// Starts a server on free loopback ports with `data_dir`, plus extra flags.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
+        Server::start_env(data_dir, extra, &[])
+    }
+
+    /// [`Server::start`] with extra environment variables.
+    pub fn start_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_datanexus"))
             .args([
                 "serve",
@@ -33,6 +38,7 @@ impl Server {
             .arg("--data-dir")
             .arg(data_dir)
             .args(extra)
+            .envs(env.iter().copied())
             .env_remove("RUST_LOG")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -190,4 +196,79 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// A private `redis-server` on a free loopback port, with `appendfsync always` (what
+/// makes acknowledged records durable), killed on drop.
+pub struct Redis {
+    child: Child,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Redis {
+    /// Starts one; `None` (skip) when redis-server is missing and CI is not set.
+    pub fn start() -> Option<Redis> {
+        if !tool_available("redis-server", ".ci/run installs Debian's redis-server") {
+            return None;
+        }
+        let port = free_port();
+        let dir = tempfile::tempdir().unwrap();
+        let child = Redis::spawn(port, dir.path());
+        let redis = Redis { child, port, dir };
+        redis.wait_ready();
+        Some(redis)
+    }
+
+    fn spawn(port: u16, dir: &Path) -> Child {
+        Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args(["--appendonly", "yes", "--appendfsync", "always", "--dir"])
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server")
+    }
+
+    fn wait_ready(&self) {
+        for _ in 0..500 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server did not start");
+    }
+
+    /// `redis://127.0.0.1:PORT/0`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// SIGKILL (the AOF keeps everything it acknowledged).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same port and data.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.child = Redis::spawn(self.port, self.dir.path());
+        self.wait_ready();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }

@@ -194,10 +194,25 @@ impl IntoResponse for Error {
     }
 }
 
+/// Longest gRPC status message sent, in bytes (longer ones are cut).
+const MAX_GRPC_MESSAGE_BYTES: usize = 1024;
+
 impl From<Error> for tonic::Status {
     fn from(e: Error) -> Self {
         let (_, code) = e.status();
-        let mut status = tonic::Status::new(code, e.log_and_publish());
+        let mut message = e.log_and_publish();
+        if message.len() > MAX_GRPC_MESSAGE_BYTES {
+            // The message travels in a header (`grpc-message`); a huge one makes the
+            // HTTP/2 peer drop the connection instead of reporting the status.
+            tracing::debug!(error = %message, "long error message truncated for gRPC");
+            let mut end = MAX_GRPC_MESSAGE_BYTES;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+            message.push('…');
+        }
+        let mut status = tonic::Status::new(code, message);
         if matches!(e, Error::Overloaded(_)) {
             // The gRPC retry-throttling hint (honoured by clients with a retry policy).
             status.metadata_mut().insert(
@@ -212,6 +227,13 @@ impl From<Error> for tonic::Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_messages_are_cut_for_grpc_headers() {
+        let status = tonic::Status::from(Error::Invalid("é".repeat(5000)));
+        assert!(status.message().len() <= MAX_GRPC_MESSAGE_BYTES + '…'.len_utf8());
+        assert!(status.message().ends_with('…'));
+    }
 
     #[test]
     fn maps_client_mistakes_to_4xx_and_invalid_argument() {
