@@ -8,8 +8,12 @@
 //!   `v` (value), `k` (key, absent when the record has none) and `ts` (timestamp, ms).
 //!   Record ids are the entry ids ([`Position::StreamId`](crate::Position::StreamId)).
 //! - `<prefix>:hb:<topic>:<group>:<consumer>`: a consumer's heartbeat, set with a TTL of
-//!   the session timeout on every poll (at most every quarter of it) and on
-//!   [`Consumer::heartbeat`]. A member whose key has expired is dead.
+//!   the session timeout (see below). A member whose key has expired is dead.
+//! - `<prefix>:members:<topic>:<group>`: a set of the group's members (live or not yet
+//!   pruned); `<prefix>:gen:<topic>:<group>`: the group's generation, a counter bumped
+//!   whenever membership changes or a partition is let go.
+//! - `<prefix>:own:<topic>:<group>:<partition>`: the partition's owner in the group (a
+//!   consumer name), with a TTL of the owner's session timeout.
 //!
 //! Topic and group names are 1..=200 characters of `[A-Za-z0-9._-]` (as in the
 //! embedded log), so keys cannot collide.
@@ -27,41 +31,81 @@
 //! groups are left to `MAXLEN`, and a group created later starts at what is left.
 //! [`Broker::lag`] is `lag + pending` of `XINFO GROUPS` (Redis 7).
 //!
-//! # Consumers
+//! # Consumers and partition ownership
+//! Within a group, each partition is consumed by at most one live member at a time, so
+//! a member gets each partition's records in stream order (as with Kafka's group
+//! assignment or the embedded log's leases); the pipeline relies on it. Redis consumer
+//! groups alone would hand the entries of one stream to whichever member reads next.
+//!
 //! `subscribe` creates the group on every partition (`XGROUP CREATE … 0 MKSTREAM`, a new
-//! group starts at the beginning) and sets the heartbeat. A poll then gathers, in order:
-//! 1. its own pending entries, read once after subscribing with `XREADGROUP … 0` (a
-//!    consumer restarted under the same name gets its unacknowledged work first);
+//! group starts at the beginning), sets the heartbeat and adds the member to the
+//! members set (bumping the generation). Every quarter of the session timeout (and at
+//! once when a read sees the generation change), a poll refreshes membership and
+//! ownership:
+//! - the heartbeat is set again (a script that also re-adds the member and returns the
+//!   members and generation);
+//! - the live members are those whose heartbeat exists; dead ones are pruned from the
+//!   set;
+//! - with the live members sorted, partition `p` is assigned to member `p % n`;
+//! - each partition assigned to this member is taken with `SET NX PX <session>`, or
+//!   renewed if the key names this member already; each held but no longer assigned is
+//!   let go (compare-and-delete, bumping the generation so its new owner takes it at
+//!   once). While an assigned partition is still held by another member (which lets it
+//!   go at its next refresh, or whose key expires with its session), the refresh is
+//!   retried every sixteenth of the session timeout.
+//!
+//! [`Consumer::heartbeat`] sets the heartbeat and renews the partitions held
+//! (compare-and-`PEXPIRE`: only the owner renews). Members whose views of membership
+//! differ cannot both own a partition: the key has one value.
+//!
+//! Every group command on a partition runs in a Lua script that first checks that the
+//! ownership key names this member, so that a member that lost a partition (its key
+//! expired while it was stalled, say) reads and claims nothing there. A poll gathers, in
+//! order:
+//! 1. for each partition just taken, all its pending entries, whoever holds them (the
+//!    previous owner's unacknowledged work, or this member's own after a restart under
+//!    the same name), page by page (`XPENDING`, then `XCLAIM … 0` in the same script);
+//!    new entries of that partition are read only once this recovery is done, so they
+//!    come after the older ones. Work the previous owner was still doing is repeated
+//!    (at-least-once);
 //! 2. records it nacked (see below);
 //! 3. every half of `min(lease, session)` timeout, the redistributor: members whose
-//!    heartbeat expired (a crash, or a clean close) have their pending entries
-//!    (`XINFO CONSUMERS`, `XPENDING … <member>`) claimed with `XCLAIM` (min-idle half the
-//!    session timeout, so two claimers do not take the same entry from each other), and
-//!    are deleted once they have nothing pending (a script checks again atomically);
-//!    then `XAUTOCLAIM` with min-idle `lease_timeout` takes any entry left
-//!    unacknowledged for longer than the lease, whoever holds it;
-//! 4. new entries: `XREADGROUP … BLOCK … STREAMS <all partitions> > …` on a connection
-//!    of its own, so that blocking does not stall other commands; blocks are at most a
-//!    third of the session timeout so the heartbeat stays fresh.
+//!    heartbeat expired are deleted from the group once they have nothing pending (a
+//!    script checks again atomically), and their pending entries on partitions this
+//!    member owns (normally none: the recovery took them) are claimed; then
+//!    `XAUTOCLAIM` with min-idle `lease_timeout` on the partitions it owns takes back
+//!    entries left unacknowledged for longer than the lease (only the owner does);
+//! 4. new entries: `XREADGROUP … >` on the partitions it owns (in the read script, which
+//!    also returns the generation and each stream's last id). With nothing new, it
+//!    waits with `XREAD … BLOCK` after those ids on a connection of its own (which takes
+//!    nothing from the group); waits are at most half a second and end at the next
+//!    refresh.
+//!
+//! When a partition is lost (let go, taken by another member, or found owned by
+//! another in a script) or taken anew, the entries of it read but not yet returned are
+//! dropped: they stay pending, and whoever owns the partition delivers them. A poll
+//! never returns entries of a partition it does not hold.
 //!
 //! Entries read beyond `max_records` (a read takes up to that many per partition) are
 //! kept for the next poll. Redelivered records carry their delivery count from
-//! `XPENDING`. A poll dropped while blocked may leave entries that Redis handed it
-//! pending until their lease expires (then `XAUTOCLAIM` delivers them).
+//! `XPENDING`. If the reply of a read is lost (an error, or a poll dropped meanwhile),
+//! the next poll recovers the partitions read from above the last id it buffered.
 //!
 //! `ack` is `XACK`, pipelined per partition. It never reports
 //! [`ErrorKind::Fenced`](crate::ErrorKind::Fenced): Redis does not tell cheaply whether
-//! an entry was claimed by another member meanwhile, so a record whose lease expired may
-//! be processed twice (at-least-once; the store is idempotent).
+//! an entry was claimed by another member meanwhile, so a record whose partition moved
+//! may be processed twice (at-least-once; the store is idempotent).
 //!
-//! `nack` re-claims the entries to this consumer with `IDLE <lease>` (`XCLAIM … JUSTID`),
-//! which makes them claimable by any member's `XAUTOCLAIM` at once, and remembers them:
-//! the next poll of this consumer claims them back (min-idle the lease, so it skips those
-//! another member took meanwhile) and delivers them again.
+//! `nack` (on partitions it owns) re-claims the entries to this consumer with
+//! `IDLE <lease>` (`XCLAIM … JUSTID`) and remembers them: the next poll claims them back
+//! (min-idle the lease, so it skips those a new owner took meanwhile) and delivers them
+//! again.
 //!
-//! `close` deletes the heartbeat and marks its pending entries idle (as nack does), so
-//! the next redistribution of any member takes them; the member is deleted from the
-//! group right away if it has nothing pending.
+//! `close` deletes the heartbeat, leaves the members set and lets every partition go
+//! (one script, bumping the generation), so the other members take the partitions, and
+//! claim their pending entries, at their next poll; the member is deleted from the group
+//! right away on partitions where it has nothing pending. A consumer dropped without
+//! `close` is a crash: its partitions move once its keys expire (the session timeout).
 //!
 //! # Connections and errors
 //! The URL carries the database, the credentials and TLS (`rediss://`, rustls with the
@@ -141,13 +185,29 @@ fn from_redis(e: RedisError) -> Error {
     ) || matches!(
         e.code(),
         Some("OOM" | "LOADING" | "MISCONF" | "NOAUTH" | "WRONGPASS" | "NOREPLICAS")
-    );
+    ) || e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_timeout();
+    // A failed pipeline reports every command's error: keep the message short.
+    let mut message = format!("redis: {e}");
+    if message.len() > MAX_ERROR_MESSAGE {
+        let mut end = MAX_ERROR_MESSAGE;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+        message.push('…');
+    }
     if unavailable {
-        Error::Unavailable(format!("redis: {e}"))
+        Error::Unavailable(message)
     } else {
-        Error::Internal(format!("redis: {e}"))
+        Error::Internal(message)
     }
 }
+
+/// Longest error message kept from a Redis error, in bytes.
+const MAX_ERROR_MESSAGE: usize = 300;
 
 /// Checks a topic or group name (they are parts of keys).
 fn validate_name(kind: &str, name: &str) -> Result<()> {
@@ -241,6 +301,18 @@ impl Shared {
 
     fn heartbeat_key(&self, topic: &str, group: &str, consumer: &str) -> String {
         format!("{}:hb:{topic}:{group}:{consumer}", self.prefix)
+    }
+
+    fn members_key(&self, topic: &str, group: &str) -> String {
+        format!("{}:members:{topic}:{group}", self.prefix)
+    }
+
+    fn generation_key(&self, topic: &str, group: &str) -> String {
+        format!("{}:gen:{topic}:{group}", self.prefix)
+    }
+
+    fn owner_key(&self, topic: &str, group: &str, partition: u32) -> String {
+        format!("{}:own:{topic}:{group}:{partition}", self.prefix)
     }
 
     fn cached_partitions(&self, topic: &str) -> Option<u32> {

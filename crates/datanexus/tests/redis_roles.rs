@@ -14,6 +14,10 @@ use std::time::{Duration, Instant};
 
 use datanexus_proto::data_nexus::metrics_service_client::MetricsServiceClient;
 use datanexus_proto::data_nexus::{BatchMetrics, Metric};
+use datanexus_proto::datanexus::v1::event_stream_client::EventStreamClient;
+use datanexus_proto::datanexus::v1::stream_request::Kind as Req;
+use datanexus_proto::datanexus::v1::stream_response::Kind as Resp;
+use datanexus_proto::datanexus::v1::{Event, Hello, StreamRequest, StreamResponse};
 use datanexus_proto::nimbus::nimbus_service_client::NimbusServiceClient;
 use datanexus_proto::nimbus::{EventRequest, EventResponse};
 use support::{Redis, Server};
@@ -77,7 +81,12 @@ async fn nimbus(
 
 /// Streams `sq(1..=n)` as `client_id`; returns how often each number was answered,
 /// checking every answer is the square of its number.
-async fn stream_client(url: String, client_id: String, n: i32) -> BTreeMap<i32, u32> {
+async fn stream_client(
+    url: String,
+    client_id: String,
+    n: i32,
+    answered: Arc<AtomicU64>,
+) -> BTreeMap<i32, u32> {
     let (tx, mut resp) = nimbus(&url, &client_id).await;
     let sender = tokio::spawn(async move {
         for i in 1..=n {
@@ -107,6 +116,7 @@ async fn stream_client(url: String, client_id: String, n: i32) -> BTreeMap<i32, 
             "{client_id}: {r:?}"
         );
         *seen.entry(r.number).or_default() += 1;
+        answered.fetch_add(1, Ordering::Relaxed);
     }
     // Anything late (a duplicate) would arrive now.
     if let Ok(Some(Ok(r))) = tokio::time::timeout(Duration::from_millis(500), resp.next()).await {
@@ -180,7 +190,12 @@ async fn two_gateways_two_processors_one_store_serve_every_client_and_metric() {
     let streams: Vec<_> = (0..CLIENTS)
         .map(|i| {
             let url = d.gateways[i % 2].grpc_url();
-            tokio::spawn(stream_client(url, format!("client-{i}"), EVENTS))
+            tokio::spawn(stream_client(
+                url,
+                format!("client-{i}"),
+                EVENTS,
+                Arc::default(),
+            ))
         })
         .collect();
     // 200,000 metrics, 100 batches through each gateway, while the streams run.
@@ -220,14 +235,28 @@ async fn a_killed_processor_loses_and_repeats_nothing_at_the_clients() {
         return;
     };
     let mut d = Deployment::start(&redis, 2, 1);
-    const CLIENTS: usize = 4;
+    const CLIENTS: usize = 8;
     const EVENTS: i32 = 5_000;
     let url = d.gateways[0].grpc_url();
+    let answered = Arc::new(AtomicU64::new(0));
     let streams: Vec<_> = (0..CLIENTS)
-        .map(|i| tokio::spawn(stream_client(url.clone(), format!("k-{i}"), EVENTS)))
+        .map(|i| {
+            tokio::spawn(stream_client(
+                url.clone(),
+                format!("k-{i}"),
+                EVENTS,
+                answered.clone(),
+            ))
+        })
         .collect();
-    // Kill one processor mid-load: once the store holds some results.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Kill one processor mid-load: once a fifth of the answers arrived.
+    let total = (CLIENTS as u64) * EVENTS as u64;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while answered.load(Ordering::Relaxed) < total / 5 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let at_kill = answered.load(Ordering::Relaxed);
+    assert!(at_kill < total, "the load ended before the kill");
     d.processors.remove(0).kill9();
     for (i, s) in streams.into_iter().enumerate() {
         let seen = s.await.unwrap();
@@ -300,6 +329,105 @@ async fn a_redis_restart_is_unavailable_meanwhile_and_loses_nothing_acknowledged
         n >= acked && n <= acked + SERIES,
         "stored {n}, acknowledged {acked}"
     );
+    for s in d.gateways.into_iter().chain(d.processors).chain([d.store]) {
+        assert!(s.terminate());
+    }
+}
+
+/// A native acknowledged stream (`datanexus.v1.EventStream`).
+struct Native {
+    tx: mpsc::Sender<StreamRequest>,
+    rx: Streaming<StreamResponse>,
+}
+
+impl Native {
+    async fn connect(url: &str, client_id: &str, resume_after: u64) -> Native {
+        let mut c = EventStreamClient::connect(url.to_owned()).await.unwrap();
+        let (tx, rx) = mpsc::channel(16_384);
+        let hello = Req::Hello(Hello {
+            client_id: client_id.into(),
+            resume_after,
+        });
+        tx.send(StreamRequest { kind: Some(hello) }).await.unwrap();
+        let rx = c
+            .stream(ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
+        Native { tx, rx }
+    }
+
+    async fn send(&self, n: i32) {
+        let e = Event {
+            event_name: "sq".into(),
+            number: n,
+            correlation_id: u64::try_from(n).unwrap(),
+        };
+        self.tx
+            .send(StreamRequest {
+                kind: Some(Req::Event(e)),
+            })
+            .await
+            .unwrap();
+    }
+
+    /// The next result (skipping `Accepted`).
+    async fn result(&mut self) -> datanexus_proto::datanexus::v1::StreamResult {
+        loop {
+            let next = tokio::time::timeout(Duration::from_secs(60), self.rx.next())
+                .await
+                .expect("a message within 60 s");
+            match next {
+                Some(Ok(StreamResponse {
+                    kind: Some(Resp::Result(r)),
+                })) => return r,
+                Some(Ok(StreamResponse {
+                    kind: Some(Resp::Error(e)),
+                })) => panic!("in-band error {e:?}"),
+                Some(Ok(_)) => {}
+                other => panic!("stream ended: {other:?}"),
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_reconnects_to_the_other_gateway_gets_missed_then_new_results() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let d = Deployment::start(&redis, 1, 2);
+    let (a, b) = (d.gateways[0].grpc_url(), d.gateways[1].grpc_url());
+    let mut s = Native::connect(&a, "mover", 0).await;
+    for i in 1..=1000 {
+        s.send(i).await;
+    }
+    let mut got = Vec::new();
+    while got.len() < 300 {
+        got.push(s.result().await);
+    }
+    let resume_after = got.last().unwrap().seq;
+    drop(s);
+    // Results of the events sent through A keep arriving while the client is away.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut s = Native::connect(&b, "mover", resume_after).await;
+    while got.len() < 1000 {
+        got.push(s.result().await);
+    }
+    // New events through B are answered there too.
+    for i in 1001..=1100 {
+        s.send(i).await;
+    }
+    while got.len() < 1100 {
+        got.push(s.result().await);
+    }
+    let numbers: Vec<i32> = got.iter().map(|r| r.number).collect();
+    assert_eq!(
+        numbers,
+        (1..=1100).collect::<Vec<_>>(),
+        "every result exactly once, in order, across the move"
+    );
+    assert!(got.windows(2).all(|w| w[0].seq < w[1].seq));
     for s in d.gateways.into_iter().chain(d.processors).chain([d.store]) {
         assert!(s.terminate());
     }

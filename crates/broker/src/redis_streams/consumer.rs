@@ -3,18 +3,18 @@
 //! module.
 
 mod claim;
+mod owner;
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::Value;
 use redis::aio::ConnectionManager;
 use tokio::time::Instant;
 
-use super::reply::{self, Entry, EntryId, Fields};
+use super::reply::{EntryId, Fields};
 use super::{Shared, by_partition, connection_config, from_redis, millis};
 use crate::{Consumer, ConsumerOptions, Delivery, Error, RecordId, Result};
 
@@ -25,30 +25,59 @@ pub(super) struct RedisConsumer {
     name: String,
     /// Stream key of each partition.
     keys: Vec<String>,
-    partition_of: HashMap<Vec<u8>, u32>,
+    /// Ownership key of each partition.
+    owner_keys: Vec<String>,
+    members_key: String,
+    generation_key: String,
     heartbeat_key: String,
     lease_ms: u64,
     session_ms: u64,
     session: Duration,
     redistribute_every: Duration,
-    /// A connection of its own for blocking reads.
+    /// A connection of its own for blocking waits.
     reader: ConnectionManager,
     state: tokio::sync::Mutex<PollState>,
+    /// Per partition, until when this member holds it (`None`: not held). Locked across
+    /// the commands that take, renew or let go of partitions, so those never overlap.
+    owned: tokio::sync::Mutex<Vec<Option<Instant>>>,
     /// Nacked records, claimed back and delivered by the next poll.
     nacked: Mutex<BTreeSet<(u32, EntryId)>>,
-    last_heartbeat: Mutex<Option<Instant>>,
     closed: AtomicBool,
 }
 
 struct PollState {
     /// Read but not yet returned (a read takes up to `max_records` per partition).
     buffer: VecDeque<Delivery>,
-    /// Per partition, where re-reading this member's own pending entries goes on;
-    /// `None` once done.
-    own: Vec<Option<EntryId>>,
+    /// Per partition being recovered (just taken), where the claiming of its pending
+    /// entries goes on (exclusive; `ZERO` is the start); `None` when not recovering.
+    /// New entries of a partition are read only once its recovery is done.
+    recover: Vec<Option<EntryId>>,
+    /// Per partition, the highest id buffered so far.
+    seen: Vec<EntryId>,
+    /// A read was sent and its reply not buffered yet.
+    reading: bool,
+    /// The group's generation at the last refresh (changes when members come or go or
+    /// partitions are let go).
+    generation: Option<i64>,
+    next_refresh: Instant,
     /// Per partition, the `XAUTOCLAIM` cursor.
     autoclaim: Vec<EntryId>,
     next_redistribution: Instant,
+}
+
+impl PollState {
+    /// Buffers deliveries (in order).
+    fn push(&mut self, deliveries: Vec<Delivery>) {
+        for d in &deliveries {
+            if let (Some(seen), Some(id)) = (
+                self.seen.get_mut(d.id.partition as usize),
+                EntryId::from_position(d.id.position),
+            ) {
+                *seen = (*seen).max(id);
+            }
+        }
+        self.buffer.extend(deliveries);
+    }
 }
 
 fn delivery(partition: u32, id: EntryId, fields: Fields, delivery_count: u32) -> Delivery {
@@ -82,11 +111,14 @@ impl RedisConsumer {
         )
         .map_err(from_redis)?;
         let shortest = options.lease_timeout.min(options.session_timeout);
+        let n = partitions as usize;
         let consumer = RedisConsumer {
-            partition_of: (0..partitions)
-                .map(|p| (keys[p as usize].clone().into_bytes(), p))
-                .collect(),
             keys,
+            owner_keys: (0..partitions)
+                .map(|p| shared.owner_key(topic, group, p))
+                .collect(),
+            members_key: shared.members_key(topic, group),
+            generation_key: shared.generation_key(topic, group),
             heartbeat_key: shared.heartbeat_key(topic, group, name),
             topic: topic.to_owned(),
             group: group.to_owned(),
@@ -98,17 +130,21 @@ impl RedisConsumer {
             reader,
             state: tokio::sync::Mutex::new(PollState {
                 buffer: VecDeque::new(),
-                own: vec![Some(EntryId::ZERO); partitions as usize],
-                autoclaim: vec![EntryId::ZERO; partitions as usize],
+                recover: vec![None; n],
+                seen: vec![EntryId::ZERO; n],
+                reading: false,
+                generation: None,
+                next_refresh: Instant::now(),
+                autoclaim: vec![EntryId::ZERO; n],
                 next_redistribution: Instant::now(),
             }),
+            owned: tokio::sync::Mutex::new(vec![None; n]),
             nacked: Mutex::new(BTreeSet::new()),
-            last_heartbeat: Mutex::new(None),
             closed: AtomicBool::new(false),
             shared,
         };
         consumer.create_groups().await?;
-        consumer.beat().await?;
+        consumer.join_members().await?;
         Ok(consumer)
     }
 
@@ -143,32 +179,6 @@ impl RedisConsumer {
         Ok(())
     }
 
-    async fn beat(&self) -> Result<()> {
-        let mut set = redis::cmd("SET");
-        set.arg(&self.heartbeat_key)
-            .arg(1)
-            .arg("PX")
-            .arg(self.session_ms);
-        self.shared.query::<()>(&set).await?;
-        *self
-            .last_heartbeat
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
-        Ok(())
-    }
-
-    /// Refreshes the heartbeat when a quarter of the session has passed.
-    async fn keep_alive(&self) -> Result<()> {
-        let last = *self
-            .last_heartbeat
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if last.is_none_or(|t| t.elapsed() >= self.session / 4) {
-            self.beat().await?;
-        }
-        Ok(())
-    }
-
     async fn poll_into(
         &self,
         st: &mut PollState,
@@ -176,136 +186,66 @@ impl RedisConsumer {
         deadline: Instant,
     ) -> Result<()> {
         loop {
-            self.keep_alive().await?;
-            self.redeliver(st, max_records).await?;
-            if st.buffer.len() < max_records {
-                let block = if st.buffer.is_empty() {
-                    deadline
-                        .saturating_duration_since(Instant::now())
-                        .min(self.session / 3)
-                } else {
-                    Duration::ZERO
-                };
-                let fresh = self.read_new(max_records - st.buffer.len(), block).await?;
-                st.buffer.extend(fresh);
+            self.check_open()?;
+            if st.reading {
+                self.resume(st);
             }
-            if !st.buffer.is_empty() || Instant::now() >= deadline {
+            if Instant::now() >= st.next_refresh {
+                self.refresh(st).await?;
+            }
+            let held = self.held().await;
+            self.redeliver(st, &held, max_records).await?;
+            let mut idle = Vec::new();
+            if st.buffer.len() < max_records {
+                idle = self
+                    .read_new(st, &held, max_records - st.buffer.len())
+                    .await?;
+            }
+            let now = Instant::now();
+            if !st.buffer.is_empty() || now >= deadline {
                 return Ok(());
             }
+            let recovering = st.recover.iter().zip(&held).any(|(r, h)| r.is_some() && *h);
+            if recovering || now >= st.next_refresh {
+                continue;
+            }
+            let block = deadline.min(st.next_refresh).saturating_duration_since(now);
+            self.wait_new(&idle, block).await?;
         }
     }
 
-    /// Own pending entries, nacked ones and (when due) dead members' and expired ones.
-    async fn redeliver(&self, st: &mut PollState, max_records: usize) -> Result<()> {
-        if st.own.iter().any(Option::is_some) && st.buffer.len() < max_records {
-            let got = self.read_own(st, max_records - st.buffer.len()).await?;
-            st.buffer.extend(got);
-        }
+    /// Pending entries of partitions just taken, nacked ones and (when due) dead
+    /// members' and expired ones, all on partitions this member owns.
+    async fn redeliver(&self, st: &mut PollState, held: &[bool], max_records: usize) -> Result<()> {
         if st.buffer.len() < max_records {
-            let got = self.claim_nacked().await?;
-            st.buffer.extend(got);
+            self.recover(st, held, max_records - st.buffer.len())
+                .await?;
+        }
+        // Partitions being recovered get their pending entries from the recovery.
+        let settled: Vec<bool> = held
+            .iter()
+            .zip(&st.recover)
+            .map(|(h, r)| *h && r.is_none())
+            .collect();
+        if st.buffer.len() < max_records {
+            let got = self.claim_nacked(&settled).await?;
+            st.push(got);
         }
         let now = Instant::now();
         if now >= st.next_redistribution && st.buffer.len() < max_records {
             st.next_redistribution = now + self.redistribute_every;
-            let got = self.claim_from_dead(max_records - st.buffer.len()).await?;
-            st.buffer.extend(got);
+            let got = self
+                .claim_from_dead(max_records - st.buffer.len(), &settled)
+                .await?;
+            st.push(got);
             if st.buffer.len() < max_records {
-                let got = self.autoclaim(st, max_records - st.buffer.len()).await?;
-                st.buffer.extend(got);
+                let got = self
+                    .autoclaim(st, max_records - st.buffer.len(), &settled)
+                    .await?;
+                st.push(got);
             }
         }
         Ok(())
-    }
-
-    /// `XREADGROUP … [BLOCK <ms>] STREAMS <keys> <ids>` for the partitions in `parts`.
-    fn read_cmd(&self, count: usize, block_ms: u64, parts: &[(u32, String)]) -> redis::Cmd {
-        let mut cmd = redis::cmd("XREADGROUP");
-        cmd.arg("GROUP")
-            .arg(&self.group)
-            .arg(&self.name)
-            .arg("COUNT")
-            .arg(count.max(1));
-        if block_ms > 0 {
-            cmd.arg("BLOCK").arg(block_ms);
-        }
-        cmd.arg("STREAMS");
-        for (p, _) in parts {
-            cmd.arg(&self.keys[*p as usize]);
-        }
-        for (_, id) in parts {
-            cmd.arg(id);
-        }
-        cmd
-    }
-
-    /// Entries of a read reply, by partition.
-    fn by_stream(&self, reply: &Value) -> Result<Vec<(u32, Vec<Entry>)>> {
-        reply::read(reply)?
-            .into_iter()
-            .map(|(key, entries)| {
-                let p = self.partition_of.get(&key).copied().ok_or_else(|| {
-                    Error::Internal(format!(
-                        "XREADGROUP answered for unknown stream {:?}",
-                        String::from_utf8_lossy(&key)
-                    ))
-                })?;
-                Ok((p, entries))
-            })
-            .collect()
-    }
-
-    /// Re-reads this member's own pending entries (`XREADGROUP … 0`), page by page
-    /// (after a restart under the same name).
-    async fn read_own(&self, st: &mut PollState, count: usize) -> Result<Vec<Delivery>> {
-        let parts: Vec<(u32, String)> = st
-            .own
-            .iter()
-            .enumerate()
-            .filter_map(|(p, c)| c.map(|c| (p as u32, c.to_string())))
-            .collect();
-        let reply: Value = self.shared.query(&self.read_cmd(count, 0, &parts)).await?;
-        let mut streams = self.by_stream(&reply)?;
-        let mut found = Vec::new();
-        for (p, _) in &parts {
-            let entries = streams
-                .iter_mut()
-                .find(|(q, _)| q == p)
-                .map(|(_, e)| std::mem::take(e))
-                .unwrap_or_default();
-            // A short page is the last. While a page is full the buffer is too, so no
-            // other read adds entries behind the cursor before it is done.
-            st.own[*p as usize] = entries
-                .last()
-                .map(|e| e.id)
-                .filter(|_| entries.len() >= count.max(1));
-            found.extend(entries.into_iter().map(|e| (*p, e)));
-        }
-        self.redelivered(found).await
-    }
-
-    /// New entries (`>`), blocking up to `block` when there are none.
-    async fn read_new(&self, count: usize, block: Duration) -> Result<Vec<Delivery>> {
-        let parts: Vec<(u32, String)> = (0..self.keys.len() as u32)
-            .map(|p| (p, ">".to_owned()))
-            .collect();
-        let cmd = self.read_cmd(count, millis(block), &parts);
-        let mut conn = self.reader.clone();
-        let limit = block + self.shared.op_timeout();
-        let reply: Value = self
-            .shared
-            .timed(limit, cmd.query_async(&mut conn))
-            .await?
-            .map_err(from_redis)?;
-        let mut out = Vec::new();
-        for (p, entries) in self.by_stream(&reply)? {
-            for entry in entries {
-                if let Some(fields) = entry.fields {
-                    out.push(delivery(p, entry.id, fields, 1));
-                }
-            }
-        }
-        Ok(out)
     }
 }
 
@@ -332,6 +272,11 @@ impl Consumer for RedisConsumer {
             }
             Err(e) => return Err(e),
         }
+        // Entries of partitions lost meanwhile are not delivered (they stay pending and
+        // their new owner delivers them).
+        let held = self.held().await;
+        st.buffer
+            .retain(|d| held.get(d.id.partition as usize).copied().unwrap_or(false));
         let n = st.buffer.len().min(max_records);
         Ok(st.buffer.drain(..n).collect())
     }
@@ -363,7 +308,12 @@ impl Consumer for RedisConsumer {
 
     async fn nack(&self, ids: &[RecordId]) -> Result<()> {
         self.check_open()?;
-        let groups = by_partition(ids, self.keys.len() as u32)?;
+        // Records of partitions this member no longer owns are left to their owner.
+        let held = self.held().await;
+        let groups: Vec<_> = by_partition(ids, self.keys.len() as u32)?
+            .into_iter()
+            .filter(|(p, _)| held.get(*p as usize).copied().unwrap_or(false))
+            .collect();
         self.release(&groups, self.lease_ms).await?;
         let mut nacked = self.nacked.lock().unwrap_or_else(|e| e.into_inner());
         for (p, ids) in groups {
@@ -374,7 +324,7 @@ impl Consumer for RedisConsumer {
 
     async fn heartbeat(&self) -> Result<()> {
         self.check_open()?;
-        self.beat().await
+        self.renew().await
     }
 
     async fn close(&self) -> Result<()> {
@@ -382,12 +332,9 @@ impl Consumer for RedisConsumer {
         if self.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
-        self.shared
-            .query::<()>(redis::cmd("DEL").arg(&self.heartbeat_key))
-            .await?;
+        // Whoever the partitions go to claims their pending entries when taking them.
+        self.leave().await?;
         let pending = self.own_pending().await?;
-        self.release(&pending, self.lease_ms.max(self.session_ms))
-            .await?;
         for (p, ids) in &pending {
             if ids.is_empty() {
                 self.delete_if_dead(*p, &self.name).await;

@@ -204,30 +204,6 @@ pub(super) fn entries(what: &str, value: &Value) -> Result<Vec<Entry>> {
     }
 }
 
-/// `XREADGROUP`: per stream key, its entries (nil when nothing arrived).
-pub(super) fn read(value: &Value) -> Result<Vec<(Vec<u8>, Vec<Entry>)>> {
-    const WHAT: &str = "XREADGROUP";
-    let streams: Vec<(&Value, &Value)> = match value {
-        Value::Nil => return Ok(Vec::new()),
-        Value::Map(map) => map.iter().map(|(k, v)| (k, v)).collect(),
-        other => items(other)
-            .ok_or_else(|| unexpected(WHAT, other))?
-            .iter()
-            .map(|s| match items(s) {
-                Some([key, body]) => Ok((key, body)),
-                _ => Err(unexpected(WHAT, s)),
-            })
-            .collect::<Result<_>>()?,
-    };
-    streams
-        .into_iter()
-        .map(|(key, body)| {
-            let key = bytes(key).ok_or_else(|| unexpected(WHAT, key))?;
-            Ok((key.to_vec(), entries(WHAT, body)?))
-        })
-        .collect()
-}
-
 /// `XAUTOCLAIM`: the next cursor and the claimed entries.
 pub(super) fn autoclaim(value: &Value) -> Result<(EntryId, Vec<Entry>)> {
     const WHAT: &str = "XAUTOCLAIM";
@@ -315,6 +291,69 @@ pub(super) fn consumers(value: &Value) -> Result<Vec<ConsumerInfo>> {
         .collect()
 }
 
+/// The membership script: the group's generation and its members.
+pub(super) fn membership(value: &Value) -> Result<(i64, Vec<String>)> {
+    const WHAT: &str = "the membership script";
+    match items(value) {
+        Some([generation, members]) => Ok((
+            int(generation).ok_or_else(|| unexpected(WHAT, generation))?,
+            items(members)
+                .ok_or_else(|| unexpected(WHAT, members))?
+                .iter()
+                .map(|m| {
+                    bytes(m)
+                        .map(|b| String::from_utf8_lossy(b).into_owned())
+                        .ok_or_else(|| unexpected(WHAT, m))
+                })
+                .collect::<Result<_>>()?,
+        )),
+        _ => Err(unexpected(WHAT, value)),
+    }
+}
+
+/// What the fenced read found in one partition: `None` when this member does not own
+/// it, else the new entries and, when there were none, the id of the stream's last
+/// entry (`0-0` for an empty stream).
+pub(super) type FencedRead = Option<(Vec<Entry>, EntryId)>;
+
+/// The fenced read script: the group's generation, then one result per partition asked.
+pub(super) fn fenced_read(value: &Value) -> Result<(i64, Vec<FencedRead>)> {
+    const WHAT: &str = "the read script";
+    let all = items(value).ok_or_else(|| unexpected(WHAT, value))?;
+    let (generation, parts) = all.split_first().ok_or_else(|| unexpected(WHAT, value))?;
+    let generation = int(generation).ok_or_else(|| unexpected(WHAT, generation))?;
+    let parts = parts
+        .iter()
+        .map(|part| match part {
+            Value::Nil => Ok(None),
+            other => match items(other) {
+                Some([found, tail]) => Ok(Some((entries(WHAT, found)?, entry_id(WHAT, tail)?))),
+                _ => Err(unexpected(WHAT, other)),
+            },
+        })
+        .collect::<Result<_>>()?;
+    Ok((generation, parts))
+}
+
+/// The recovery script: `None` when this member does not own the partition, else how
+/// many pending entries the page listed, the last of them, and those claimed.
+pub(super) fn recovered(value: &Value) -> Result<Option<(usize, EntryId, Vec<Entry>)>> {
+    const WHAT: &str = "the recovery script";
+    match value {
+        Value::Nil => Ok(None),
+        other => match items(other) {
+            Some([listed, last, claimed]) => Ok(Some((
+                int(listed)
+                    .and_then(|n| usize::try_from(n).ok())
+                    .ok_or_else(|| unexpected(WHAT, listed))?,
+                entry_id(WHAT, last)?,
+                entries(WHAT, claimed)?,
+            ))),
+            _ => Err(unexpected(WHAT, other)),
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -351,21 +390,26 @@ mod tests {
     }
 
     #[test]
-    fn read_replies_parse_and_deleted_entries_have_no_fields() {
-        let reply = Value::Array(vec![Value::Array(vec![
-            bulk("p:t:0"),
+    fn script_replies_parse_and_deleted_entries_have_no_fields() {
+        let reply = Value::Array(vec![
+            Value::Int(7),
             Value::Array(vec![
                 Value::Array(vec![
-                    bulk("1-0"),
-                    Value::Array(vec![bulk("v"), bulk("x"), bulk("ts"), bulk("12")]),
+                    Value::Array(vec![
+                        bulk("1-0"),
+                        Value::Array(vec![bulk("v"), bulk("x"), bulk("ts"), bulk("12")]),
+                    ]),
+                    Value::Array(vec![bulk("2-0"), Value::Nil]),
                 ]),
-                Value::Array(vec![bulk("2-0"), Value::Nil]),
+                bulk("0-0"),
             ]),
-        ])]);
-        let got = read(&reply).expect("parse");
-        assert_eq!(got.len(), 1);
-        let (key, entries) = &got[0];
-        assert_eq!(key, b"p:t:0");
+            Value::Nil,
+            Value::Array(vec![Value::Array(vec![]), bulk("5-1")]),
+        ]);
+        let (generation, parts) = fenced_read(&reply).expect("parse");
+        assert_eq!(generation, 7);
+        assert_eq!(parts.len(), 3);
+        let (entries, _) = parts[0].as_ref().expect("owned");
         assert_eq!(
             entries[0].fields,
             Some(Fields {
@@ -375,17 +419,41 @@ mod tests {
             })
         );
         assert_eq!(entries[1].fields, None);
-        assert!(read(&Value::Nil).expect("nil").is_empty());
+        assert!(parts[1].is_none(), "not owned");
+        assert_eq!(parts[2], Some((Vec::new(), EntryId { ms: 5, seq: 1 })));
+        let recovered_page = Value::Array(vec![Value::Int(2), bulk("3-0"), Value::Array(vec![])]);
+        assert_eq!(
+            recovered(&recovered_page).expect("parse"),
+            Some((2, EntryId { ms: 3, seq: 0 }, Vec::new()))
+        );
+        assert_eq!(recovered(&Value::Nil).expect("nil"), None);
+        let members = Value::Array(vec![
+            Value::Int(3),
+            Value::Array(vec![bulk("a"), bulk("b")]),
+        ]);
+        assert_eq!(
+            membership(&members).expect("parse"),
+            (3, vec!["a".to_owned(), "b".to_owned()])
+        );
     }
 
     #[test]
     fn malformed_replies_are_errors_not_panics() {
         for bad in [Value::Int(3), Value::Array(vec![Value::Int(1)]), bulk("x")] {
-            assert!(read(&bad).is_err());
+            assert!(recovered(&bad).is_err());
+            assert!(membership(&bad).is_err());
             assert!(autoclaim(&bad).is_err());
             assert!(pending(&bad).is_err());
             assert!(groups(&bad).is_err());
             assert!(consumers(&bad).is_err());
+        }
+        for bad in [
+            Value::Int(3),
+            Value::Array(vec![]),
+            Value::Array(vec![Value::Int(1), Value::Int(2)]),
+            Value::Array(vec![Value::Int(1), Value::Array(vec![Value::Nil])]),
+        ] {
+            assert!(fenced_read(&bad).is_err());
         }
         assert!(entry_id("XADD", &Value::Nil).is_err());
     }

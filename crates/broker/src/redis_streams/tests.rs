@@ -291,7 +291,7 @@ async fn a_restarted_consumer_gets_its_own_pending_records_first() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nacked_records_can_be_taken_by_another_consumer_at_once() {
+async fn nacked_records_go_back_to_the_partitions_owner_and_to_the_next_one_on_close() {
     let Some((_f, b)) = open_broker().await else {
         return;
     };
@@ -308,19 +308,286 @@ async fn nacked_records_can_be_taken_by_another_consumer_at_once() {
         .unwrap();
     let got = c1.poll(100, Duration::from_secs(1)).await.unwrap();
     assert_eq!(got.len(), 5);
-    c1.nack(&got.iter().map(|d| d.id).collect::<Vec<_>>())
-        .await
-        .unwrap();
+    let ids: Vec<RecordId> = got.iter().map(|d| d.id).collect();
+    c1.nack(&ids).await.unwrap();
+    // c2 owns no partition (c1 keeps the only one): it gets nothing.
     let c2 = b.subscribe(&topic, &group, "c2", opts).await.unwrap();
-    let taken = c2.poll(100, Duration::from_secs(1)).await.unwrap();
-    assert_eq!(values(&taken), values(&got));
-    // c1 does not get them back: c2 holds them now.
     assert!(
-        c1.poll(100, Duration::from_millis(200))
+        c2.poll(100, Duration::from_millis(300))
             .await
             .unwrap()
             .is_empty()
     );
+    let again = c1.poll(100, Duration::from_secs(1)).await.unwrap();
+    assert_eq!(values(&again), values(&got));
+    assert!(again.iter().all(|d| d.delivery_count == 2), "{again:?}");
+    // Closing hands the partition and its unacknowledged records over at once, even
+    // with a session timeout far beyond the test.
+    c1.nack(&ids).await.unwrap();
+    c1.close().await.unwrap();
+    let start = Instant::now();
+    let mut taken = Vec::new();
+    while taken.len() < 5 && start.elapsed() < Duration::from_secs(3) {
+        taken.extend(c2.poll(100, Duration::from_millis(100)).await.unwrap());
+    }
+    assert_eq!(values(&taken), values(&got));
+    assert!(taken.iter().all(|d| d.delivery_count >= 3), "{taken:?}");
+}
+
+/// Values `v{from}..v{from + n}`, record `i` in partition `i % partitions`.
+fn records_from(from: usize, n: usize, partitions: u32) -> Vec<ProduceRecord> {
+    (from..from + n)
+        .map(|i| ProduceRecord {
+            partition: Some(i as u32 % partitions),
+            key: None,
+            value: Bytes::from(format!("v{i}")),
+            timestamp_ms: 1_700_000_000_000 + i as i64,
+        })
+        .collect()
+}
+
+/// Polls and acks until `stop` says so, returning every delivery in order.
+fn spawn_poller(
+    c: Arc<dyn Consumer>,
+    batch: usize,
+    stop: Arc<dyn Fn() -> bool + Send + Sync>,
+    all: Arc<std::sync::Mutex<BTreeSet<Bytes>>>,
+) -> tokio::task::JoinHandle<Vec<crate::Delivery>> {
+    tokio::spawn(async move {
+        let mut got = Vec::new();
+        while !stop() {
+            let ds = c.poll(batch, Duration::from_millis(100)).await.unwrap();
+            if !ds.is_empty() {
+                c.ack(&ds.iter().map(|d| d.id).collect::<Vec<_>>())
+                    .await
+                    .unwrap();
+            }
+            all.lock()
+                .unwrap()
+                .extend(ds.iter().map(|d| d.value.clone()));
+            got.extend(ds);
+        }
+        got
+    })
+}
+
+/// Per partition, the positions delivered, in delivery order.
+fn by_partition_in_order(
+    ds: &[crate::Delivery],
+) -> std::collections::BTreeMap<u32, Vec<crate::Position>> {
+    let mut out: std::collections::BTreeMap<u32, Vec<crate::Position>> = Default::default();
+    for d in ds {
+        out.entry(d.id.partition).or_default().push(d.id.position);
+    }
+    out
+}
+
+fn assert_increasing(who: &str, parts: &std::collections::BTreeMap<u32, Vec<crate::Position>>) {
+    for (p, positions) in parts {
+        assert!(
+            positions.windows(2).all(|w| w[0] < w[1]),
+            "{who} got partition {p} out of order: {positions:?}"
+        );
+    }
+}
+
+async fn owners(f: &Fixture, topic: &str, group: &str, partitions: u32) -> Vec<Option<String>> {
+    let mut conn = connect(&f.url).await.unwrap();
+    let mut out = Vec::new();
+    for p in 0..partitions {
+        let key = format!("{}:own:{topic}:{group}:{p}", f.prefix);
+        out.push(
+            redis::cmd("GET")
+                .arg(&key)
+                .query_async::<Option<String>>(&mut conn)
+                .await
+                .unwrap(),
+        );
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumers_of_a_group_own_disjoint_partitions_and_get_each_in_order() {
+    let Some((_f, b)) = open_broker().await else {
+        return;
+    };
+    let (topic, group) = (unique("owned"), unique("g"));
+    b.ensure_topic(&topic, 4).await.unwrap();
+    let a: Arc<dyn Consumer> =
+        Arc::from(b.subscribe(&topic, &group, "a", options()).await.unwrap());
+    let c: Arc<dyn Consumer> =
+        Arc::from(b.subscribe(&topic, &group, "b", options()).await.unwrap());
+    let all = Arc::new(std::sync::Mutex::new(BTreeSet::new()));
+    let start = Instant::now();
+    let stop: Arc<dyn Fn() -> bool + Send + Sync> = {
+        let all = all.clone();
+        Arc::new(move || {
+            all.lock().unwrap().len() >= 400 || start.elapsed() > Duration::from_secs(30)
+        })
+    };
+    let pa = spawn_poller(a.clone(), 7, stop.clone(), all.clone());
+    let pb = spawn_poller(c.clone(), 7, stop, all.clone());
+    // Produced while both poll, in batches.
+    for batch in 0..8 {
+        b.produce(&topic, records_from(batch * 50, 50, 4))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (by_a, by_b) = (pa.await.unwrap(), pb.await.unwrap());
+    let want: BTreeSet<Bytes> = records_from(0, 400, 4)
+        .into_iter()
+        .map(|r| r.value)
+        .collect();
+    assert_eq!(*all.lock().unwrap(), want, "every record must be delivered");
+    let (parts_a, parts_b) = (by_partition_in_order(&by_a), by_partition_in_order(&by_b));
+    let (ka, kb): (BTreeSet<u32>, BTreeSet<u32>) = (
+        parts_a.keys().copied().collect(),
+        parts_b.keys().copied().collect(),
+    );
+    assert!(
+        ka.is_disjoint(&kb),
+        "a partition was read by both: a={ka:?} b={kb:?}"
+    );
+    assert_eq!(
+        ka.len(),
+        2,
+        "partitions are shared evenly: a={ka:?} b={kb:?}"
+    );
+    assert_increasing("a", &parts_a);
+    assert_increasing("b", &parts_b);
+    a.close().await.unwrap();
+    c.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_consumers_partitions_move_with_its_pending_records_first() {
+    let Some((f, b)) = open_broker().await else {
+        return;
+    };
+    let (topic, group) = (unique("takeover"), unique("g"));
+    // A lease far beyond the test: only the session timeout moves the partitions.
+    let opts = ConsumerOptions {
+        lease_timeout: Duration::from_secs(600),
+        session_timeout: Duration::from_secs(1),
+    };
+    b.ensure_topic(&topic, 4).await.unwrap();
+    let doomed = b
+        .subscribe(&topic, &group, "doomed", opts.clone())
+        .await
+        .unwrap();
+    let survivor = b.subscribe(&topic, &group, "survivor", opts).await.unwrap();
+    b.produce(&topic, records_from(0, 40, 4)).await.unwrap();
+    // Members sort as [doomed, survivor]: doomed owns partitions 0 and 2.
+    let mut first = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while first.len() < 20 && Instant::now() < deadline {
+        first.extend(doomed.poll(100, Duration::from_millis(200)).await.unwrap());
+    }
+    assert_eq!(first.len(), 20, "{first:?}");
+    assert!(first.iter().all(|d| d.id.partition % 2 == 0), "{first:?}");
+    // It acks the first 3 of each partition, then crashes with the rest pending.
+    let acked: Vec<&crate::Delivery> = [0, 2]
+        .iter()
+        .flat_map(|p| first.iter().filter(move |d| d.id.partition == *p).take(3))
+        .collect();
+    doomed
+        .ack(&acked.iter().map(|d| d.id).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    let acked: BTreeSet<Bytes> = acked.iter().map(|d| d.value.clone()).collect();
+    let mut got = survivor
+        .poll(100, Duration::from_millis(500))
+        .await
+        .unwrap();
+    assert!(got.iter().all(|d| d.id.partition % 2 == 1), "{got:?}");
+    survivor
+        .ack(&got.iter().map(|d| d.id).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    drop(doomed);
+    let dropped = Instant::now();
+    b.produce(&topic, records_from(40, 40, 4)).await.unwrap();
+    let want: BTreeSet<Bytes> = records_from(0, 80, 4)
+        .into_iter()
+        .map(|r| r.value)
+        .filter(|v| !acked.contains(v))
+        .collect();
+    let mut took_over = None;
+    while values(&got) != want && dropped.elapsed() < Duration::from_secs(10) {
+        let ds = survivor.poll(5, Duration::from_millis(100)).await.unwrap();
+        if took_over.is_none() && ds.iter().any(|d| d.id.partition % 2 == 0) {
+            took_over = Some(dropped.elapsed());
+        }
+        survivor
+            .ack(&ds.iter().map(|d| d.id).collect::<Vec<_>>())
+            .await
+            .unwrap();
+        got.extend(ds);
+    }
+    assert_eq!(values(&got), want, "records were lost");
+    let took_over = took_over.unwrap();
+    assert!(took_over < Duration::from_secs(3), "took {took_over:?}");
+    let parts = by_partition_in_order(&got);
+    assert_increasing("the survivor", &parts);
+    for p in [0u32, 2] {
+        let ds: Vec<&crate::Delivery> = got.iter().filter(|d| d.id.partition == p).collect();
+        assert_eq!(ds.len(), 17, "partition {p}: {ds:?}");
+        // The dead member's 7 pending records come first (redelivered), then the new.
+        assert!(ds[..7].iter().all(|d| d.delivery_count >= 2), "{ds:?}");
+        assert!(ds[7..].iter().all(|d| d.delivery_count == 1), "{ds:?}");
+    }
+    assert_eq!(
+        owners(&f, &topic, &group, 4).await,
+        vec![Some("survivor".to_owned()); 4]
+    );
+    survivor.close().await.unwrap();
+    assert_eq!(owners(&f, &topic, &group, 4).await, vec![None; 4]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joining_consumer_gets_its_share_of_the_partitions_within_a_session() {
+    let Some((f, b)) = open_broker().await else {
+        return;
+    };
+    let (topic, group) = (unique("join"), unique("g"));
+    b.ensure_topic(&topic, 4).await.unwrap();
+    let a: Arc<dyn Consumer> =
+        Arc::from(b.subscribe(&topic, &group, "a", options()).await.unwrap());
+    a.poll(10, Duration::from_millis(100)).await.unwrap();
+    assert_eq!(
+        owners(&f, &topic, &group, 4).await,
+        vec![Some("a".to_owned()); 4]
+    );
+    let c: Arc<dyn Consumer> =
+        Arc::from(b.subscribe(&topic, &group, "b", options()).await.unwrap());
+    let joined = Instant::now();
+    let (an, bn) = (Some("a".to_owned()), Some("b".to_owned()));
+    let want = vec![an.clone(), bn.clone(), an, bn];
+    while owners(&f, &topic, &group, 4).await != want {
+        assert!(
+            joined.elapsed() < Duration::from_secs(2),
+            "owners after {:?}: {:?}",
+            joined.elapsed(),
+            owners(&f, &topic, &group, 4).await
+        );
+        a.poll(10, Duration::from_millis(50)).await.unwrap();
+        c.poll(10, Duration::from_millis(50)).await.unwrap();
+    }
+    // From now on each reads only its own partitions.
+    b.produce(&topic, records_from(0, 40, 4)).await.unwrap();
+    let (mut by_a, mut by_b) = (Vec::new(), Vec::new());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while by_a.len() + by_b.len() < 40 && Instant::now() < deadline {
+        by_a.extend(a.poll(100, Duration::from_millis(50)).await.unwrap());
+        by_b.extend(c.poll(100, Duration::from_millis(50)).await.unwrap());
+    }
+    assert!(by_a.iter().all(|d| d.id.partition % 2 == 0), "{by_a:?}");
+    assert!(by_b.iter().all(|d| d.id.partition % 2 == 1), "{by_b:?}");
+    assert_eq!((by_a.len(), by_b.len()), (20, 20));
+    a.close().await.unwrap();
+    c.close().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -566,4 +833,32 @@ fn urls_are_logged_without_their_password() {
         }
     );
     assert!(!debug.contains("pw"), "{debug}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_recreates_its_group_when_the_stream_is_deleted() {
+    let Some((f, b)) = open_broker().await else {
+        return;
+    };
+    let (topic, group) = (unique("deleted"), unique("g"));
+    b.ensure_topic(&topic, 1).await.unwrap();
+    b.produce(&topic, records(2, 1)).await.unwrap();
+    let c = b.subscribe(&topic, &group, "c", options()).await.unwrap();
+    let got = c.poll(10, Duration::from_secs(1)).await.unwrap();
+    c.ack(&got.iter().map(|d| d.id).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    let mut conn = connect(&f.url).await.unwrap();
+    let _: i64 = redis::cmd("DEL")
+        .arg(format!("{}:{topic}:0", f.prefix))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    b.produce(&topic, records(1, 1)).await.unwrap();
+    let mut again = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while again.is_empty() && Instant::now() < deadline {
+        again = c.poll(10, Duration::from_millis(200)).await.unwrap();
+    }
+    assert_eq!(again.len(), 1, "{again:?}");
 }

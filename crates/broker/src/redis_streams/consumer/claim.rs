@@ -1,6 +1,7 @@
-//! Redelivery for a consumer: delivery counts of re-read entries, nacked records, the
+//! Redelivery for a consumer: delivery counts of claimed entries, nacked records, the
 //! work of dead members (heartbeat expired) and entries past their lease
-//! (`XAUTOCLAIM`), and handing this member's own pending entries over.
+//! (`XAUTOCLAIM`), and the deletion of dead members. Claims are fenced: they run only on
+//! partitions this member owns (see `owner`).
 
 use std::collections::BTreeSet;
 use std::sync::LazyLock;
@@ -24,8 +25,8 @@ return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])",
     )
 });
 
-/// Page size when listing a member's pending entries.
-const PENDING_PAGE: usize = 1000;
+/// Page size when listing pending entries, and most ids claimed by one command.
+pub(super) const PENDING_PAGE: usize = 1000;
 
 impl RedisConsumer {
     /// Deliveries of entries this member just claimed or re-read: their delivery counts
@@ -66,14 +67,19 @@ impl RedisConsumer {
         Ok(out)
     }
 
-    /// Claims back the nacked records still idle since the nack (min-idle the lease).
-    pub(super) async fn claim_nacked(&self) -> Result<Vec<Delivery>> {
+    /// Claims back the nacked records still idle since the nack (min-idle the lease), on
+    /// the partitions in `settled` (owned, not being recovered); the others are left to
+    /// the recovery or to their new owner.
+    pub(super) async fn claim_nacked(&self, settled: &[bool]) -> Result<Vec<Delivery>> {
         let nacked = std::mem::take(&mut *self.nacked.lock().unwrap_or_else(|e| e.into_inner()));
         if nacked.is_empty() {
             return Ok(Vec::new());
         }
         let mut by_part: Vec<(u32, Vec<EntryId>)> = Vec::new();
-        for (p, id) in nacked {
+        for (p, id) in nacked
+            .into_iter()
+            .filter(|(p, _)| settled.get(*p as usize).copied().unwrap_or(false))
+        {
             match by_part.last_mut() {
                 Some((q, ids)) if *q == p => ids.push(id),
                 _ => by_part.push((p, vec![id])),
@@ -82,33 +88,39 @@ impl RedisConsumer {
         self.claim(&by_part, self.lease_ms).await
     }
 
-    /// `XCLAIM <key> <group> <me> <min_idle> <ids…>` per partition, then delivered.
+    /// `XCLAIM <key> <group> <me> <min_idle> <ids…>` per partition owned, then
+    /// delivered.
     async fn claim(&self, ids: &[(u32, Vec<EntryId>)], min_idle_ms: u64) -> Result<Vec<Delivery>> {
         let mut pipe = redis::pipe();
         let mut parts = Vec::new();
-        for (p, ids) in ids.iter().filter(|(_, ids)| !ids.is_empty()) {
-            let xclaim = pipe
-                .cmd("XCLAIM")
-                .arg(&self.keys[*p as usize])
-                .arg(&self.group)
-                .arg(&self.name)
-                .arg(min_idle_ms);
-            for id in ids {
-                xclaim.arg(id.to_string());
+        for (p, ids) in ids.iter() {
+            for chunk in ids.chunks(PENDING_PAGE) {
+                let mut xclaim = self.as_owner(*p, "XCLAIM");
+                xclaim.arg(&self.group).arg(&self.name).arg(min_idle_ms);
+                for id in chunk {
+                    xclaim.arg(id.to_string());
+                }
+                pipe.add_command(xclaim);
+                parts.push(*p);
             }
-            parts.push(*p);
         }
         let replies = self.shared.pipeline(&pipe).await?;
         let mut found = Vec::new();
         for (p, reply) in parts.into_iter().zip(&replies) {
+            // Nil: not the owner (any more).
             found.extend(reply::entries("XCLAIM", reply)?.into_iter().map(|e| (p, e)));
         }
         self.redelivered(found).await
     }
 
-    /// Takes the pending entries of members whose heartbeat expired, and deletes those
-    /// with nothing pending.
-    pub(super) async fn claim_from_dead(&self, room: usize) -> Result<Vec<Delivery>> {
+    /// Takes the pending entries of members whose heartbeat expired on the partitions in
+    /// `settled` (owned, not being recovered: normally there are none, the recovery took
+    /// them), and deletes dead members with nothing pending.
+    pub(super) async fn claim_from_dead(
+        &self,
+        room: usize,
+        settled: &[bool],
+    ) -> Result<Vec<Delivery>> {
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
         for key in &self.keys {
@@ -152,7 +164,10 @@ impl RedisConsumer {
             .collect();
         let mut list = redis::pipe();
         let mut listed = Vec::new();
-        for (p, member) in dead.iter().filter(|(_, c)| c.pending > 0) {
+        for (p, member) in dead
+            .iter()
+            .filter(|(p, c)| c.pending > 0 && settled.get(*p as usize).copied().unwrap_or(false))
+        {
             list.cmd("XPENDING")
                 .arg(&self.keys[*p as usize])
                 .arg(&self.group)
@@ -207,22 +222,36 @@ impl RedisConsumer {
         }
     }
 
-    /// `XAUTOCLAIM` of entries unacknowledged for longer than the lease.
-    pub(super) async fn autoclaim(&self, st: &mut PollState, room: usize) -> Result<Vec<Delivery>> {
+    /// `XAUTOCLAIM` of entries unacknowledged for longer than the lease, on the
+    /// partitions in `settled` (owned, not being recovered): the owner takes them back.
+    pub(super) async fn autoclaim(
+        &self,
+        st: &mut PollState,
+        room: usize,
+        settled: &[bool],
+    ) -> Result<Vec<Delivery>> {
         let mut pipe = redis::pipe();
-        for (key, cursor) in self.keys.iter().zip(&st.autoclaim) {
-            pipe.cmd("XAUTOCLAIM")
-                .arg(key)
-                .arg(&self.group)
+        let mut parts = Vec::new();
+        for (p, cursor) in st.autoclaim.iter().enumerate() {
+            if !settled.get(p).copied().unwrap_or(false) {
+                continue;
+            }
+            let mut cmd = self.as_owner(p as u32, "XAUTOCLAIM");
+            cmd.arg(&self.group)
                 .arg(&self.name)
                 .arg(self.lease_ms)
                 .arg(cursor.to_string())
                 .arg("COUNT")
-                .arg(room.max(1));
+                .arg(room.clamp(1, PENDING_PAGE));
+            pipe.add_command(cmd);
+            parts.push(p);
         }
         let replies = self.shared.pipeline(&pipe).await?;
         let mut found = Vec::new();
-        for (p, reply) in replies.iter().enumerate() {
+        for (p, reply) in parts.into_iter().zip(&replies) {
+            if matches!(reply, redis::Value::Nil) {
+                continue; // not the owner (any more)
+            }
             let (next, entries) = reply::autoclaim(reply)?;
             if let Some(cursor) = st.autoclaim.get_mut(p) {
                 *cursor = next;
@@ -232,21 +261,20 @@ impl RedisConsumer {
         self.redelivered(found).await
     }
 
-    /// Marks entries of this member idle for `idle_ms` (`XCLAIM … 0 … IDLE … JUSTID`),
-    /// so that any member can claim them at once.
+    /// Marks entries of partitions this member owns idle for `idle_ms`
+    /// (`XCLAIM … 0 … IDLE … JUSTID`), so that claims with that min-idle take them.
     pub(super) async fn release(&self, ids: &[(u32, Vec<EntryId>)], idle_ms: u64) -> Result<()> {
         let mut pipe = redis::pipe();
-        for (p, ids) in ids.iter().filter(|(_, ids)| !ids.is_empty()) {
-            let xclaim = pipe
-                .cmd("XCLAIM")
-                .arg(&self.keys[*p as usize])
-                .arg(&self.group)
-                .arg(&self.name)
-                .arg(0);
-            for id in ids {
-                xclaim.arg(id.to_string());
+        for (p, ids) in ids.iter() {
+            for chunk in ids.chunks(PENDING_PAGE) {
+                let mut xclaim = self.as_owner(*p, "XCLAIM");
+                xclaim.arg(&self.group).arg(&self.name).arg(0);
+                for id in chunk {
+                    xclaim.arg(id.to_string());
+                }
+                xclaim.arg("IDLE").arg(idle_ms).arg("JUSTID");
+                pipe.add_command(xclaim).ignore();
             }
-            xclaim.arg("IDLE").arg(idle_ms).arg("JUSTID").ignore();
         }
         self.shared.pipeline(&pipe).await.map(drop)
     }
