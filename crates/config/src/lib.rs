@@ -53,8 +53,8 @@ pub use crate::env::{ENV_CONFIG_FILE, ENV_PREFIX};
 pub use crate::error::{Error, Result};
 pub use crate::overrides::ConfigOverrides;
 pub use crate::sections::{
-    AuthConfig, LimitsConfig, LogFormat, LoggingConfig, MetricsConfig, RedisConfig, Role,
-    StoreConfig, StreamsConfig, TopicsConfig, WorkerConfig,
+    AuthConfig, GroupsConfig, LimitsConfig, LogFormat, LoggingConfig, MetricsConfig, RedisConfig,
+    Role, StoreConfig, StreamsConfig, TopicsConfig, WorkerConfig,
 };
 
 /// The root of the Data Nexus configuration.
@@ -79,6 +79,8 @@ pub struct Config {
     pub broker: BrokerConfig,
     /// Topic names.
     pub topics: TopicsConfig,
+    /// Consumer group names.
+    pub groups: GroupsConfig,
     /// Optional Redis connection for pub/sub fan-out; unset disables it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis: Option<RedisConfig>,
@@ -109,6 +111,7 @@ impl Default for Config {
             logging: LoggingConfig::default(),
             broker: BrokerConfig::default(),
             topics: TopicsConfig::default(),
+            groups: GroupsConfig::default(),
             redis: None,
             workers: WorkerConfig::default(),
             metrics: MetricsConfig::default(),

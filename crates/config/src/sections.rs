@@ -108,6 +108,35 @@ impl Default for TopicsConfig {
     }
 }
 
+/// Names of the consumer groups the workers join (on the broker, e.g. Redis Streams
+/// groups or Kafka consumer groups).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GroupsConfig {
+    /// The sinkers of the metrics topic.
+    pub metrics: String,
+    /// The sinkers of the events topic.
+    pub events: String,
+    /// The processors (events topic).
+    pub processors: String,
+    /// The forwarder (results topic).
+    pub forwarder: String,
+    /// `GET /metrics?drain=true` (metrics topic).
+    pub drain: String,
+}
+
+impl Default for GroupsConfig {
+    fn default() -> Self {
+        Self {
+            metrics: "sinker".to_owned(),
+            events: "event-sinker".to_owned(),
+            processors: "processor".to_owned(),
+            forwarder: "forwarder".to_owned(),
+            drain: "exposition-drain".to_owned(),
+        }
+    }
+}
+
 /// Connection to a Redis server used for pub/sub fan-out (the seed's
 /// `RedisConfig`). Independent of the Redis *broker* backend.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

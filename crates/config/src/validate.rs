@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use crate::overrides::is_redis_url;
 use crate::{
-    BrokerConfig, Config, EmbeddedBrokerConfig, Error, KafkaBrokerConfig, LimitsConfig,
-    MetricsConfig, RedisBrokerConfig, RedisConfig, Result, StreamsConfig, TopicsConfig,
-    WorkerConfig,
+    BrokerConfig, Config, EmbeddedBrokerConfig, Error, GroupsConfig, KafkaBrokerConfig,
+    LimitsConfig, MetricsConfig, RedisBrokerConfig, RedisConfig, Result, StreamsConfig,
+    TopicsConfig, WorkerConfig,
 };
 
 /// Allowed number of partitions per topic.
@@ -50,6 +50,7 @@ impl Config {
         }
         validate_broker(&self.broker)?;
         validate_topics(&self.topics)?;
+        validate_groups(&self.groups)?;
         if let Some(redis) = &self.redis {
             validate_redis(redis)?;
         }
@@ -191,6 +192,30 @@ fn validate_topics(topics: &TopicsConfig) -> Result<()> {
             return Err(Error::invalid(
                 *key,
                 format!("{name:?} is also used by `{other}`; topics must differ"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn validate_groups(groups: &GroupsConfig) -> Result<()> {
+    let named = [
+        ("groups.metrics", &groups.metrics),
+        ("groups.events", &groups.events),
+        ("groups.processors", &groups.processors),
+        ("groups.forwarder", &groups.forwarder),
+        ("groups.drain", &groups.drain),
+    ];
+    for (key, name) in named {
+        let valid_chars = name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if name.is_empty() || name.len() > MAX_TOPIC_NAME_BYTES || !valid_chars {
+            return Err(Error::invalid(
+                key,
+                format!(
+                    "must be 1..={MAX_TOPIC_NAME_BYTES} characters of [A-Za-z0-9._-], got {name:?}"
+                ),
             ));
         }
     }

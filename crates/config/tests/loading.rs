@@ -335,3 +335,11 @@ fn the_role_and_the_fanout_redis_come_from_file_env_or_flags() {
     assert_eq!(config.redis.unwrap().url, "redis://127.0.0.1:7000/1");
     assert_eq!(config.broker.kind(), "redis");
 }
+
+#[test]
+fn group_names_are_configurable_and_checked() {
+    let config = load_env(&[("DATANEXUS_GROUPS__PROCESSORS", "nimbus-workers")]).unwrap();
+    assert_eq!(config.groups.processors, "nimbus-workers");
+    let err = load_env(&[("DATANEXUS_GROUPS__FORWARDER", "bad name")]).unwrap_err();
+    assert!(err.to_string().contains("groups.forwarder"), "{err}");
+}

@@ -180,7 +180,7 @@ impl From<&Config> for ServerOptions {
             max_concurrent_requests: c.limits.max_concurrent_requests,
             shutdown_timeout: c.shutdown_timeout,
             histogram_buckets: c.metrics.histogram_buckets.clone(),
-            drain_group: DEFAULT_DRAIN_GROUP.to_owned(),
+            drain_group: c.groups.drain.clone(),
             state_dir: Some(c.data_dir.join("sessions")),
             max_replay_results: c.streams.max_replay_results,
             max_replay_age: c.streams.max_replay_age,
