@@ -14,6 +14,8 @@
 //! - [`embedded`]: the backend over the embedded durable log (`datanexus-seglog`).
 //! - `redis_streams` (feature `redis`): the backend over Redis Streams and consumer
 //!   groups, with heartbeats and claims for the work of dead consumers.
+//! - `kafka` (feature `kafka`): the backend over Kafka (librdkafka), an idempotent
+//!   producer and consumer groups committing the acknowledged prefix.
 //! - [`error`]: [`Error`] with its [`ErrorKind`].
 //! - `conformance` (tests only): the suite every backend must pass.
 
@@ -25,6 +27,8 @@ pub use bytes::Bytes;
 
 pub mod embedded;
 pub mod error;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 #[cfg(feature = "redis")]
 pub mod redis_streams;
 

@@ -20,7 +20,7 @@ pub enum BrokerConfig {
     Embedded(EmbeddedBrokerConfig),
     /// Redis Streams (backend in the `redis` build feature).
     Redis(RedisBrokerConfig),
-    /// Apache Kafka (parsed and validated; backend not implemented yet).
+    /// Apache Kafka or a Kafka-compatible broker (backend in the `kafka` build feature).
     Kafka(KafkaBrokerConfig),
 }
 
@@ -197,6 +197,10 @@ impl Default for RedisBrokerConfig {
 }
 
 /// Settings of the Kafka backend (`kind = "kafka"`).
+///
+/// Consumer groups are named by the workers; their session timeout (a member that
+/// neither polls nor heartbeats for that long leaves the group; Kafka brokers accept
+/// 6 s..30 min by default) and lease timeout are `[workers]` settings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct KafkaBrokerConfig {
@@ -206,7 +210,19 @@ pub struct KafkaBrokerConfig {
     pub partitions: u32,
     /// Replication factor for topics the server creates, at least 1.
     pub replication_factor: i16,
-    /// Extra librdkafka client properties; scalar values are stringified.
+    /// `client.id` of the Kafka clients (consumers append `-<member>`).
+    pub client_id: String,
+    /// Bound on one metadata, topic-creation or offset request (and on leaving a group).
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Bound on delivering a produced record, retries included (`message.timeout.ms`).
+    #[serde(with = "humantime_serde")]
+    pub delivery_timeout: Duration,
+    /// Extra librdkafka client properties, applied to every client after the backend's
+    /// own (idempotent producer, `acks = "all"`, lz4), so they override them except
+    /// `group.id` and manual commits. Scalar values are stringified. The build supports
+    /// TLS (`security.protocol = "ssl"` / `"sasl_ssl"`, OpenSSL) and SASL `PLAIN`,
+    /// `SCRAM-SHA-256/512` and `OAUTHBEARER` (not `GSSAPI`); gzip, snappy and lz4.
     #[serde(deserialize_with = "string_map")]
     pub properties: BTreeMap<String, String>,
 }
@@ -217,6 +233,9 @@ impl Default for KafkaBrokerConfig {
             bootstrap_servers: "127.0.0.1:9092".to_owned(),
             partitions: 8,
             replication_factor: 1,
+            client_id: "datanexus".to_owned(),
+            request_timeout: Duration::from_secs(10),
+            delivery_timeout: Duration::from_secs(30),
             properties: BTreeMap::new(),
         }
     }

@@ -160,6 +160,14 @@ fn validate_kafka(cfg: &KafkaBrokerConfig) -> Result<()> {
             format!("must be at least 1, got {}", cfg.replication_factor),
         ));
     }
+    for (key, value) in [
+        ("broker.request_timeout", cfg.request_timeout),
+        ("broker.delivery_timeout", cfg.delivery_timeout),
+    ] {
+        if value.is_zero() {
+            return Err(Error::invalid(key, "must be greater than zero"));
+        }
+    }
     if cfg.properties.keys().any(|key| key.trim().is_empty()) {
         return Err(Error::invalid(
             "broker.properties",

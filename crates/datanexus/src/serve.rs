@@ -242,11 +242,37 @@ async fn open_broker(config: &Config) -> anyhow::Result<Arc<dyn Broker>> {
                 .with_context(|| format!("redis at {} is not ready", redact_url(&redis.url)))?;
             return Ok(Arc::new(broker));
         }
+        #[cfg(feature = "kafka")]
+        BrokerConfig::Kafka(kafka) => {
+            use datanexus_broker::kafka::{KafkaBroker, KafkaOptions};
+            let servers = &kafka.bootstrap_servers;
+            let options = KafkaOptions {
+                bootstrap_servers: servers.clone(),
+                replication_factor: kafka.replication_factor,
+                client_id: kafka.client_id.clone(),
+                request_timeout: kafka.request_timeout,
+                delivery_timeout: kafka.delivery_timeout,
+                properties: kafka.properties.clone(),
+            };
+            let broker = KafkaBroker::open(options)
+                .with_context(|| format!("cannot use kafka at {servers}"))?;
+            broker
+                .ready()
+                .await
+                .with_context(|| format!("kafka at {servers} is not ready"))?;
+            return Ok(Arc::new(broker));
+        }
+        #[cfg(not(all(feature = "redis", feature = "kafka")))]
         other => anyhow::bail!(
-            "broker kind {:?} is not available in this build (only \"embedded\"{})",
+            "broker kind {:?} is not available in this build (only \"embedded\"{}{})",
             other.kind(),
             if cfg!(feature = "redis") {
-                " and \"redis\""
+                ", \"redis\""
+            } else {
+                ""
+            },
+            if cfg!(feature = "kafka") {
+                ", \"kafka\""
             } else {
                 ""
             }

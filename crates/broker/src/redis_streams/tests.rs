@@ -1,6 +1,6 @@
 //! Tests against a real redis-server: the conformance suite, then Redis-specific checks.
 //!
-//! The server is the one at `DATANEXUS_TEST_REDIS_URL` when set (`.ci/run` starts one),
+//! The server is the one at `TEST_REDIS_URL` when set (`.ci/run` starts one),
 //! else a private `redis-server` from `PATH` on a free port, killed when the test ends.
 //! Without either, a test fails under `CI=true` and is skipped otherwise. Every test
 //! uses its own key prefix, so tests can share a server.
@@ -16,7 +16,7 @@ use super::*;
 use crate::conformance::unique;
 use crate::{Bytes, ErrorKind};
 
-const URL_VAR: &str = "DATANEXUS_TEST_REDIS_URL";
+const URL_VAR: &str = "TEST_REDIS_URL";
 
 /// A private redis-server, killed on drop.
 struct Server {
