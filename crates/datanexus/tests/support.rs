@@ -272,3 +272,61 @@ impl Drop for Redis {
         self.kill();
     }
 }
+
+/// A private tansu (Kafka protocol, in-memory storage; from `TANSU_BIN` or
+/// `~/.cache/datanexus-tools/tansu`, which `.ci/run` installs) on a free loopback port,
+/// killed on drop.
+pub struct Tansu {
+    child: Child,
+    pub port: u16,
+}
+
+impl Tansu {
+    /// Starts one; `None` (skip) when the binary is missing and CI is not set.
+    pub fn start() -> Option<Tansu> {
+        let binary = std::env::var_os("TANSU_BIN")
+            .map(PathBuf::from)
+            .or_else(|| {
+                std::env::var_os("HOME")
+                    .map(|h| PathBuf::from(h).join(".cache/datanexus-tools/tansu"))
+            });
+        let Some(binary) = binary.filter(|b| b.exists()) else {
+            assert!(
+                std::env::var("CI").is_err(),
+                "CI is set but tansu is missing (.ci/run installs it)"
+            );
+            eprintln!("skipping: tansu is not installed (set CI=1 to make this fail)");
+            return None;
+        };
+        let port = free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(binary)
+            .arg("broker")
+            .args(["--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start tansu");
+        let tansu = Tansu { child, port };
+        for _ in 0..500 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Some(tansu);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("tansu did not start");
+    }
+
+    /// `kafka://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("kafka://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
