@@ -200,6 +200,26 @@ pub(crate) async fn unacked_records_are_redelivered_after_consumer_dies(
     survivor.close().await.unwrap();
 }
 
+/// A group created with `ensure_group` before any of its consumers joined keeps every
+/// record through retention, even once another group acknowledged them all.
+pub(crate) async fn an_ensured_group_keeps_records_through_retention(
+    b: Arc<dyn Broker>,
+    o: ConsumerOptions,
+) {
+    let topic = unique("ensure");
+    b.ensure_topic(&topic, 2).await.unwrap();
+    b.ensure_group(&topic, "late").await.unwrap();
+    b.produce(&topic, records(20, 2)).await.unwrap();
+    let early = b.subscribe(&topic, "early", "e1", o.clone()).await.unwrap();
+    assert_eq!(values(&drain(early.as_ref(), 20, true).await).len(), 20);
+    early.close().await.unwrap();
+    b.enforce_retention().await.unwrap();
+    let late = b.subscribe(&topic, "late", "l1", o).await.unwrap();
+    let got = values(&drain(late.as_ref(), 20, true).await);
+    assert_eq!(got.len(), 20, "the late group lost records to retention");
+    late.close().await.unwrap();
+}
+
 pub(crate) async fn nacked_records_are_redelivered(b: Arc<dyn Broker>, o: ConsumerOptions) {
     let topic = unique("nack");
     b.ensure_topic(&topic, 1).await.unwrap();
@@ -367,6 +387,7 @@ macro_rules! conformance_suite {
             check!(unacked_records_are_redelivered_after_close, opts);
             check!(unacked_records_are_redelivered_after_consumer_dies, opts);
             check!(nacked_records_are_redelivered, opts);
+            check!(an_ensured_group_keeps_records_through_retention, opts);
             check!(consumers_of_one_group_share_the_work, opts);
             check!(lag_falls_to_zero_once_everything_is_acked, opts);
         }

@@ -135,6 +135,10 @@ impl Broker for EmbeddedBroker {
         }))
     }
 
+    async fn ensure_group(&self, topic: &str, group: &str) -> Result<()> {
+        Ok(self.log.ensure_group(topic, group)?)
+    }
+
     async fn lag(&self, topic: &str, group: &str) -> Result<Vec<PartitionLag>> {
         let partitions = self.log.partitions(topic)?;
         (0..partitions)

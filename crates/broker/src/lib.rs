@@ -176,6 +176,19 @@ pub trait Broker: Send + Sync + 'static {
         options: ConsumerOptions,
     ) -> Result<Box<dyn Consumer>>;
 
+    /// Creates consumer group `group` on `topic`, positioned at the beginning, if it
+    /// does not exist, without joining it. Retention keeps what a group has not
+    /// consumed only once the group exists, so processes create every group of the
+    /// pipeline at start-up, before any of its consumers may have joined. The default
+    /// does nothing (backends whose retention does not follow groups: Kafka).
+    ///
+    /// # Errors
+    /// Unknown topic, backend unavailable.
+    async fn ensure_group(&self, topic: &str, group: &str) -> Result<()> {
+        let _ = (topic, group);
+        Ok(())
+    }
+
     /// Per-partition lag of `group` on `topic`.
     ///
     /// # Errors

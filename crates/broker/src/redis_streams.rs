@@ -20,12 +20,13 @@
 //!
 //! # Produce and durability
 //! A batch is one pipeline (one round trip) of
-//! `XADD key MAXLEN ~ <maxlen> * v <value> [k <key>] ts <timestamp>`; it fails as a whole
+//! `XADD key [MAXLEN ~ <maxlen>] * v <value> [k <key>] ts <timestamp>`; it fails as a whole
 //! if any command fails (some entries may have been added: consumers are idempotent).
 //! Redis acknowledges `XADD` from memory: acknowledged records survive a Redis crash
 //! only with `appendonly yes` and `appendfsync always` (or `everysec`, losing up to
-//! about a second). `MAXLEN ~` is a hard cap that can drop entries no group has consumed
-//! yet if consumers fall more than `maxlen` entries behind. [`Broker::enforce_retention`]
+//! about a second). `maxlen` (0, the default, means none) is an opt-in hard cap: `MAXLEN ~`
+//! drops entries no group has consumed yet if consumers fall more than `maxlen`
+//! entries behind. [`Broker::enforce_retention`]
 //! trims (`XTRIM … MINID`) each stream below the oldest entry some group still needs
 //! (its oldest pending entry, or the one after its last delivered); streams without
 //! groups are left to `MAXLEN`, and a group created later starts at what is left.
@@ -367,9 +368,6 @@ impl RedisBroker {
         if options.stream_prefix.is_empty() {
             return Err(Error::Invalid("empty redis stream prefix".into()));
         }
-        if options.maxlen == 0 {
-            return Err(Error::Invalid("redis maxlen must be positive".into()));
-        }
         let url = redact_url(&options.url);
         // rustls needs a process-wide crypto provider for `rediss://`; ours is `ring`.
         // An error only means one is installed already.
@@ -401,6 +399,29 @@ impl RedisBroker {
 impl Broker for RedisBroker {
     fn name(&self) -> &'static str {
         "redis"
+    }
+
+    async fn ensure_group(&self, topic: &str, group: &str) -> Result<()> {
+        validate_name("group", group)?;
+        let s = &self.shared;
+        let partitions = s.partitions(topic).await?;
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        for p in 0..partitions {
+            pipe.cmd("XGROUP")
+                .arg("CREATE")
+                .arg(s.stream_key(topic, p))
+                .arg(group)
+                .arg("0")
+                .arg("MKSTREAM");
+        }
+        for reply in s.pipeline_each(&pipe).await? {
+            match reply {
+                Err(e) if e.code() != Some("BUSYGROUP") => return Err(from_redis(e)),
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     async fn ensure_topic(&self, topic: &str, partitions: u32) -> Result<()> {
@@ -460,15 +481,11 @@ impl Broker for RedisBroker {
         let mut pipe = redis::pipe();
         for record in &records {
             let p = s.pick_partition(record, partitions)?;
-            let xadd = pipe
-                .cmd("XADD")
-                .arg(s.stream_key(topic, p))
-                .arg("MAXLEN")
-                .arg("~")
-                .arg(s.maxlen)
-                .arg("*")
-                .arg("v")
-                .arg(&record.value[..]);
+            let xadd = pipe.cmd("XADD").arg(s.stream_key(topic, p));
+            if s.maxlen > 0 {
+                xadd.arg("MAXLEN").arg("~").arg(s.maxlen);
+            }
+            xadd.arg("*").arg("v").arg(&record.value[..]);
             if let Some(key) = &record.key {
                 xadd.arg("k").arg(&key[..]);
             }

@@ -170,8 +170,9 @@ pub struct RedisBrokerConfig {
     pub url: String,
     /// Prefix of every key: partition `p` of topic `t` is the stream `<prefix>:t:p`.
     pub stream_prefix: String,
-    /// Approximate `MAXLEN` each stream is capped to, in entries (a hard cap: entries
-    /// beyond it are dropped even if a group has not consumed them).
+    /// Approximate `MAXLEN` each stream is capped to, in entries; 0 (default) means no
+    /// cap. A hard cap: entries beyond it are dropped even if a group has not consumed
+    /// them. Without it, retention trims only what every group has acknowledged.
     pub maxlen: u64,
     /// Partitions (streams) per topic the server creates, 1..=1024.
     pub partitions: u32,
@@ -188,7 +189,7 @@ impl Default for RedisBrokerConfig {
         Self {
             url: "redis://127.0.0.1:6379/0".to_owned(),
             stream_prefix: "datanexus".to_owned(),
-            maxlen: 1_000_000,
+            maxlen: 0,
             partitions: 8,
             connect_timeout: Duration::from_secs(2),
             command_timeout: Duration::from_secs(5),

@@ -235,7 +235,7 @@ pub struct WorkerConfig {
     #[serde(with = "humantime_serde")]
     pub session_timeout: Duration,
     /// This process's consumer name in the broker's consumer groups (each worker
-    /// appends its group and index). Empty: `<role>-<pid>`, new at every start. A
+    /// appends its group and index). Empty: `<role>-<pid>-<random>`, new at every start. A
     /// stable name lets a restarted process re-read its own pending records first
     /// (Redis Streams); names must be unique among running processes.
     pub consumer_name: String,

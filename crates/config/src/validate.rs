@@ -133,7 +133,6 @@ fn validate_embedded(cfg: &EmbeddedBrokerConfig) -> Result<()> {
 fn validate_redis_broker(cfg: &RedisBrokerConfig) -> Result<()> {
     redis_url("broker.url", &cfg.url)?;
     non_empty("broker.stream_prefix", &cfg.stream_prefix)?;
-    positive("broker.maxlen", cfg.maxlen)?;
     partitions("broker.partitions", cfg.partitions)?;
     positive_duration("broker.connect_timeout", cfg.connect_timeout)?;
     positive_duration("broker.command_timeout", cfg.command_timeout)

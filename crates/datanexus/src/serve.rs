@@ -43,7 +43,13 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
             role.as_str()
         );
     }
-    let gateway_id = format!("{}-{}", role.as_str(), std::process::id());
+    // Unique per process even where every process is pid 1 (containers): a shared
+    // consumer name would let two processes share a partition.
+    let gateway_id = format!("{}-{}-{:08x}", role.as_str(), std::process::id(), {
+        use std::hash::BuildHasher;
+        // RandomState is seeded from the OS's randomness.
+        std::collections::hash_map::RandomState::new().hash_one(std::process::id()) as u32
+    });
     let mut options: datanexus_server::ServerOptions = (&config).into();
     let mut mailbox = None;
     if let Some(fanout) = &fanout {
@@ -68,6 +74,20 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // The server state creates the topics and loads the stream cursors; its session
     // registry is where results for this process's clients are delivered.
     let state = datanexus_server::AppState::new(backends, options).await?;
+    // Every group of the pipeline exists before any of its consumers joins (roles
+    // start in any order): retention then keeps what each has not consumed.
+    let (t, g) = (&config.topics, &config.groups);
+    for (topic, group) in [
+        (&t.metrics, &g.metrics),
+        (&t.events, &g.events),
+        (&t.events, &g.processors),
+        (&t.results, &g.forwarder),
+    ] {
+        broker
+            .ensure_group(topic, group)
+            .await
+            .with_context(|| format!("cannot create consumer group {group} on {topic}"))?;
+    }
     let router: Arc<dyn ResultRouter> = match &fanout {
         Some(fanout) => Arc::new(
             RedisRouter::connect(fanout)
@@ -102,6 +122,12 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(watch_signals(stop_tx));
     if let Some(gateway) = &mailbox {
+        // Homes expire `max_replay_age` after they were set: renew them well before.
+        let renew = (config.streams.max_replay_age / 4).min(std::time::Duration::from_secs(60));
+        tokio::spawn(state.sessions().renew_claims_periodically(
+            renew.max(std::time::Duration::from_secs(1)),
+            stop_rx.clone(),
+        ));
         let sessions = state.sessions();
         let catch_up = sessions.clone();
         tokio::spawn(datanexus_fanout::subscribe(

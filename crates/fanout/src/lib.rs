@@ -14,8 +14,11 @@
 //!
 //! then publishes the results of each home gateway as one message on that gateway's
 //! channel `<prefix>:gateway:<gateway id>` (length-delimited `ResultRecord`s). A
-//! failed mailbox write is retried with backoff (the results are not acknowledged
-//! before); a failed publish only costs latency, never results.
+//! failed mailbox write or publish is retried with backoff (the results are not
+//! acknowledged before). The home, not the event's `reply_to`, decides the channel:
+//! the gateway a client sent an event through may no longer be the one it listens on.
+//! Gateways renew the homes of their attached clients periodically, so a long-lived
+//! stream never outlives its home entry.
 //!
 //! Each gateway ([`RedisMailbox`], a [`Mailbox`], plus [`subscribe`]) subscribes to its
 //! own channel and hands what arrives to its session registry. When a client's stream

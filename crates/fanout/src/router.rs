@@ -93,7 +93,7 @@ impl RedisRouter {
         Ok(messages)
     }
 
-    async fn publish(&self, messages: BTreeMap<String, Vec<u8>>) -> redis::RedisResult<()> {
+    async fn publish(&self, messages: &BTreeMap<String, Vec<u8>>) -> redis::RedisResult<()> {
         if messages.is_empty() {
             return Ok(());
         }
@@ -108,9 +108,11 @@ impl RedisRouter {
 
 #[async_trait]
 impl ResultRouter for RedisRouter {
-    /// Retries the mailbox write until it succeeds (the forwarder acknowledges the
-    /// results only after this returns); a failed publish is logged and dropped:
-    /// those results wait in the mailbox for the client's next attach or catch-up.
+    /// Retries the mailbox write, then the publish, until each succeeds (the forwarder
+    /// acknowledges the results only after this returns). A publish is retried rather
+    /// than dropped: a gateway whose subscription stayed up would not catch up from
+    /// the mailbox, and a later result would raise the stream past the missed one.
+    /// Repeated publishes are harmless: gateways drop results they already sent.
     async fn route(&self, results: &[ResultRecord]) {
         if results.is_empty() {
             return;
@@ -126,8 +128,11 @@ impl ResultRouter for RedisRouter {
                 }
             }
         };
-        if let Err(e) = self.publish(messages).await {
-            tracing::warn!(error = %e, "cannot publish results to the gateways; they stay in the mailboxes");
+        let mut backoff = Duration::from_millis(50);
+        while let Err(e) = self.publish(&messages).await {
+            tracing::warn!(error = %e, "cannot publish results to the gateways; retrying");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
 }

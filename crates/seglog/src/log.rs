@@ -267,6 +267,19 @@ impl Log {
         ))
     }
 
+    /// Creates (and persists) `group` on `topic` at offset 0 if it does not exist,
+    /// without joining it: from then on retention keeps what the group has not
+    /// committed.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidName`], [`Error::UnknownTopic`], [`Error::Closed`], [`Error::Io`].
+    pub fn ensure_group(&self, topic: &str, group: &str) -> Result<()> {
+        validate_name("group", group)?;
+        self.check_open()?;
+        self.group_or_create(topic, group).map(|_| ())
+    }
+
     fn group_or_create(&self, topic: &str, group: &str) -> Result<Arc<Group>> {
         let topic = self.topic(topic)?;
         let key = (topic.name.clone(), group.to_owned());

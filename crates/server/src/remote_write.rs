@@ -8,8 +8,10 @@
 //!   1970 (earlier or past 2262 is refused, as on every ingest path). Every
 //!   series must have a `__name__`; names and labels follow the same rules as every
 //!   other ingest path (`[a-zA-Z_:][a-zA-Z0-9_:]*`, no other `__` labels), and `±Inf`
-//!   values are refused like everywhere else. The first broken rule refuses the
-//!   whole request with `400` naming the series.
+//!   values are refused like everywhere else. A series that breaks a rule is refused
+//!   as a whole; the valid series of the same request are written, and the answer is
+//!   then `400` naming the first refused series and the counts (Prometheus does not
+//!   retry a 400, so refusing the whole request would lose every valid sample of it).
 //! - Prometheus' staleness markers (the NaN with bits `0x7ff0000000000002`) are not
 //!   samples: they are skipped. Any other NaN is stored.
 //! - Metadata (`send_metadata`, on by default in Prometheus, sent in requests of its
@@ -23,7 +25,7 @@ use std::collections::HashMap;
 
 use datanexus_model::{Labels, Limits, MetricType, Point, validate};
 use datanexus_proto::prometheus::metric_metadata::MetricType as PromType;
-use datanexus_proto::prometheus::{MetricMetadata, WriteRequest};
+use datanexus_proto::prometheus::{MetricMetadata, TimeSeries, WriteRequest};
 use datanexus_proto::prost::Message;
 
 use crate::{Error, Result};
@@ -45,7 +47,11 @@ pub(crate) fn decode(
     max_decompressed_bytes: usize,
     limits: &Limits,
 ) -> Result<Vec<Point>> {
-    decode_request(body, max_decompressed_bytes, limits, &Families::default())
+    let decoded = decode_request(body, max_decompressed_bytes, limits, &Families::default())?;
+    match decoded.first_rejection {
+        Some(e) => Err(e),
+        None => Ok(decoded.points),
+    }
 }
 
 /// Decodes like [`decode`], giving samples without metadata in their own request the
@@ -57,7 +63,7 @@ pub(crate) fn decode_request(
     max_decompressed_bytes: usize,
     limits: &Limits,
     families: &Families,
-) -> Result<Vec<Point>> {
+) -> Result<Decoded> {
     let len = snap::raw::decompress_len(body)
         .map_err(|e| Error::Invalid(format!("invalid snappy block: {e}")))?;
     if len > max_decompressed_bytes {
@@ -71,7 +77,7 @@ pub(crate) fn decode_request(
     let request = WriteRequest::decode(raw.as_slice())
         .map_err(|e| Error::Invalid(format!("undecodable prometheus.WriteRequest: {e}")))?;
     families.remember(&request.metadata);
-    to_points(request, limits, families)
+    Ok(to_points(request, limits, families))
 }
 
 /// Most metric families whose metadata is remembered.
@@ -103,61 +109,93 @@ impl Families {
 }
 
 /// The points of a decoded request.
-fn to_points(request: WriteRequest, limits: &Limits, families: &Families) -> Result<Vec<Point>> {
+/// The points of a request's valid series, and the series refused.
+#[derive(Debug, Default)]
+pub(crate) struct Decoded {
+    /// Points of every valid series.
+    pub(crate) points: Vec<Point>,
+    /// How many series were refused.
+    pub(crate) rejected: usize,
+    /// Why the first refused series was refused.
+    pub(crate) first_rejection: Option<Error>,
+}
+
+fn to_points(request: WriteRequest, limits: &Limits, families: &Families) -> Decoded {
     let samples = request.timeseries.iter().map(|s| s.samples.len()).sum();
-    let mut points = Vec::with_capacity(samples);
+    let mut out = Decoded {
+        points: Vec::with_capacity(samples),
+        ..Decoded::default()
+    };
     for (index, series) in request.timeseries.into_iter().enumerate() {
-        let mut name = None;
-        let mut pairs = Vec::with_capacity(series.labels.len());
-        for label in series.labels {
-            if label.name == NAME_LABEL {
-                if name.is_some() {
-                    return Err(series_error(index, None, "__name__ occurs twice"));
-                }
-                name = Some(label.value);
-            } else {
-                pairs.push((label.name, label.value));
-            }
-        }
-        let Some(name) = name else {
-            return Err(series_error(index, None, "no __name__ label"));
-        };
-        let labels = Labels::new(pairs).map_err(|e| series_error(index, Some(&name), e))?;
-        let (kind, help) = families
-            .get(name.as_str())
-            .unwrap_or((MetricType::Untyped, None));
-        let mut template = Point::sample(name, labels, 0.0, 0);
-        template.kind = kind;
-        template.help = help;
-        validate::point(&template, limits)
-            .map_err(|e| series_error(index, Some(&template.measurement), e))?;
-        for sample in series.samples {
-            if sample.value.to_bits() == STALE_NAN_BITS {
-                continue;
-            }
-            validate::value(&template.measurement, sample.value)
-                .map_err(|e| series_error(index, Some(&template.measurement), e))?;
-            let timestamp_ns = sample
-                .timestamp
-                .checked_mul(1_000_000)
-                .filter(|ns| *ns >= 0)
-                .ok_or_else(|| {
-                    series_error(
-                        index,
-                        Some(&template.measurement),
-                        format!(
-                            "timestamp {} ms is out of range (1970-01-01 to 2262-04-11)",
-                            sample.timestamp
-                        ),
-                    )
-                })?;
-            let mut point = template.clone();
-            point.fields[0].1 = datanexus_model::FieldValue::F64(sample.value);
-            point.timestamp_ns = timestamp_ns;
-            points.push(point);
+        let start = out.points.len();
+        if let Err(e) = series_points(index, series, limits, families, &mut out.points) {
+            // All or nothing per series.
+            out.points.truncate(start);
+            out.rejected += 1;
+            out.first_rejection.get_or_insert(e);
         }
     }
-    Ok(points)
+    out
+}
+
+/// Appends the points of one series, or fails on its first broken rule.
+fn series_points(
+    index: usize,
+    series: TimeSeries,
+    limits: &Limits,
+    families: &Families,
+    points: &mut Vec<Point>,
+) -> Result<()> {
+    let mut name = None;
+    let mut pairs = Vec::with_capacity(series.labels.len());
+    for label in series.labels {
+        if label.name == NAME_LABEL {
+            if name.is_some() {
+                return Err(series_error(index, None, "__name__ occurs twice"));
+            }
+            name = Some(label.value);
+        } else {
+            pairs.push((label.name, label.value));
+        }
+    }
+    let Some(name) = name else {
+        return Err(series_error(index, None, "no __name__ label"));
+    };
+    let labels = Labels::new(pairs).map_err(|e| series_error(index, Some(&name), e))?;
+    let (kind, help) = families
+        .get(name.as_str())
+        .unwrap_or((MetricType::Untyped, None));
+    let mut template = Point::sample(name, labels, 0.0, 0);
+    template.kind = kind;
+    template.help = help;
+    validate::point(&template, limits)
+        .map_err(|e| series_error(index, Some(&template.measurement), e))?;
+    for sample in series.samples {
+        if sample.value.to_bits() == STALE_NAN_BITS {
+            continue;
+        }
+        validate::value(&template.measurement, sample.value)
+            .map_err(|e| series_error(index, Some(&template.measurement), e))?;
+        let timestamp_ns = sample
+            .timestamp
+            .checked_mul(1_000_000)
+            .filter(|ns| *ns >= 0)
+            .ok_or_else(|| {
+                series_error(
+                    index,
+                    Some(&template.measurement),
+                    format!(
+                        "timestamp {} ms is out of range (1970-01-01 to 2262-04-11)",
+                        sample.timestamp
+                    ),
+                )
+            })?;
+        let mut point = template.clone();
+        point.fields[0].1 = datanexus_model::FieldValue::F64(sample.value);
+        point.timestamp_ns = timestamp_ns;
+        points.push(point);
+    }
+    Ok(())
 }
 
 /// Family name → (type, help) for counters and gauges.

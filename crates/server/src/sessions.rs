@@ -310,6 +310,8 @@ impl Sessions {
             let Some(sent) = client.attached.lock().await.as_ref().map(|a| a.sent) else {
                 continue;
             };
+            // The home entry may be gone too (Redis lost it): routing must find us.
+            self.mailbox.claim(&client.id).await?;
             let replay = self
                 .mailbox
                 .replay(
@@ -326,6 +328,32 @@ impl Sessions {
             }
         }
         Ok(())
+    }
+
+    /// Claims again every attached client in the mailbox (with Redis: renews each
+    /// client's home entry, which expires `streams.max_replay_age` after it was set),
+    /// every `interval` until `stop` turns true.
+    pub async fn renew_claims_periodically(
+        self: Arc<Self>,
+        interval: Duration,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        loop {
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => return,
+                () = tokio::time::sleep(interval) => {}
+            }
+            let clients: Vec<Arc<Client>> = self.clients.lock().values().cloned().collect();
+            for client in clients {
+                if client.attached.lock().await.is_none() {
+                    continue;
+                }
+                if let Err(e) = self.mailbox.claim(&client.id).await {
+                    self.count("claim", 1);
+                    tracing::warn!(error = %e, client_id = %client.id, "cannot renew a client's claim; retrying later");
+                }
+            }
+        }
     }
 
     /// Closes every attached stream with `status` (shutdown).

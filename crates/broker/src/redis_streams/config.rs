@@ -25,7 +25,7 @@ impl Default for RedisOptions {
         RedisOptions {
             url: "redis://127.0.0.1:6379/0".to_owned(),
             stream_prefix: "datanexus".to_owned(),
-            maxlen: 1_000_000,
+            maxlen: 0,
             connect_timeout: Duration::from_secs(2),
             command_timeout: Duration::from_secs(5),
         }

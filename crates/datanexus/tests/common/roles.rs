@@ -92,12 +92,13 @@ pub async fn nimbus(
 pub async fn stream_client(
     url: String,
     client_id: String,
-    n: i32,
+    numbers: std::ops::RangeInclusive<i32>,
     answered: Arc<AtomicU64>,
 ) -> BTreeMap<i32, u32> {
+    let n = numbers.clone().count();
     let (tx, mut resp) = nimbus(&url, &client_id).await;
     let sender = tokio::spawn(async move {
-        for i in 1..=n {
+        for i in numbers {
             tx.send(EventRequest {
                 event_name: "sq".into(),
                 number: i,
@@ -109,7 +110,7 @@ pub async fn stream_client(
     });
     let mut seen: BTreeMap<i32, u32> = BTreeMap::new();
     let deadline = Instant::now() + Duration::from_secs(180);
-    while seen.len() < usize::try_from(n).unwrap() && Instant::now() < deadline {
+    while seen.len() < n && Instant::now() < deadline {
         let next = tokio::time::timeout(Duration::from_secs(60), resp.next()).await;
         let Ok(Some(Ok(r))) = next else {
             panic!(
@@ -134,17 +135,33 @@ pub async fn stream_client(
     seen
 }
 
-pub fn assert_exactly_once(client: &str, seen: &BTreeMap<i32, u32>, n: i32) {
-    let missing: Vec<i32> = (1..=n).filter(|i| !seen.contains_key(i)).collect();
+pub fn assert_exactly_once(
+    client: &str,
+    seen: &BTreeMap<i32, u32>,
+    numbers: std::ops::RangeInclusive<i32>,
+) {
+    let foreign: Vec<&i32> = seen.keys().filter(|k| !numbers.contains(k)).collect();
+    let missing: Vec<i32> = numbers.filter(|i| !seen.contains_key(i)).collect();
     let twice: Vec<(&i32, &u32)> = seen.iter().filter(|(_, c)| **c != 1).collect();
     assert!(
-        missing.is_empty() && twice.is_empty(),
-        "{client}: {} missing (first {:?}), {} answered more than once (first {:?})",
+        foreign.is_empty() && missing.is_empty() && twice.is_empty(),
+        "{client}: {} answers to other clients' events (first {:?}), {} missing (first {:?}), \
+         {} answered more than once (first {:?})",
+        foreign.len(),
+        foreign.iter().take(10).collect::<Vec<_>>(),
         missing.len(),
         missing.iter().take(10).collect::<Vec<_>>(),
         twice.len(),
         twice.iter().take(10).collect::<Vec<_>>()
     );
+}
+
+/// The numbers client `i` sends: its own range of `events` numbers, distinct from every
+/// other client's (so an answer routed to the wrong client is caught), all with
+/// squares that fit an `i32`.
+pub fn numbers_of(i: usize, events: i32) -> std::ops::RangeInclusive<i32> {
+    let first = i32::try_from(i).unwrap() * events - 24_999;
+    first..=first + events - 1
 }
 
 pub const METRIC: &str = "roles_value";
@@ -255,7 +272,7 @@ pub async fn clients_and_metrics(d: Deployment) {
             tokio::spawn(stream_client(
                 url,
                 format!("client-{i}"),
-                EVENTS,
+                numbers_of(i, EVENTS),
                 Arc::default(),
             ))
         })
@@ -277,7 +294,7 @@ pub async fn clients_and_metrics(d: Deployment) {
     }
     for (i, s) in streams.into_iter().enumerate() {
         let seen = s.await.unwrap();
-        assert_exactly_once(&format!("client-{i}"), &seen, EVENTS);
+        assert_exactly_once(&format!("client-{i}"), &seen, numbers_of(i, EVENTS));
     }
     let n = wait_stored(&d.store, 200_000, Duration::from_secs(120));
     assert_eq!(n, 200_000, "samples queryable on the store process");
@@ -301,7 +318,7 @@ pub async fn killed_processor(mut d: Deployment) {
             tokio::spawn(stream_client(
                 url.clone(),
                 format!("k-{i}"),
-                EVENTS,
+                numbers_of(i, EVENTS),
                 answered.clone(),
             ))
         })
@@ -317,7 +334,7 @@ pub async fn killed_processor(mut d: Deployment) {
     d.processors.remove(0).kill9();
     for (i, s) in streams.into_iter().enumerate() {
         let seen = s.await.unwrap();
-        assert_exactly_once(&format!("k-{i}"), &seen, EVENTS);
+        assert_exactly_once(&format!("k-{i}"), &seen, numbers_of(i, EVENTS));
     }
     d.terminate();
 }

@@ -9,8 +9,9 @@
 //!   `io.prometheus.write.v2.Request`) is `415`, so a 2.0 sender falls back to 1.0.
 //! - The compressed body is capped by `max_http_body_bytes` (`413`), and so is the
 //!   decompressed size declared in the snappy header, checked before decompressing.
-//! - `204` once every sample is durable; `400` (which Prometheus does not retry) names
-//!   the first series at fault; overload is `429`, an unavailable broker `503` (both
+//! - `204` once every sample is durable; a series that breaks a rule is refused alone:
+//!   the others are written, then `400` (which Prometheus does not retry) names the
+//!   first refused series and the counts; overload is `429`, an unavailable broker `503` (both
 //!   retried by Prometheus).
 
 use axum::extract::{Request, State};
@@ -33,18 +34,25 @@ async fn write_samples(state: &AppState, request: Request) -> Result<usize> {
     check_headers(request.headers())?;
     let options = state.options();
     let body = read_body(request, options.max_http_body_bytes).await?;
-    let points = crate::remote_write::decode_request(
+    let decoded = crate::remote_write::decode_request(
         &body,
         options.max_http_body_bytes,
         &options.limits,
         state.remote_write_families(),
     )?;
-    if points.is_empty() {
-        return Ok(0);
+    let points = decoded.points;
+    if !points.is_empty() {
+        check_batch_len(points.len(), options.max_batch_metrics, "samples")?;
+        state.ingestor().points(&points).await?;
     }
-    check_batch_len(points.len(), options.max_batch_metrics, "samples")?;
-    state.ingestor().points(&points).await?;
-    Ok(points.len())
+    match decoded.first_rejection {
+        None => Ok(points.len()),
+        Some(first) => Err(Error::Invalid(format!(
+            "{} series refused, first: {first}; the {} samples of the other series were written",
+            decoded.rejected,
+            points.len()
+        ))),
+    }
 }
 
 fn check_headers(headers: &HeaderMap) -> Result<()> {

@@ -154,6 +154,31 @@ async fn metadata_sent_in_its_own_request_types_later_samples() {
 }
 
 #[tokio::test]
+async fn a_bad_series_is_refused_alone_and_the_others_are_written() {
+    let (_dir, broker, app) = app(options()).await;
+    let request = WriteRequest {
+        timeseries: vec![
+            series("good_one", &[], &[(1.0, 1_000)]),
+            series("bad", &[], &[(f64::INFINITY, 1_000)]),
+            series("good_two", &[], &[(2.0, 1_000), (3.0, 2_000)]),
+            series("9bad", &[], &[(1.0, 1_000)]),
+        ],
+        metadata: vec![],
+    };
+    let (status, _, json) = send(&app, remote_write(encoded(&request))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{json}");
+    let message = error_of(&json);
+    assert!(
+        message.starts_with("2 series refused, first: timeseries 1 (bad)")
+            && message.contains("the 3 samples of the other series were written"),
+        "{message}"
+    );
+    let written = points(broker.as_ref(), 3).await;
+    let names: Vec<&str> = written.iter().map(|p| p.measurement.as_str()).collect();
+    assert_eq!(names, ["good_one", "good_two", "good_two"]);
+}
+
+#[tokio::test]
 async fn every_error_case_has_its_status_and_writes_nothing() {
     let (_dir, broker, app) = app(ServerOptions {
         max_http_body_bytes: 4096,
