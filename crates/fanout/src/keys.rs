@@ -24,6 +24,11 @@ impl Keys {
         format!("{}:home:{client_id}", self.prefix)
     }
 
+    /// The key holding the delivered cursor of a client (shared between gateways).
+    pub fn delivered(&self, client_id: &str) -> String {
+        format!("{}:delivered:{client_id}", self.prefix)
+    }
+
     /// The channel of gateway `gateway_id`.
     pub fn channel(&self, gateway_id: &str) -> String {
         format!("{}:gateway:{gateway_id}", self.prefix)

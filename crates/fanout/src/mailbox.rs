@@ -13,6 +13,11 @@ use crate::{Error, FanoutOptions, Keys, Result, connect};
 /// Pause before the one retry after a dropped connection.
 const RECONNECT_PAUSE: Duration = Duration::from_millis(200);
 
+/// Sets KEYS[1] to ARGV[1] (with a TTL of ARGV[2] ms) unless it already holds more.
+const RAISE_SCRIPT: &str = "local v = tonumber(redis.call('GET', KEYS[1]) or '0') \
+    if tonumber(ARGV[1]) > v then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) \
+    else redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 1";
+
 /// Mailbox entries read per `XRANGE`.
 const PAGE: usize = 1000;
 
@@ -127,5 +132,36 @@ impl Mailbox for RedisMailbox {
             start = format!("({last}");
         }
         Ok(kept.finish())
+    }
+
+    async fn delivered(&self, client_id: &str) -> datanexus_store::Result<Option<u64>> {
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(self.keys.delivered(client_id));
+        Ok(self.query::<Option<u64>>(&cmd).await?)
+    }
+
+    async fn save_delivered(&self, cursors: &[(String, u64)]) -> datanexus_store::Result<()> {
+        if cursors.is_empty() {
+            return Ok(());
+        }
+        let ms = u64::try_from(self.max_age.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let mut pipe = redis::pipe();
+        for (client_id, seq) in cursors {
+            // Only ever raise it: a slower gateway must not move a cursor back.
+            pipe.cmd("EVAL")
+                .arg(RAISE_SCRIPT)
+                .arg(1)
+                .arg(self.keys.delivered(client_id))
+                .arg(*seq)
+                .arg(ms)
+                .ignore();
+        }
+        let mut conn = self.conn.clone();
+        pipe.query_async::<()>(&mut conn)
+            .await
+            .map_err(Error::redis)?;
+        Ok(())
     }
 }

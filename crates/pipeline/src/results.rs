@@ -73,6 +73,26 @@ pub trait Mailbox: Send + Sync + 'static {
         max: usize,
         min_processed_ns: i64,
     ) -> datanexus_store::Result<Replay>;
+
+    /// The highest result seq a gateway handed to `client_id`'s stream, as shared
+    /// between gateways (`None`: not shared, or not known). The default shares nothing
+    /// (one process keeps its cursors itself).
+    ///
+    /// # Errors
+    /// The mailbox cannot be read.
+    async fn delivered(&self, client_id: &str) -> datanexus_store::Result<Option<u64>> {
+        let _ = client_id;
+        Ok(None)
+    }
+
+    /// Shares the delivered cursors of clients (client id, seq) with other gateways.
+    ///
+    /// # Errors
+    /// The mailbox cannot be written.
+    async fn save_delivered(&self, cursors: &[(String, u64)]) -> datanexus_store::Result<()> {
+        let _ = cursors;
+        Ok(())
+    }
 }
 
 /// The [`Mailbox`] of a single process: the store the forwarder writes results to.

@@ -18,7 +18,9 @@
 //! Since the store is written before routing and both paths hold the same lock, a
 //! result is either replayed or routed, never missed; a stream drops duplicates by seq.
 //!
-//! Cursors (persisted, see `cursors.rs`): `delivered` = the highest seq a stream handed
+//! Cursors (persisted every second while they change, see `cursors.rs`, and the
+//! `delivered` ones also shared through the [`Mailbox`], so that a `nimbus` client that
+//! reconnects to another gateway resumes where the first one left off): `delivered` = the highest seq a stream handed
 //! to the transport (the `nimbus` resume point: results written into a stream that then
 //! broke may be lost in transit, at-most-once for those; results still buffered are
 //! replayed) and `acked` = the highest seq a `datanexus.v1.EventStream` client
@@ -128,6 +130,8 @@ pub struct Sessions {
     state_dir: Option<PathBuf>,
     /// Cursors changed since the last persist.
     dirty: AtomicBool,
+    /// The delivered cursors last shared through the mailbox.
+    shared: Mutex<HashMap<String, u64>>,
 }
 
 impl std::fmt::Debug for Sessions {
@@ -174,6 +178,7 @@ impl Sessions {
             next_generation: AtomicU64::new(0),
             state_dir,
             dirty: AtomicBool::new(false),
+            shared: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -205,6 +210,13 @@ impl Sessions {
     ) -> Result<Outbound> {
         let client = self.client(client_id);
         let mut attached = client.attached.lock().await;
+        if protocol == Protocol::Nimbus {
+            // Another gateway may have delivered more to this client.
+            if let Some(shared) = self.mailbox.delivered(client_id).await? {
+                let mut live = client.live.lock();
+                live.cursors.delivered = live.cursors.delivered.max(shared);
+            }
+        }
         let generation = self.next_generation.fetch_add(1, Ordering::Relaxed) + 1;
         let cursor = self.take_over(&client, generation, protocol);
         if let Some(old) = attached.take() {
@@ -426,14 +438,27 @@ impl Sessions {
     /// # Errors
     /// The file cannot be written (the previous one stays intact).
     pub async fn persist(&self) -> Result<()> {
-        let Some(dir) = &self.state_dir else {
-            return Ok(());
-        };
         self.dirty.store(false, Ordering::Relaxed);
         let snapshot = self.snapshot();
-        let outcome = cursors::save(dir.clone(), snapshot).await;
-        if outcome.is_err() {
-            self.dirty.store(true, Ordering::Relaxed);
+        let changed: Vec<(String, u64)> = {
+            let shared = self.shared.lock();
+            snapshot
+                .iter()
+                .filter(|(id, c)| shared.get(*id).is_none_or(|s| *s < c.delivered))
+                .map(|(id, c)| (id.clone(), c.delivered))
+                .collect()
+        };
+        let outcome = async {
+            if let Some(dir) = &self.state_dir {
+                cursors::save(dir.clone(), snapshot).await?;
+            }
+            self.mailbox.save_delivered(&changed).await?;
+            Ok(())
+        }
+        .await;
+        match outcome {
+            Ok(()) => self.shared.lock().extend(changed),
+            Err(_) => self.dirty.store(true, Ordering::Relaxed),
         }
         outcome
     }
