@@ -44,6 +44,9 @@ struct PartState {
     target: Option<String>,
     committed: u64,
     slots: VecDeque<Slot>,
+    /// How many of `slots` are [`SlotState::Pending`]: delivery skips the scan of the
+    /// (possibly hundreds of thousands of) leased slots when there are none.
+    pending: usize,
 }
 
 struct Lease {
@@ -90,6 +93,7 @@ impl GroupState {
                 target: None,
                 committed,
                 slots: VecDeque::new(),
+                pending: 0,
             })
             .collect();
         Self {
@@ -191,6 +195,7 @@ impl GroupState {
                 for slot in &mut part.slots {
                     if slot.state == SlotState::Leased(lid) {
                         slot.state = SlotState::Pending;
+                        part.pending += 1;
                     }
                 }
             }
@@ -323,7 +328,7 @@ impl GroupState {
         }
         let before = out.len();
         let mut i = 0usize;
-        while i < part.slots.len() && out.len() - before < max {
+        while part.pending > 0 && i < part.slots.len() && out.len() - before < max {
             let run = part
                 .slots
                 .range(i..)
@@ -341,6 +346,9 @@ impl GroupState {
                     .filter(|&x| x < i + run)
                     .and_then(|x| part.slots.get_mut(x))
                 {
+                    if slot.state == SlotState::Pending {
+                        part.pending = part.pending.saturating_sub(1);
+                    }
                     slot.state = SlotState::Leased(lid);
                     slot.deliveries += 1;
                     out.push(delivery(p, r, slot.deliveries));
@@ -359,6 +367,7 @@ impl GroupState {
                 out.push(delivery(p, r, 1));
             }
         }
+        debug_assert_eq!(part.pending, pending_slots(part), "pending count drifted");
         Ok(out.len() - before)
     }
 
@@ -387,10 +396,16 @@ impl GroupState {
         let mut settled = Settled::default();
         for (idx, lid) in found {
             if let Some(slot) = part.slots.get_mut(idx) {
+                let was_pending = slot.state == SlotState::Pending;
                 slot.state = match how {
                     Settle::Ack => SlotState::Acked,
                     Settle::Nack => SlotState::Pending,
                 };
+                match (was_pending, slot.state == SlotState::Pending) {
+                    (false, true) => part.pending += 1,
+                    (true, false) => part.pending = part.pending.saturating_sub(1),
+                    _ => {}
+                }
             }
             if let Some(lease) = leases.get_mut(&lid) {
                 lease.outstanding = lease.outstanding.saturating_sub(1);
@@ -413,8 +428,17 @@ impl GroupState {
         if settled.committed_advanced {
             self.version += 1;
         }
+        debug_assert_eq!(part.pending, pending_slots(part), "pending count drifted");
         Ok(settled)
     }
+}
+
+/// Counts the pending slots of a partition (what `PartState::pending` must equal).
+fn pending_slots(part: &PartState) -> usize {
+    part.slots
+        .iter()
+        .filter(|s| s.state == SlotState::Pending)
+        .count()
 }
 
 /// Slot index and lease of each offset, or [`Error::LeaseExpired`] for the first offset
