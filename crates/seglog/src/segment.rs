@@ -58,6 +58,7 @@
 //! [`Error::Corrupt`], never served).
 
 pub(crate) mod codec;
+mod crc;
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read};

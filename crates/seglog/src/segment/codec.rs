@@ -124,7 +124,7 @@ pub(crate) fn seal(buf: &mut [u8], encoded: &Encoded, base_offset: u64) {
     put(buf, 12, &base_offset.to_le_bytes());
     let header_crc = crc32c::crc32c(buf.get(8..HEADER_LEN).unwrap_or_default());
     let records_len = buf.len().saturating_sub(HEADER_LEN);
-    let crc = crc32c::crc32c_combine(header_crc, encoded.records_crc, records_len);
+    let crc = super::crc::combine(header_crc, encoded.records_crc, records_len);
     put(buf, 4, &crc.to_le_bytes());
 }
 
