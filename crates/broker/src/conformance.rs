@@ -44,7 +44,7 @@ pub(crate) fn unique(prefix: &str) -> String {
     )
 }
 
-fn records(n: usize, partitions: u32) -> Vec<ProduceRecord> {
+pub(crate) fn records(n: usize, partitions: u32) -> Vec<ProduceRecord> {
     (0..n)
         .map(|i| ProduceRecord {
             partition: Some(i as u32 % partitions),
@@ -74,7 +74,7 @@ async fn drain(c: &dyn Consumer, want: usize, ack: bool) -> Vec<Delivery> {
     out
 }
 
-fn values(ds: &[Delivery]) -> BTreeSet<Bytes> {
+pub(crate) fn values(ds: &[Delivery]) -> BTreeSet<Bytes> {
     ds.iter().map(|d| d.value.clone()).collect()
 }
 

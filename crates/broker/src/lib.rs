@@ -34,6 +34,8 @@ pub mod redis_streams;
 
 #[cfg(test)]
 mod conformance;
+#[cfg(all(test, any(feature = "redis", feature = "kafka")))]
+mod testkit;
 
 pub use error::{Error, ErrorKind, Result};
 

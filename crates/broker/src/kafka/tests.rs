@@ -11,39 +11,21 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::conformance::unique;
+use crate::conformance::{records, unique};
+use crate::testkit::{self, ServerProcess, free_port, start_on_free_port};
 use crate::{Bytes, ErrorKind, Position};
 
 const BOOTSTRAP_VAR: &str = "TEST_KAFKA_BROKERS";
 
-/// A private tansu, killed on drop.
-struct Server {
-    child: Child,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Keeps the private broker (if any) alive for the test.
 struct Fixture {
-    _server: Option<Server>,
+    _server: Option<ServerProcess>,
     bootstrap: String,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
 }
 
 fn tansu_binary() -> Option<PathBuf> {
@@ -67,11 +49,10 @@ async fn accepts_connections(bootstrap: &str) -> bool {
 
 /// Starts tansu on a free loopback port; `None` if there is no binary or it never
 /// listens.
-async fn spawn_tansu() -> Option<(Server, String)> {
+async fn spawn_tansu() -> Option<(ServerProcess, String)> {
     let binary = tansu_binary()?;
-    for _ in 0..3 {
-        let bootstrap = format!("127.0.0.1:{}", free_port());
-        let url = format!("tcp://{bootstrap}");
+    let start = |port: u16| {
+        let url = format!("tcp://127.0.0.1:{port}");
         let child = Command::new(&binary)
             .arg("broker")
             .args(["--listener-url", &url, "--advertised-listener-url", &url])
@@ -81,32 +62,20 @@ async fn spawn_tansu() -> Option<(Server, String)> {
             .stderr(Stdio::null())
             .spawn()
             .ok()?;
-        let mut server = Server { child };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if accepts_connections(&bootstrap).await {
-                return Some((server, bootstrap));
-            }
-            if matches!(server.child.try_wait(), Ok(Some(_))) {
-                break; // lost the port to someone else: try another
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-    None
+        Some(ServerProcess::new(child, None))
+    };
+    let ready = |port: u16| async move { accepts_connections(&format!("127.0.0.1:{port}")).await };
+    let (server, port) = start_on_free_port(start, ready, Duration::from_secs(10)).await?;
+    Some((server, format!("127.0.0.1:{port}")))
 }
 
 /// Fails under CI, else reports the skip.
 fn skip(what: &str) {
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "no {what} to test against: set {BOOTSTRAP_VAR} or TANSU_BIN"
-    );
-    eprintln!("SKIPPED: no {what} to test against (set {BOOTSTRAP_VAR} or TANSU_BIN)");
+    testkit::skip(what, &format!("set {BOOTSTRAP_VAR} or TANSU_BIN"));
 }
 
 /// The broker to test against, or `None` to skip (never under CI).
-async fn server() -> Option<(Option<Server>, String)> {
+async fn server() -> Option<(Option<ServerProcess>, String)> {
     if let Ok(bootstrap) = std::env::var(BOOTSTRAP_VAR) {
         assert!(
             accepts_connections(&bootstrap).await,
@@ -154,17 +123,6 @@ fn options() -> ConsumerOptions {
 }
 
 crate::conformance::conformance_suite!(open, options());
-
-fn records(n: usize, partitions: u32) -> Vec<ProduceRecord> {
-    (0..n)
-        .map(|i| ProduceRecord {
-            partition: Some(i as u32 % partitions),
-            key: None,
-            value: Bytes::from(format!("v{i}")),
-            timestamp_ms: 1_700_000_000_000 + i as i64,
-        })
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_without_a_partition_are_placed_by_the_jump_hash_of_their_key() {

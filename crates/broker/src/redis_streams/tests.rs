@@ -8,41 +8,22 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::collections::BTreeSet;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::conformance::unique;
+use crate::conformance::{records, unique, values};
+use crate::testkit::{self, ServerProcess, free_port, start_on_free_port};
 use crate::{Bytes, ErrorKind};
 
 const URL_VAR: &str = "TEST_REDIS_URL";
 
-/// A private redis-server, killed on drop.
-struct Server {
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Keeps the private server (if any) alive for the test.
 struct Fixture {
-    _server: Option<Server>,
+    _server: Option<ServerProcess>,
     url: String,
     prefix: String,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
 }
 
 async fn connect(url: &str) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
@@ -64,12 +45,19 @@ async fn answers_ping(url: &str) -> bool {
 
 /// Starts `redis-server` (with `extra` arguments) on a free port; `None` if it is not
 /// on `PATH` or never answers. `url_auth` goes before the host in the URL it returns.
-async fn spawn_server_with(extra: &[&str], url_auth: &str) -> Option<(Server, String)> {
-    for _ in 0..3 {
+async fn spawn_server_with(extra: &[&str], url_auth: &str) -> Option<(ServerProcess, String)> {
+    let url = |port: u16| format!("redis://{url_auth}127.0.0.1:{port}/0");
+    let start = |port: u16| {
         let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port().to_string();
         let child = Command::new("redis-server")
-            .args(["--port", &port, "--bind", "127.0.0.1", "--save", ""])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
             .args(["--appendonly", "no"])
             .args(extra)
             .arg("--dir")
@@ -78,37 +66,27 @@ async fn spawn_server_with(extra: &[&str], url_auth: &str) -> Option<(Server, St
             .stderr(Stdio::null())
             .spawn()
             .ok()?;
-        let mut server = Server { child, _dir: dir };
-        let url = format!("redis://{url_auth}127.0.0.1:{port}/0");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if answers_ping(&url).await {
-                return Some((server, url));
-            }
-            if matches!(server.child.try_wait(), Ok(Some(_))) {
-                break; // lost the port to someone else: try another
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-    None
+        Some(ServerProcess::new(child, Some(dir)))
+    };
+    let ready = |port: u16| {
+        let url = url(port);
+        async move { answers_ping(&url).await }
+    };
+    let (server, port) = start_on_free_port(start, ready, Duration::from_secs(5)).await?;
+    Some((server, url(port)))
 }
 
-async fn spawn_server() -> Option<(Server, String)> {
+async fn spawn_server() -> Option<(ServerProcess, String)> {
     spawn_server_with(&[], "").await
 }
 
 /// Fails under CI, else reports the skip.
 fn skip(what: &str) {
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "no {what} to test against: set {URL_VAR} or put redis-server on PATH"
-    );
-    eprintln!("SKIPPED: no {what} to test against (set {URL_VAR} or put redis-server on PATH)");
+    testkit::skip(what, &format!("set {URL_VAR} or put redis-server on PATH"));
 }
 
 /// The server to test against, or `None` to skip (never under CI).
-async fn server() -> Option<(Option<Server>, String)> {
+async fn server() -> Option<(Option<ServerProcess>, String)> {
     if let Ok(url) = std::env::var(URL_VAR) {
         assert!(
             answers_ping(&url).await,
@@ -155,21 +133,6 @@ fn options() -> ConsumerOptions {
 }
 
 crate::conformance::conformance_suite!(open, options());
-
-fn records(n: usize, partitions: u32) -> Vec<ProduceRecord> {
-    (0..n)
-        .map(|i| ProduceRecord {
-            partition: Some(i as u32 % partitions),
-            key: None,
-            value: Bytes::from(format!("v{i}")),
-            timestamp_ms: 1_700_000_000_000 + i as i64,
-        })
-        .collect()
-}
-
-fn values(ds: &[crate::Delivery]) -> BTreeSet<Bytes> {
-    ds.iter().map(|d| d.value.clone()).collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashed_consumers_records_go_to_a_live_one_once_its_heartbeat_expires() {
