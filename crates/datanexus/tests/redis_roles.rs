@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+#[path = "common/native.rs"]
+mod native;
 #[path = "common/roles.rs"]
 mod roles_support;
 mod support;
@@ -15,7 +17,8 @@ use std::time::{Duration, Instant};
 use tokio_stream::StreamExt;
 
 use datanexus_proto::data_nexus::metrics_service_client::MetricsServiceClient;
-use roles_support::{Deployment, Native, SERIES, batch, wait_stored};
+use native::Native;
+use roles_support::{Deployment, SERIES, batch, wait_stored};
 use support::Redis;
 
 /// Short leases so that a killed processor's work moves within seconds.

@@ -3,18 +3,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+#[path = "common/native.rs"]
+mod native;
 mod support;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use datanexus_proto::datanexus::v1::event_stream_client::EventStreamClient;
-use datanexus_proto::datanexus::v1::stream_request::Kind as Req;
 use datanexus_proto::datanexus::v1::stream_response::Kind as Resp;
 use datanexus_proto::datanexus::v1::stream_result::Outcome;
-use datanexus_proto::datanexus::v1::{Event, Hello, StreamRequest, StreamResponse};
 use datanexus_proto::nimbus::nimbus_service_client::NimbusServiceClient;
 use datanexus_proto::nimbus::{EventRequest, EventResponse};
+use native::Native;
 use support::Server;
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
@@ -191,63 +191,6 @@ async fn nimbus_client_reconnecting_gets_missed_results_in_order_then_new_ones()
         missing.len()
     );
     assert!(server.terminate());
-}
-
-/// A native acknowledged stream.
-struct Native {
-    tx: mpsc::Sender<StreamRequest>,
-    rx: Streaming<StreamResponse>,
-}
-
-impl Native {
-    async fn connect(url: &str, client_id: &str, resume_after: u64) -> Native {
-        let mut c = EventStreamClient::connect(url.to_owned()).await.unwrap();
-        let (tx, rx) = mpsc::channel(16_384);
-        let hello = Req::Hello(Hello {
-            client_id: client_id.into(),
-            resume_after,
-        });
-        tx.send(StreamRequest { kind: Some(hello) }).await.unwrap();
-        let rx = c
-            .stream(ReceiverStream::new(rx))
-            .await
-            .unwrap()
-            .into_inner();
-        Native { tx, rx }
-    }
-
-    async fn send(&self, n: i32) {
-        let e = Event {
-            event_name: "sq".into(),
-            number: n,
-            correlation_id: n as u64,
-        };
-        self.tx
-            .send(StreamRequest {
-                kind: Some(Req::Event(e)),
-            })
-            .await
-            .unwrap();
-    }
-
-    async fn ack(&self, seq: u64) {
-        self.tx
-            .send(StreamRequest {
-                kind: Some(Req::Ack(seq)),
-            })
-            .await
-            .unwrap();
-    }
-
-    async fn next(&mut self) -> Option<Resp> {
-        match tokio::time::timeout(Duration::from_secs(120), self.rx.next())
-            .await
-            .expect("a message within 120 s")
-        {
-            Some(Ok(m)) => m.kind,
-            _ => None,
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,10 +18,6 @@ use std::time::{Duration, Instant};
 use crate::support::Server;
 use datanexus_proto::data_nexus::metrics_service_client::MetricsServiceClient;
 use datanexus_proto::data_nexus::{BatchMetrics, Metric};
-use datanexus_proto::datanexus::v1::event_stream_client::EventStreamClient;
-use datanexus_proto::datanexus::v1::stream_request::Kind as Req;
-use datanexus_proto::datanexus::v1::stream_response::Kind as Resp;
-use datanexus_proto::datanexus::v1::{Event, Hello, StreamRequest, StreamResponse};
 use datanexus_proto::nimbus::nimbus_service_client::NimbusServiceClient;
 use datanexus_proto::nimbus::{EventRequest, EventResponse};
 use tokio::sync::mpsc;
@@ -202,62 +198,6 @@ pub fn wait_stored(store: &Server, want: u64, patience: Duration) -> u64 {
             return n;
         }
         std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
-pub struct Native {
-    tx: mpsc::Sender<StreamRequest>,
-    rx: Streaming<StreamResponse>,
-}
-
-impl Native {
-    pub async fn connect(url: &str, client_id: &str, resume_after: u64) -> Native {
-        let mut c = EventStreamClient::connect(url.to_owned()).await.unwrap();
-        let (tx, rx) = mpsc::channel(16_384);
-        let hello = Req::Hello(Hello {
-            client_id: client_id.into(),
-            resume_after,
-        });
-        tx.send(StreamRequest { kind: Some(hello) }).await.unwrap();
-        let rx = c
-            .stream(ReceiverStream::new(rx))
-            .await
-            .unwrap()
-            .into_inner();
-        Native { tx, rx }
-    }
-
-    pub async fn send(&self, n: i32) {
-        let e = Event {
-            event_name: "sq".into(),
-            number: n,
-            correlation_id: u64::try_from(n).unwrap(),
-        };
-        self.tx
-            .send(StreamRequest {
-                kind: Some(Req::Event(e)),
-            })
-            .await
-            .unwrap();
-    }
-
-    /// The next result (skipping `Accepted`).
-    pub async fn result(&mut self) -> datanexus_proto::datanexus::v1::StreamResult {
-        loop {
-            let next = tokio::time::timeout(Duration::from_secs(60), self.rx.next())
-                .await
-                .expect("a message within 60 s");
-            match next {
-                Some(Ok(StreamResponse {
-                    kind: Some(Resp::Result(r)),
-                })) => return r,
-                Some(Ok(StreamResponse {
-                    kind: Some(Resp::Error(e)),
-                })) => panic!("in-band error {e:?}"),
-                Some(Ok(_)) => {}
-                other => panic!("stream ended: {other:?}"),
-            }
-        }
     }
 }
 
