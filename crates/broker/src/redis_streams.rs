@@ -272,8 +272,17 @@ impl Shared {
 
     /// A pipeline (one round trip) that fails if any of its commands fails.
     async fn pipeline(&self, pipe: &Pipeline) -> Result<Vec<Value>> {
+        self.run_pipeline(pipe).await
+    }
+
+    /// A pipeline whose commands may fail one by one (`pipe` must ignore errors).
+    async fn pipeline_each(&self, pipe: &Pipeline) -> Result<Vec<RedisResult<Value>>> {
+        self.run_pipeline(pipe).await
+    }
+
+    async fn run_pipeline<T: FromRedisValue + Default>(&self, pipe: &Pipeline) -> Result<T> {
         if pipe.is_empty() {
-            return Ok(Vec::new());
+            return Ok(T::default());
         }
         let mut conn = self.conn.clone();
         self.timed(self.op_timeout(), pipe.query_async(&mut conn))
@@ -281,15 +290,26 @@ impl Shared {
             .map_err(from_redis)
     }
 
-    /// A pipeline whose commands may fail one by one (`pipe` must ignore errors).
-    async fn pipeline_each(&self, pipe: &Pipeline) -> Result<Vec<RedisResult<Value>>> {
-        if pipe.is_empty() {
-            return Ok(Vec::new());
+    /// `XGROUP CREATE <key> <group> 0 MKSTREAM` on each of `keys` (an existing group is
+    /// kept).
+    pub(crate) async fn create_group(&self, keys: &[String], group: &str) -> Result<()> {
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        for key in keys {
+            pipe.cmd("XGROUP")
+                .arg("CREATE")
+                .arg(key)
+                .arg(group)
+                .arg("0")
+                .arg("MKSTREAM");
         }
-        let mut conn = self.conn.clone();
-        self.timed(self.op_timeout(), pipe.query_async(&mut conn))
-            .await?
-            .map_err(from_redis)
+        for reply in self.pipeline_each(&pipe).await? {
+            match reply {
+                Err(e) if e.code() != Some("BUSYGROUP") => return Err(from_redis(e)),
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     fn topics_key(&self) -> String {
@@ -405,23 +425,8 @@ impl Broker for RedisBroker {
         validate_name("group", group)?;
         let s = &self.shared;
         let partitions = s.partitions(topic).await?;
-        let mut pipe = redis::pipe();
-        pipe.ignore_errors();
-        for p in 0..partitions {
-            pipe.cmd("XGROUP")
-                .arg("CREATE")
-                .arg(s.stream_key(topic, p))
-                .arg(group)
-                .arg("0")
-                .arg("MKSTREAM");
-        }
-        for reply in s.pipeline_each(&pipe).await? {
-            match reply {
-                Err(e) if e.code() != Some("BUSYGROUP") => return Err(from_redis(e)),
-                _ => {}
-            }
-        }
-        Ok(())
+        let keys: Vec<String> = (0..partitions).map(|p| s.stream_key(topic, p)).collect();
+        s.create_group(&keys, group).await
     }
 
     async fn ensure_topic(&self, topic: &str, partitions: u32) -> Result<()> {

@@ -160,23 +160,7 @@ impl RedisConsumer {
     /// `XGROUP CREATE <key> <group> 0 MKSTREAM` on every partition (an existing group
     /// is kept).
     async fn create_groups(&self) -> Result<()> {
-        let mut pipe = redis::pipe();
-        pipe.ignore_errors();
-        for key in &self.keys {
-            pipe.cmd("XGROUP")
-                .arg("CREATE")
-                .arg(key)
-                .arg(&self.group)
-                .arg("0")
-                .arg("MKSTREAM");
-        }
-        for reply in self.shared.pipeline_each(&pipe).await? {
-            match reply {
-                Err(e) if e.code() != Some("BUSYGROUP") => return Err(from_redis(e)),
-                _ => {}
-            }
-        }
-        Ok(())
+        self.shared.create_group(&self.keys, &self.group).await
     }
 
     async fn poll_into(
