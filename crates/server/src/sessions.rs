@@ -46,7 +46,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use datanexus_broker::RecordId;
-use datanexus_pipeline::results::{Mailbox, ResultRouter, event_position, result_seq};
+use datanexus_pipeline::results::{Mailbox, Replay, ResultRouter, event_position, result_seq};
 use datanexus_proto::datanexus::v1::ResultRecord;
 use datanexus_telemetry::{ErrorLabels, Telemetry};
 use parking_lot::Mutex;
@@ -224,18 +224,7 @@ impl Sessions {
                 "another stream with client_id {client_id:?} took over"
             )));
         }
-        self.mailbox.claim(client_id).await?;
-        let replay = self
-            .mailbox
-            .replay(
-                client_id,
-                cursor,
-                self.limits.max_replay_results,
-                datanexus_model::time::now_ns().saturating_sub(
-                    i64::try_from(self.limits.max_replay_age.as_nanos()).unwrap_or(i64::MAX),
-                ),
-            )
-            .await?;
+        let replay = self.claim_and_replay(client_id, cursor).await?;
         if replay.dropped > 0 {
             self.count("replay_dropped", replay.dropped);
         }
@@ -256,6 +245,23 @@ impl Sessions {
             replay.results,
             (tx, rx, closed),
         ))
+    }
+
+    /// Claims `client_id` in the mailbox (results are routed here from now on), then
+    /// reads its results above `after_seq` within the replay bounds.
+    async fn claim_and_replay(&self, client_id: &str, after_seq: u64) -> Result<Replay> {
+        self.mailbox.claim(client_id).await?;
+        let max_age = i64::try_from(self.limits.max_replay_age.as_nanos()).unwrap_or(i64::MAX);
+        let min_processed_ns = datanexus_model::time::now_ns().saturating_sub(max_age);
+        Ok(self
+            .mailbox
+            .replay(
+                client_id,
+                after_seq,
+                self.limits.max_replay_results,
+                min_processed_ns,
+            )
+            .await?)
     }
 
     /// Makes `generation` the live stream of `client` and returns its resume cursor.
@@ -323,18 +329,7 @@ impl Sessions {
                 continue;
             };
             // The home entry may be gone too (Redis lost it): routing must find us.
-            self.mailbox.claim(&client.id).await?;
-            let replay = self
-                .mailbox
-                .replay(
-                    &client.id,
-                    sent,
-                    self.limits.max_replay_results,
-                    datanexus_model::time::now_ns().saturating_sub(
-                        i64::try_from(self.limits.max_replay_age.as_nanos()).unwrap_or(i64::MAX),
-                    ),
-                )
-                .await?;
+            let replay = self.claim_and_replay(&client.id, sent).await?;
             for result in &replay.results {
                 self.offer(&client, result).await;
             }
