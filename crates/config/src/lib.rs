@@ -54,7 +54,7 @@ pub use crate::error::{Error, Result};
 pub use crate::overrides::ConfigOverrides;
 pub use crate::sections::{
     AuthConfig, GroupsConfig, LimitsConfig, LogFormat, LoggingConfig, MetricsConfig, RedisConfig,
-    Role, StoreConfig, StreamsConfig, TopicsConfig, WorkerConfig,
+    Role, StoreConfig, StoreKind, StreamsConfig, TopicsConfig, WorkerConfig,
 };
 
 /// The root of the Data Nexus configuration.

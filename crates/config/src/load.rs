@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use crate::env::EnvOverlay;
-use crate::{Config, Error, Result};
+use crate::{Config, Error, Result, StoreConfig, StoreKind};
 
 /// Origin name used in errors for documents that did not come from a file.
 const STRING_ORIGIN: &str = "<string>";
@@ -43,12 +43,14 @@ impl Config {
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self> {
-        let overlay = EnvOverlay::from_vars(env)?;
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        let overlay = EnvOverlay::from_vars(env.iter().cloned())?;
         let table = match file {
             Some(path) => read_table(path)?,
             None => toml::Table::new(),
         };
-        let config = overlay.apply(table)?;
+        let mut config = overlay.apply(table)?;
+        config.fill_store_url_from_seed_vars(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         config.validate()?;
         Ok(config)
     }
@@ -171,6 +173,22 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
     let column = before[line_start..].chars().count() + 1;
     (line, column)
+}
+
+impl Config {
+    /// With `store.kind = "postgres"` and no `store.url`, takes the URL made from the
+    /// seed's `POSTGRES_*` variables (see [`StoreConfig::url_from_seed_vars`]).
+    fn fill_store_url_from_seed_vars<'a>(
+        &mut self,
+        vars: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) {
+        if self.store.kind == StoreKind::Postgres
+            && self.store.url.is_empty()
+            && let Some(url) = StoreConfig::url_from_seed_vars(vars)
+        {
+            self.store.url = url;
+        }
+    }
 }
 
 #[cfg(test)]

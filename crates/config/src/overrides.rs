@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use crate::{
     BrokerConfig, Config, Error, KafkaBrokerConfig, LogFormat, RedisBrokerConfig, RedisConfig,
-    Result, Role,
+    Result, Role, StoreKind,
 };
 
 /// Values given on the command line; unset fields leave the config as is.
@@ -35,6 +35,9 @@ pub struct ConfigOverrides {
     pub role: Option<Role>,
     /// `redis.url` (creates the `[redis]` section when absent).
     pub redis_url: Option<String>,
+    /// The store: `embedded`, or a `postgres://`/`postgresql://` URL (which sets
+    /// `store.kind = "postgres"` and `store.url`).
+    pub store: Option<String>,
 }
 
 impl fmt::Debug for ConfigOverrides {
@@ -54,6 +57,7 @@ impl fmt::Debug for ConfigOverrides {
             .field("broker_url", &self.broker_url)
             .field("role", &self.role)
             .field("redis_url", &self.redis_url)
+            .field("store", &self.store.as_deref().map(|_| "<redacted>"))
             .finish()
     }
 }
@@ -73,7 +77,11 @@ impl Config {
             broker_url,
             role,
             redis_url,
+            store,
         } = overrides;
+        if let Some(store) = store {
+            self.set_store(&store)?;
+        }
         if let Some(role) = role {
             self.role = role;
         }
@@ -103,6 +111,22 @@ impl Config {
             self.set_broker_url(url)?;
         }
         self.validate()
+    }
+
+    fn set_store(&mut self, store: &str) -> Result<()> {
+        if store == "embedded" {
+            self.store.kind = StoreKind::Embedded;
+            self.store.url.clear();
+        } else if store.starts_with("postgres://") || store.starts_with("postgresql://") {
+            self.store.kind = StoreKind::Postgres;
+            self.store.url = store.to_owned();
+        } else {
+            return Err(Error::invalid(
+                "store",
+                "--store takes `embedded` or a postgres://user:password@host:port/db URL",
+            ));
+        }
+        Ok(())
     }
 
     fn set_broker_url(&mut self, url: String) -> Result<()> {

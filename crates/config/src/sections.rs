@@ -257,10 +257,42 @@ impl Default for WorkerConfig {
     }
 }
 
-/// The embedded columnar store (in `data_dir/store`).
+/// Which store backend holds points, events and stream results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// The embedded columnar store: Parquet files in `data_dir/store` (default).
+    #[default]
+    Embedded,
+    /// A PostgreSQL database (`url`; backend in the `postgres` build feature).
+    Postgres,
+}
+
+impl StoreKind {
+    /// The `kind` name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoreKind::Embedded => "embedded",
+            StoreKind::Postgres => "postgres",
+        }
+    }
+}
+
+/// The store: where points, events and results rest and are queried.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
+    /// `embedded` (Parquet files in `data_dir/store`) or `postgres`.
+    pub kind: StoreKind,
+    /// With `kind = "postgres"`: `postgres://user:password@host:port/db[?sslmode=…]`.
+    /// Empty: made from the seed's `POSTGRES_HOST`, `POSTGRES_PORT`, `POSTGRES_USER`,
+    /// `POSTGRES_PASSWORD` and `POSTGRES_DB` variables.
+    pub url: String,
+    /// With `kind = "postgres"`: most connections held open.
+    pub pool_size: usize,
+    /// With `kind = "postgres"`: how long to wait for a connection.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
     /// Delete samples and events older than this; unset keeps them forever.
     #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
     pub retention_max_age: Option<Duration>,
@@ -272,9 +304,50 @@ pub struct StoreConfig {
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
+            kind: StoreKind::Embedded,
+            url: String::new(),
+            pool_size: 8,
+            connect_timeout: Duration::from_secs(5),
             retention_max_age: None,
             max_pending_rows: 500_000,
         }
+    }
+}
+
+impl StoreConfig {
+    /// The URL made from the seed's `POSTGRES_*` variables, when `POSTGRES_HOST` or
+    /// `POSTGRES_DB` is among `vars` (the others default as libpq's do).
+    pub fn url_from_seed_vars<'a>(
+        vars: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Option<String> {
+        let mut get = std::collections::HashMap::new();
+        for (k, v) in vars {
+            if k.starts_with("POSTGRES_") && !v.is_empty() {
+                get.insert(k, v);
+            }
+        }
+        if !get.contains_key("POSTGRES_HOST") && !get.contains_key("POSTGRES_DB") {
+            return None;
+        }
+        let enc = |s: &str| -> String {
+            s.bytes()
+                .map(|b| match b {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                        (b as char).to_string()
+                    }
+                    _ => format!("%{b:02X}"),
+                })
+                .collect()
+        };
+        let host = get.get("POSTGRES_HOST").copied().unwrap_or("localhost");
+        let port = get.get("POSTGRES_PORT").copied().unwrap_or("5432");
+        let user = get.get("POSTGRES_USER").copied().unwrap_or("postgres");
+        let auth = match get.get("POSTGRES_PASSWORD") {
+            Some(p) => format!("{}:{}", enc(user), enc(p)),
+            None => enc(user),
+        };
+        let db = get.get("POSTGRES_DB").copied().unwrap_or(user);
+        Some(format!("postgres://{auth}@{host}:{port}/{}", enc(db)))
     }
 }
 

@@ -9,8 +9,8 @@ use std::time::Duration;
 use crate::overrides::is_redis_url;
 use crate::{
     BrokerConfig, Config, EmbeddedBrokerConfig, Error, GroupsConfig, KafkaBrokerConfig,
-    LimitsConfig, MetricsConfig, RedisBrokerConfig, RedisConfig, Result, StreamsConfig,
-    TopicsConfig, WorkerConfig,
+    LimitsConfig, MetricsConfig, RedisBrokerConfig, RedisConfig, Result, StoreConfig, StoreKind,
+    StreamsConfig, TopicsConfig, WorkerConfig,
 };
 
 /// Allowed number of partitions per topic.
@@ -56,10 +56,7 @@ impl Config {
         }
         validate_workers(&self.workers)?;
         validate_metrics(&self.metrics)?;
-        positive("store.max_pending_rows", self.store.max_pending_rows)?;
-        if let Some(age) = self.store.retention_max_age {
-            positive_duration("store.retention_max_age", age)?;
-        }
+        validate_store(&self.store)?;
         validate_limits(&self.limits)?;
         validate_streams(&self.streams)?;
         positive_duration("shutdown_timeout", self.shutdown_timeout)
@@ -349,4 +346,34 @@ fn redis_url(key: &str, url: &str) -> Result<()> {
         key,
         format!("must be a redis:// or rediss:// url, got {url:?}"),
     ))
+}
+
+fn validate_store(store: &StoreConfig) -> Result<()> {
+    positive("store.max_pending_rows", store.max_pending_rows)?;
+    if let Some(age) = store.retention_max_age {
+        positive_duration("store.retention_max_age", age)?;
+    }
+    positive("store.pool_size", store.pool_size)?;
+    positive_duration("store.connect_timeout", store.connect_timeout)?;
+    match store.kind {
+        StoreKind::Embedded if !store.url.is_empty() => Err(Error::invalid(
+            "store.url",
+            "is only used with store.kind = \"postgres\" (or pass --store postgres://…)",
+        )),
+        StoreKind::Postgres if store.url.is_empty() => Err(Error::invalid(
+            "store.url",
+            "is required with store.kind = \"postgres\": postgres://user:password@host:port/db \
+             (or set POSTGRES_HOST, POSTGRES_PORT, POSTGRES_USER, POSTGRES_PASSWORD, POSTGRES_DB)",
+        )),
+        StoreKind::Postgres
+            if !(store.url.starts_with("postgres://")
+                || store.url.starts_with("postgresql://")) =>
+        {
+            Err(Error::invalid(
+                "store.url",
+                "must start with postgres:// or postgresql://",
+            ))
+        }
+        _ => Ok(()),
+    }
 }
