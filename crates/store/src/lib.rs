@@ -19,6 +19,7 @@
 //!   every backend uses, so results agree across backends.
 //! - [`error`]: the crate's [`Error`] type.
 //! - `embedded` (+ `embedded/`): the embedded columnar backend.
+//! - `postgres` (+ `postgres/`, feature `postgres`): the PostgreSQL backend.
 //! - `conformance` (tests only): the suite every backend must pass.
 
 use async_trait::async_trait;
@@ -30,10 +31,14 @@ pub mod aggregate;
 mod conformance;
 pub mod embedded;
 pub mod error;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 
 pub use aggregate::{Aggregate, Summary};
 pub use embedded::{EmbeddedStore, EmbeddedStoreOptions};
 pub use error::{Error, Result};
+#[cfg(feature = "postgres")]
+pub use postgres::{PostgresOptions, PostgresStore};
 
 /// Identity of a series: measurement + field + labels.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -20,10 +20,10 @@ fn small_options() -> EmbeddedStoreOptions {
     }
 }
 
-async fn open() -> (Fixture, Arc<dyn Store>) {
+async fn open() -> Option<(Fixture, Arc<dyn Store>)> {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = EmbeddedStore::open(dir.path(), small_options()).expect("open");
-    (Fixture { dir }, Arc::new(store))
+    Some((Fixture { dir }, Arc::new(store)))
 }
 
 async fn reopen(f: &Fixture) -> Arc<dyn Store> {

@@ -1,0 +1,279 @@
+//! The PostgreSQL backend: points, events and stream results in a PostgreSQL database,
+//! for users who already run one (psql, Grafana's PostgreSQL data source, dbt, backups,
+//! replicas).
+//!
+//! # Schema (version 1, `postgres/migrations/0001_initial.sql`)
+//! ```text
+//! dn_schema_version (version, applied_at)            migrations applied, one row each
+//! dn_measurements   (measurement PK, kind, help)      type and help of each measurement
+//! dn_series         (series_id PK, measurement, field, labels jsonb)
+//!                   index (measurement, field); GIN (labels)
+//! dn_samples        (series_id, ts, value) PK (series_id, ts)
+//!                   PARTITION BY RANGE (ts): one table dn_samples_YYYYMMDD per UTC day
+//! dn_events         (id PK, source_id, ts, payload jsonb)
+//!                   index (source_id, ts, id); index (ts, id); GIN (payload)
+//! dn_flush          (id PK, flushed_at)              written by each flush (see write.rs)
+//! dn_points         view: measurement, field, labels, time (timestamptz), ts_ns, value
+//! dn_events_v       view: id, source_id, time (timestamptz), ts_ns, payload
+//! ```
+//! Timestamps are nanoseconds since the Unix epoch (`bigint`), as in the embedded store;
+//! `series_id` is the stable xxh3 series id as a signed 64-bit integer.
+//!
+//! # Invariants
+//! - The schema is created and migrated by [`PostgresStore::open`] under an advisory
+//!   lock: stores starting at once apply each migration exactly once.
+//! - Writes are idempotent: samples on (series_id, ts) — a rewrite replaces the value —
+//!   and events on id. Written data is visible at once and durable after
+//!   [`Store::flush`] (see `postgres/write.rs`).
+//! - Sample partitions exist before rows are written to them: today's and
+//!   `partitions_ahead_days` more are created at open and by retention, others on
+//!   demand, under an advisory lock. Retention drops whole partitions whose day ended
+//!   before the cutoff and deletes older events; series rows are kept (a measurement
+//!   whose samples all expired answers with no samples rather than "unknown").
+//! - Every query is pushed down to SQL; the aggregates compute the same numbers as
+//!   [`crate::aggregate`]: NaN skipped, quantiles by `percentile_cont` (linear
+//!   interpolation between closest ranks, as numpy's default).
+//! - Connection failures are [`Error::Unavailable`] naming the server
+//!   (`postgresql at host:port/db: …`); the pipeline retries them.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use datanexus_model::{MetricType, Point};
+use deadpool_postgres::{Object, Pool, PoolError};
+use parking_lot::Mutex;
+
+use crate::{
+    AggregateQuery, AggregateResult, DatasetInfo, Error, EventPage, EventQuery, FlushReport,
+    Latest, QueryResult, Result, SeriesQuery, Store, StoredEvent,
+};
+
+mod connect;
+mod read;
+mod schema;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
+#[cfg(test)]
+mod tests;
+mod write;
+
+pub use connect::PostgresOptions;
+pub use schema::SCHEMA_VERSION;
+
+/// Type and help text of a measurement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Meta {
+    kind: MetricType,
+    help: Option<String>,
+}
+
+/// Shared state of a [`PostgresStore`].
+struct Inner {
+    pool: Pool,
+    /// `host:port/db`, for messages.
+    target: String,
+    options: PostgresOptions,
+    /// Series ids known to be in `dn_series`.
+    series: Mutex<HashSet<u64>>,
+    /// Measurement metadata as last written by this process.
+    meta: Mutex<HashMap<String, Meta>>,
+    partitions: schema::Partitions,
+    /// Rows written since the last flush.
+    written: AtomicU64,
+    stopped: AtomicBool,
+}
+
+impl Inner {
+    /// A pooled connection; [`Error::Closed`] after stop.
+    async fn client(&self) -> Result<Object> {
+        if self.stopped.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        self.pool.get().await.map_err(|e| match e {
+            PoolError::Backend(e) => pg_error(&self.target, e),
+            PoolError::Closed => Error::Closed,
+            other => Error::Unavailable(format!("postgresql at {}: {other}", self.target)),
+        })
+    }
+
+    fn note_written(&self, rows: usize) {
+        self.written.fetch_add(rows as u64, Ordering::Relaxed);
+    }
+}
+
+/// Maps a PostgreSQL error: connection problems (and a server shutting down, starting
+/// up or out of resources) are [`Error::Unavailable`], the rest [`Error::Internal`].
+fn pg_error(target: &str, e: tokio_postgres::Error) -> Error {
+    let Some(db) = e.as_db_error() else {
+        return Error::Unavailable(format!("postgresql at {target}: {e}"));
+    };
+    let code = db.code().code();
+    let message = format!("postgresql at {target}: {} ({code})", db.message());
+    // 08: connection exception; 53: insufficient resources; 57: operator intervention
+    // (shutdown, cannot connect now); 40: rollback (serialization, deadlock).
+    if ["08", "53", "57", "40"].iter().any(|c| code.starts_with(c)) {
+        Error::Unavailable(message)
+    } else if code == "28P01" || code == "28000" || code == "3D000" {
+        // Bad password / no such role / no such database: the operator must act.
+        Error::Unavailable(message)
+    } else {
+        Error::Internal(message)
+    }
+}
+
+/// Points, events and results in PostgreSQL.
+pub struct PostgresStore {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("target", &self.inner.target)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresStore {
+    /// Connects, creates or migrates the schema, and creates the partitions ahead.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for a bad URL or option; [`Error::Unavailable`] naming the
+    /// server and the cause when it cannot be reached or refuses the login.
+    pub async fn open(options: PostgresOptions) -> Result<Self> {
+        if options.pool_size == 0 {
+            return Err(Error::Invalid("store.pool_size must be at least 1".into()));
+        }
+        let target = connect::target(&options.url, options.connect_timeout)?;
+        let pool = connect::pool(&target, options.pool_size, options.connect_timeout)?;
+        let inner = Arc::new(Inner {
+            pool,
+            target: target.display.clone(),
+            options,
+            series: Mutex::new(HashSet::new()),
+            meta: Mutex::new(HashMap::new()),
+            partitions: schema::Partitions::default(),
+            written: AtomicU64::new(0),
+            stopped: AtomicBool::new(false),
+        });
+        {
+            let mut client = inner.client().await?;
+            schema::migrate(&mut client, &inner.target).await?;
+            inner.partitions.load(&client, &inner.target).await?;
+        }
+        let store = PostgresStore { inner };
+        store.create_partitions_ahead().await?;
+        tracing::info!(target = %store.inner.target, "postgres store open");
+        Ok(store)
+    }
+
+    /// `host:port/db` of the server (no credentials).
+    pub fn target(&self) -> &str {
+        &self.inner.target
+    }
+
+    async fn create_partitions_ahead(&self) -> Result<()> {
+        let today = schema::day_of(now_ns());
+        let ahead = i64::from(self.inner.options.partitions_ahead_days);
+        let mut client = self.inner.client().await?;
+        self.inner
+            .partitions
+            .ensure(&mut client, &self.inner.target, today..=today + ahead)
+            .await
+    }
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    fn name(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn write_points(&self, points: &[Point]) -> Result<()> {
+        write::write_points(&self.inner, points).await
+    }
+
+    async fn write_events(&self, events: &[StoredEvent]) -> Result<()> {
+        write::write_events(&self.inner, events).await
+    }
+
+    async fn flush(&self) -> Result<FlushReport> {
+        let rows = self.inner.written.swap(0, Ordering::AcqRel);
+        if let Err(e) = write::flush(&self.inner).await {
+            self.inner.written.fetch_add(rows, Ordering::AcqRel);
+            return Err(e);
+        }
+        Ok(FlushReport { rows, bytes: 0 })
+    }
+
+    async fn query(&self, query: &SeriesQuery) -> Result<QueryResult> {
+        read::query(&self.inner, query).await
+    }
+
+    async fn aggregate(&self, query: &AggregateQuery) -> Result<AggregateResult> {
+        read::aggregate(&self.inner, query).await
+    }
+
+    async fn events(&self, query: &EventQuery) -> Result<EventPage> {
+        read::events(&self.inner, query).await
+    }
+
+    async fn datasets(&self) -> Result<Vec<DatasetInfo>> {
+        read::datasets(&self.inner).await
+    }
+
+    async fn latest(&self) -> Result<Vec<Latest>> {
+        read::latest(&self.inner).await
+    }
+
+    async fn ready(&self) -> Result<()> {
+        let client = self.inner.client().await?;
+        client
+            .simple_query("SELECT 1")
+            .await
+            .map_err(|e| pg_error(&self.inner.target, e))?;
+        Ok(())
+    }
+
+    async fn enforce_retention(&self) -> Result<()> {
+        self.create_partitions_ahead().await?;
+        let Some(age) = self.inner.options.retention_max_age else {
+            return Ok(());
+        };
+        let age_ns = i64::try_from(age.as_nanos()).unwrap_or(i64::MAX);
+        let cutoff = now_ns().saturating_sub(age_ns);
+        let target = self.inner.target.as_str();
+        let mut client = self.inner.client().await?;
+        let dropped = self
+            .inner
+            .partitions
+            .drop_before(&mut client, target, cutoff)
+            .await?;
+        let events = client
+            .execute("DELETE FROM dn_events WHERE ts < $1", &[&cutoff])
+            .await
+            .map_err(|e| pg_error(target, e))?;
+        if dropped > 0 || events > 0 {
+            tracing::info!(partitions = dropped, events, "postgres store retention");
+        }
+        Ok(())
+    }
+
+    async fn stop(&self) -> Result<()> {
+        if self.inner.stopped.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let flushed = write::flush(&self.inner).await;
+        self.inner.stopped.store(true, Ordering::Release);
+        self.inner.pool.close();
+        flushed
+    }
+}

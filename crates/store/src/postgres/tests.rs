@@ -1,0 +1,359 @@
+//! Tests of the PostgreSQL backend against a real server: the conformance suite, and
+//! what is PostgreSQL's own (migrations, concurrent start, partitions and retention,
+//! errors naming the server).
+
+#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::expect_used)]
+
+use std::time::Duration;
+
+use super::testkit::{PrivateCluster, TestDatabase, with_database};
+use super::*;
+use crate::conformance::point;
+use crate::{EventQuery, Selector, SeriesQuery, TimeRange};
+
+const SECOND: i64 = 1_000_000_000;
+
+/// A fixture owning the database.
+struct Fixture {
+    db: TestDatabase,
+}
+
+async fn open_url(url: &str) -> PostgresStore {
+    PostgresStore::open(PostgresOptions::new(url))
+        .await
+        .expect("open postgres store")
+}
+
+async fn open() -> Option<(Fixture, Arc<dyn Store>)> {
+    let db = TestDatabase::create()?;
+    let store = open_url(db.url()).await;
+    Some((Fixture { db }, Arc::new(store)))
+}
+
+async fn reopen(f: &Fixture) -> Arc<dyn Store> {
+    Arc::new(open_url(f.db.url()).await)
+}
+
+crate::conformance::conformance_suite!(open, reopen);
+
+/// Runs `sql` returning one bigint.
+async fn count(url: &str, sql: &str) -> i64 {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client.query_one(sql, &[]).await.unwrap().get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrating_twice_applies_each_version_once() {
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    let first = open_url(db.url()).await;
+    first.stop().await.unwrap();
+    let second = open_url(db.url()).await;
+    second.stop().await.unwrap();
+    assert_eq!(
+        count(db.url(), "SELECT count(*) FROM dn_schema_version").await,
+        1
+    );
+    assert_eq!(
+        count(
+            db.url(),
+            "SELECT max(version)::bigint FROM dn_schema_version"
+        )
+        .await,
+        i64::from(SCHEMA_VERSION)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stores_starting_at_once_do_not_corrupt_the_schema() {
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    let opens = (0..6).map(|_| PostgresStore::open(PostgresOptions::new(db.url())));
+    let stores = futures::future::join_all(opens).await;
+    for s in &stores {
+        assert!(s.is_ok(), "{:?}", s.as_ref().err());
+    }
+    assert_eq!(
+        count(db.url(), "SELECT count(*) FROM dn_schema_version").await,
+        1
+    );
+    // And they all write to the same partitions without conflict.
+    let writes = stores.iter().enumerate().map(|(i, s)| {
+        let s = s.as_ref().unwrap();
+        async move {
+            let ts = now_ns() - i as i64 * 86_400 * SECOND;
+            s.write_points(&[point("concurrent", &[("i", &i.to_string())], 1.0, ts)])
+                .await
+        }
+    });
+    for r in futures::future::join_all(writes).await {
+        r.unwrap();
+    }
+    assert_eq!(count(db.url(), "SELECT count(*) FROM dn_samples").await, 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_of_a_newer_schema_is_refused() {
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    open_url(db.url()).await.stop().await.unwrap();
+    testkit::execute_blocking(
+        db.url(),
+        "INSERT INTO dn_schema_version (version) VALUES (99)",
+    )
+    .unwrap();
+    let err = PostgresStore::open(PostgresOptions::new(db.url()))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("schema version 99"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_drops_whole_expired_partitions_and_old_events() {
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    let mut options = PostgresOptions::new(db.url());
+    options.retention_max_age = Some(Duration::from_secs(3 * 86_400));
+    let store = PostgresStore::open(options).await.unwrap();
+    let now = now_ns();
+    let day = 86_400 * SECOND;
+    let old = now - 10 * day;
+    let recent = now - 3600 * SECOND;
+    store
+        .write_points(&[
+            point("ret", &[("a", "1")], 1.0, old),
+            point("ret", &[("a", "1")], 2.0, recent),
+        ])
+        .await
+        .unwrap();
+    let event = |id: &str, ts| StoredEvent {
+        id: id.into(),
+        source_id: "s".into(),
+        timestamp_ns: ts,
+        payload: serde_json::Map::new(),
+    };
+    store
+        .write_events(&[event("old", old), event("new", recent)])
+        .await
+        .unwrap();
+    store.flush().await.unwrap();
+    let old_partition = schema::partition_name(schema::day_of(old));
+    let partitions = format!(
+        "SELECT count(*) FROM pg_class WHERE relname = '{old_partition}' AND relkind = 'r'"
+    );
+    assert_eq!(count(db.url(), &partitions).await, 1);
+    store.enforce_retention().await.unwrap();
+    assert_eq!(count(db.url(), &partitions).await, 0);
+    let q = SeriesQuery {
+        selector: Selector::metric("ret"),
+        range: TimeRange::default(),
+        limit: 100,
+        offset: 0,
+    };
+    let r = store.query(&q).await.unwrap();
+    assert_eq!(r.total, 1);
+    assert_eq!(r.samples[0].1.value, 2.0);
+    let page = store
+        .events(&EventQuery {
+            limit: 10,
+            ..EventQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.total, 1);
+    assert_eq!(page.events[0].id, "new");
+    // Today's partition and those ahead exist after retention too.
+    let today = schema::partition_name(schema::day_of(now));
+    assert_eq!(
+        count(
+            db.url(),
+            &format!("SELECT count(*) FROM pg_class WHERE relname = '{today}'")
+        )
+        .await,
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn samples_are_narrow_rows_readable_with_sql() {
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    let store = open_url(db.url()).await;
+    let t = 1_700_000_000 * SECOND;
+    store
+        .write_points(&[
+            point("sqlview", &[("host", "a")], 1.5, t),
+            point("sqlview", &[("host", "a")], 2.5, t + SECOND),
+            // A redelivery of the same sample is not a second row.
+            point("sqlview", &[("host", "a")], 2.5, t + SECOND),
+        ])
+        .await
+        .unwrap();
+    store.flush().await.unwrap();
+    assert_eq!(count(db.url(), "SELECT count(*) FROM dn_samples").await, 2);
+    assert_eq!(
+        count(
+            db.url(),
+            "SELECT count(*) FROM dn_points WHERE measurement = 'sqlview' \
+             AND labels->>'host' = 'a' AND time = '2023-11-14T22:13:21Z'"
+        )
+        .await,
+        1
+    );
+    let id = datanexus_model::series_id(
+        "sqlview",
+        "value",
+        &crate::conformance::labels(&[("host", "a")]),
+    );
+    assert_eq!(
+        count(
+            db.url(),
+            "SELECT series_id FROM dn_series WHERE measurement = 'sqlview'"
+        )
+        .await,
+        id as i64
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nul_characters_do_not_block_writes() {
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    let store = open_url(db.url()).await;
+    let mut payload = serde_json::Map::new();
+    payload.insert("k\u{0}".into(), serde_json::json!("v\u{0}"));
+    store
+        .write_events(&[StoredEvent {
+            id: "n\u{0}1".into(),
+            source_id: "s\u{0}".into(),
+            timestamp_ns: 1,
+            payload,
+        }])
+        .await
+        .unwrap();
+    store
+        .write_points(&[point("nul", &[("l", "a\u{0}b")], 1.0, 5)])
+        .await
+        .unwrap();
+    let page = store
+        .events(&EventQuery {
+            source_id: Some("s\u{FFFD}".into()),
+            limit: 10,
+            ..EventQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.total, 1);
+    assert_eq!(page.events[0].payload["k\u{FFFD}"], "v\u{FFFD}");
+    // A query naming a NUL is an unknown measurement, not a server error.
+    let q = SeriesQuery {
+        selector: Selector::metric("a\u{0}"),
+        range: TimeRange::default(),
+        limit: 1,
+        offset: 0,
+    };
+    assert!(matches!(store.query(&q).await, Err(Error::NotFound(_))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_server_is_unavailable_naming_it() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut options = PostgresOptions::new(format!("postgres://u:p@127.0.0.1:{port}/db"));
+    options.connect_timeout = Duration::from_secs(2);
+    let err = PostgresStore::open(options).await.unwrap_err();
+    assert!(matches!(err, Error::Unavailable(_)), "{err:?}");
+    let message = err.to_string();
+    assert!(
+        message.contains(&format!("127.0.0.1:{port}/db")),
+        "{message}"
+    );
+    assert!(!message.contains(":p@"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_is_refused_naming_the_server_and_cause() {
+    let Some(cluster) = PrivateCluster::start() else {
+        return;
+    };
+    let url = cluster
+        .url("postgres")
+        .replace(testkit::PRIVATE_PASSWORD, "wrong");
+    let err = PostgresStore::open(PostgresOptions::new(url))
+        .await
+        .unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.contains(&format!("127.0.0.1:{}", cluster.port())),
+        "{message}"
+    );
+    assert!(
+        message.contains("password authentication failed"),
+        "{message}"
+    );
+    assert!(!message.contains("wrong"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_server_is_unavailable_meanwhile_and_served_after() {
+    let Some(cluster) = PrivateCluster::start() else {
+        return;
+    };
+    let url = cluster.url("postgres");
+    let mut options = PostgresOptions::new(&url);
+    options.connect_timeout = Duration::from_secs(2);
+    let store = PostgresStore::open(options).await.unwrap();
+    store
+        .write_points(&[point("restart", &[], 1.0, 1_000)])
+        .await
+        .unwrap();
+    store.flush().await.unwrap();
+    cluster.stop_server();
+    let err = store.ready().await.unwrap_err();
+    assert!(err.is_retryable(), "{err:?}");
+    assert!(err.to_string().contains("postgresql at 127.0.0.1"), "{err}");
+    let write = store
+        .write_points(&[point("restart", &[], 2.0, 2_000)])
+        .await;
+    assert!(matches!(write, Err(Error::Unavailable(_))), "{write:?}");
+    cluster.start_server();
+    // Pooled connections to the old server are replaced as they fail.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while store.ready().await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not ready after restart"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut written = store
+        .write_points(&[point("restart", &[], 2.0, 2_000)])
+        .await;
+    while written.is_err() && std::time::Instant::now() < deadline {
+        written = store
+            .write_points(&[point("restart", &[], 2.0, 2_000)])
+            .await;
+    }
+    written.unwrap();
+    store.flush().await.unwrap();
+    assert_eq!(
+        count(
+            &with_database(&url, "postgres"),
+            "SELECT count(*) FROM dn_samples"
+        )
+        .await,
+        2
+    );
+}
