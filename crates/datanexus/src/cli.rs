@@ -151,6 +151,12 @@ pub(crate) struct ServeArgs {
     /// broker's URL) [env: DATANEXUS_REDIS__URL].
     #[arg(long, value_name = "URL")]
     pub(crate) redis: Option<String>,
+    /// The store: `embedded` (Parquet files in the data directory), a
+    /// `postgres://user:password@host:port/db` URL, or `postgres` to build the URL from
+    /// POSTGRES_HOST, POSTGRES_PORT, POSTGRES_USER, POSTGRES_PASSWORD and POSTGRES_DB
+    /// [env: DATANEXUS_STORE__KIND, DATANEXUS_STORE__URL].
+    #[arg(long, value_name = "URL")]
+    pub(crate) store: Option<String>,
 }
 
 /// Flags of `datanexus consume`.

@@ -10,7 +10,9 @@
 use anyhow::Context;
 use datanexus_broker::embedded::{EmbeddedBroker, EmbeddedOptions};
 use datanexus_broker::{Broker, ConsumerOptions};
-use datanexus_config::{BrokerConfig, Config, ConfigOverrides, FsyncPolicy, LogFormat, Role};
+use datanexus_config::{
+    BrokerConfig, Config, ConfigOverrides, FsyncPolicy, LogFormat, Role, StoreConfig, StoreKind,
+};
 use datanexus_fanout::{FanoutOptions, RedisMailbox, RedisRouter};
 use datanexus_pipeline::results::{Mailbox, ResultRouter};
 use datanexus_pipeline::{Pipeline, PipelineConfig};
@@ -32,7 +34,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let role = config.role;
     let broker: Arc<dyn Broker> = open_broker(&config).await?;
     let store: Arc<dyn Store> = if roles::has_store(role) {
-        Arc::new(open_store(&config).await?)
+        open_store(&config).await?
     } else {
         Arc::new(roles::Unserved::new(role))
     };
@@ -205,7 +207,32 @@ fn pipeline_config(config: &Config) -> PipelineConfig {
     }
 }
 
-async fn open_store(config: &Config) -> anyhow::Result<EmbeddedStore> {
+/// Opens the store named by `[store] kind`.
+async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    match config.store.kind {
+        StoreKind::Embedded => open_embedded_store(config).await,
+        #[cfg(feature = "postgres")]
+        StoreKind::Postgres => {
+            use datanexus_store::postgres::{PostgresOptions, PostgresStore};
+            let options = PostgresOptions {
+                pool_size: config.store.pool_size,
+                connect_timeout: config.store.connect_timeout,
+                retention_max_age: config.store.retention_max_age,
+                ..PostgresOptions::new(&config.store.url)
+            };
+            let store = PostgresStore::open(options)
+                .await
+                .context("cannot open the postgres store")?;
+            Ok(Arc::new(store))
+        }
+        #[cfg(not(feature = "postgres"))]
+        StoreKind::Postgres => anyhow::bail!(
+            "store kind \"postgres\" is not available in this build (build with --features postgres)"
+        ),
+    }
+}
+
+async fn open_embedded_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     let dir = config.data_dir.join("store");
     let options = EmbeddedStoreOptions {
         retention_max_age: config.store.retention_max_age,
@@ -215,7 +242,9 @@ async fn open_store(config: &Config) -> anyhow::Result<EmbeddedStore> {
         EmbeddedStore::open(&dir, options).map_err(|e| (dir, e))
     })
     .await?;
-    opened.map_err(|(dir, e)| anyhow::anyhow!("cannot open the store in {}: {e}", dir.display()))
+    let store = opened
+        .map_err(|(dir, e)| anyhow::anyhow!("cannot open the store in {}: {e}", dir.display()))?;
+    Ok(Arc::new(store))
 }
 
 fn load_config(args: ServeArgs) -> anyhow::Result<Config> {
@@ -238,6 +267,21 @@ fn load_config(args: ServeArgs) -> anyhow::Result<Config> {
         broker_url: args.broker,
         role: args.role,
         redis_url: args.redis,
+        store: match args.store.as_deref() {
+            Some("postgres") => Some(
+                StoreConfig::url_from_seed_vars(
+                    env_vars()
+                        .collect::<Vec<_>>()
+                        .iter()
+                        .map(|(k, v)| (k.as_str(), v.as_str())),
+                )
+                .context(
+                    "--store postgres builds the URL from POSTGRES_HOST (or POSTGRES_DB), \
+                     POSTGRES_PORT, POSTGRES_USER, POSTGRES_PASSWORD: none is set",
+                )?,
+            ),
+            _ => args.store,
+        },
     };
     config
         .apply(overrides)
