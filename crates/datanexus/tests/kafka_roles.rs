@@ -40,6 +40,24 @@ async fn two_gateways_two_processors_one_store_on_kafka_serve_every_client_and_m
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_on_kafka_with_a_postgres_store_serve_every_client_and_metric() {
+    let (Some(tansu), Some(redis)) = (Tansu::start(), Redis::start()) else {
+        return;
+    };
+    let Some(db) = datanexus_store::postgres::testkit::TestDatabase::create() else {
+        return;
+    };
+    let (kafka, redis) = (tansu.url(), redis.url());
+    let d = Deployment::start(
+        &["--broker", &kafka, "--redis", &redis, "--store", db.url()],
+        WORKER_ENV,
+        1,
+        2,
+    );
+    roles_support::clients_and_metrics(d).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_processor_on_kafka_loses_and_repeats_nothing_at_the_clients() {
     let (Some(tansu), Some(redis)) = (Tansu::start(), Redis::start()) else {
         return;

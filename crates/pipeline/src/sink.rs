@@ -27,6 +27,9 @@ use crate::results::{ResultRouter, result_to_stored};
 use crate::worker::{Backoff, Member, run_stage};
 use crate::{PipelineConfig, Result};
 
+/// Most records written to the store in one call when polled batches queue up.
+const MAX_WRITE_RECORDS: usize = 20_000;
+
 /// Which topic a sink drains and how its records are decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SinkKind {
@@ -112,19 +115,28 @@ impl SinkContext {
     /// Writes batches, flushes by size or age, hands flushed ids to the acker.
     async fn sink(
         self,
-        mut input: mpsc::Receiver<Vec<Delivery>>,
+        input: mpsc::Receiver<Vec<Delivery>>,
         acks: mpsc::Sender<Vec<RecordId>>,
     ) -> Result<()> {
+        // Decoding runs in its own task, so the next batch is decoded while the store
+        // writes the previous one (writes stay one at a time, in order).
+        let (decoded_tx, mut decoded) = mpsc::channel(1);
+        let decoder = tokio::spawn(decode_batches(
+            self.kind,
+            self.member.clone(),
+            input,
+            decoded_tx,
+        ));
         let mut pending: Vec<RecordId> = Vec::new();
         let mut pending_rows = 0usize;
         let mut oldest: Option<Instant> = None;
         let mut tick = tokio::time::interval(self.flush_interval.min(Duration::from_millis(250)));
         loop {
             tokio::select! {
-                batch = input.recv() => match batch {
-                    Some(batch) => {
+                batch = decoded.recv() => match batch {
+                    Some((ids, batch)) => {
                         pending_rows += self.write(&batch).await;
-                        pending.extend(batch.iter().map(|d| d.id));
+                        pending.extend(ids);
                         oldest.get_or_insert_with(Instant::now);
                         if pending_rows >= self.max_pending_rows {
                             self.flush_and_ack(&mut pending, &acks).await;
@@ -144,54 +156,19 @@ impl SinkContext {
         if !pending.is_empty() {
             self.flush_and_ack(&mut pending, &acks).await;
         }
+        let _ = decoder.await;
         Ok(())
     }
 
-    /// Decodes and writes one batch (retrying store failures), then routes its results;
+    /// Writes one decoded batch (retrying store failures), then routes its results;
     /// returns rows written.
-    async fn write(&self, batch: &[Delivery]) -> usize {
-        let decoded = self.decode(batch).await;
+    async fn write(&self, decoded: &Decoded) -> usize {
         let rows = decoded.points.len() + decoded.events.len();
-        self.store_write(&decoded).await;
+        self.store_write(decoded).await;
         if let Some(router) = self.router.as_ref().filter(|_| !decoded.results.is_empty()) {
             router.route(&decoded.results).await;
         }
         rows
-    }
-
-    /// Decodes a batch; undecodable records go to the dlq.
-    async fn decode(&self, batch: &[Delivery]) -> Decoded {
-        let mut out = Decoded::default();
-        for d in batch {
-            let decoded = match self.kind {
-                SinkKind::Metrics => codec::decode_point(&d.value)
-                    .map(|p| out.points.push(p))
-                    .map_err(|e| e.to_string()),
-                SinkKind::Events => codec::decode_event(&d.value)
-                    .map(|e| {
-                        // POST /ingest events become series too; stream events (a
-                        // processor request) are only stored raw.
-                        if e.stream.is_none() {
-                            out.points.extend(e.numeric_points());
-                        }
-                        out.events.push(StoredEvent {
-                            id: d.id.to_string(),
-                            source_id: e.source_id,
-                            timestamp_ns: e.timestamp_ns,
-                            payload: e.payload,
-                        });
-                    })
-                    .map_err(|e| e.to_string()),
-                SinkKind::Results => decode_result(&d.value).map(|r| {
-                    out.events.push(result_to_stored(&r));
-                    out.results.push(r);
-                }),
-            };
-            if let Err(reason) = decoded {
-                self.member.dead_letter(d, &reason).await;
-            }
-        }
-        out
     }
 
     /// Writes events then points, retrying with backoff until the store accepts them.
@@ -240,6 +217,62 @@ impl SinkContext {
         }
         let _ = acks.send(std::mem::take(pending)).await;
     }
+}
+
+/// Coalesces the batches that queued up (fewer, larger writes) and decodes them, until
+/// the input closes.
+async fn decode_batches(
+    kind: SinkKind,
+    member: Arc<Member>,
+    mut input: mpsc::Receiver<Vec<Delivery>>,
+    out: mpsc::Sender<(Vec<RecordId>, Decoded)>,
+) {
+    while let Some(mut batch) = input.recv().await {
+        while batch.len() < MAX_WRITE_RECORDS {
+            let Ok(more) = input.try_recv() else { break };
+            batch.extend(more);
+        }
+        let decoded = decode(kind, &member, &batch).await;
+        let ids = batch.iter().map(|d| d.id).collect();
+        if out.send((ids, decoded)).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Decodes a batch; undecodable records go to the dlq.
+async fn decode(kind: SinkKind, member: &Member, batch: &[Delivery]) -> Decoded {
+    let mut out = Decoded::default();
+    for d in batch {
+        let decoded = match kind {
+            SinkKind::Metrics => codec::decode_point(&d.value)
+                .map(|p| out.points.push(p))
+                .map_err(|e| e.to_string()),
+            SinkKind::Events => codec::decode_event(&d.value)
+                .map(|e| {
+                    // POST /ingest events become series too; stream events (a
+                    // processor request) are only stored raw.
+                    if e.stream.is_none() {
+                        out.points.extend(e.numeric_points());
+                    }
+                    out.events.push(StoredEvent {
+                        id: d.id.to_string(),
+                        source_id: e.source_id,
+                        timestamp_ns: e.timestamp_ns,
+                        payload: e.payload,
+                    });
+                })
+                .map_err(|e| e.to_string()),
+            SinkKind::Results => decode_result(&d.value).map(|r| {
+                out.events.push(result_to_stored(&r));
+                out.results.push(r);
+            }),
+        };
+        if let Err(reason) = decoded {
+            member.dead_letter(d, &reason).await;
+        }
+    }
+    out
 }
 
 /// Decodes a `ResultRecord`; one without a client id is undecodable too (it could

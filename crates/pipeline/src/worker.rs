@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, watch};
 use crate::{PipelineConfig, Result};
 
 /// Batches in flight between the consumer and the stage (and the stage and the acker).
-pub(crate) const CHANNEL_BATCHES: usize = 4;
+pub(crate) const CHANNEL_BATCHES: usize = 16;
 /// Longest wait in one poll.
 const POLL_WAIT: Duration = Duration::from_millis(200);
 /// Backoff bounds after a failure.

@@ -115,8 +115,9 @@ fn pg_error(target: &str, e: tokio_postgres::Error) -> Error {
     // (shutdown, cannot connect now); 40: rollback (serialization, deadlock).
     if ["08", "53", "57", "40"].iter().any(|c| code.starts_with(c)) {
         Error::Unavailable(message)
-    } else if code == "28P01" || code == "28000" || code == "3D000" {
-        // Bad password / no such role / no such database: the operator must act.
+    } else if ["28P01", "28000", "3D000", "23514"].contains(&code) {
+        // Bad password / no such role / no such database: the operator must act;
+        // a missing partition (dropped by another process) is created on the retry.
         Error::Unavailable(message)
     } else {
         Error::Internal(message)

@@ -134,6 +134,11 @@ impl Partitions {
         Ok(())
     }
 
+    /// Forgets which partitions exist (they are created again as needed).
+    pub(crate) fn forget(&self) {
+        self.days.lock().clear();
+    }
+
     /// Creates the partitions of `days` that are not known to exist.
     ///
     /// # Errors

@@ -357,3 +357,77 @@ async fn a_restarted_server_is_unavailable_meanwhile_and_served_after() {
         2
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_dropped_by_another_store_is_created_again_on_retry() {
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    let writer = open_url(db.url()).await;
+    let mut options = PostgresOptions::new(db.url());
+    options.retention_max_age = Some(Duration::from_secs(86_400));
+    let janitor = PostgresStore::open(options).await.unwrap();
+    let old = now_ns() - 5 * 86_400 * SECOND;
+    writer
+        .write_points(&[point("dropped", &[], 1.0, old)])
+        .await
+        .unwrap();
+    janitor.enforce_retention().await.unwrap();
+    // The writer still believes the partition exists: the first write fails as
+    // retryable, and the retry recreates the partition.
+    let first = writer
+        .write_points(&[point("dropped", &[], 2.0, old + SECOND)])
+        .await;
+    assert!(matches!(first, Err(Error::Unavailable(_))), "{first:?}");
+    writer
+        .write_points(&[point("dropped", &[], 2.0, old + SECOND)])
+        .await
+        .unwrap();
+    assert_eq!(count(db.url(), "SELECT count(*) FROM dn_samples").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_batches_split_over_connections_stay_idempotent() {
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    let store = open_url(db.url()).await;
+    let t = 1_700_000_000 * SECOND;
+    let batch = |value: f64| -> Vec<Point> {
+        (0..12_000)
+            .map(|i| {
+                point(
+                    "sharded",
+                    &[("s", &(i % 1000).to_string())],
+                    value,
+                    t + i / 1000,
+                )
+            })
+            .collect()
+    };
+    store.write_points(&batch(1.0)).await.unwrap();
+    // A redelivery with new values: the direct COPY conflicts and the upsert replaces.
+    store.write_points(&batch(2.0)).await.unwrap();
+    store.flush().await.unwrap();
+    assert_eq!(
+        count(db.url(), "SELECT count(*) FROM dn_samples").await,
+        12_000
+    );
+    assert_eq!(
+        count(db.url(), "SELECT count(*) FROM dn_samples WHERE value = 2").await,
+        12_000
+    );
+    let agg = store
+        .aggregate(&crate::AggregateQuery {
+            selector: Selector::metric("sharded"),
+            range: TimeRange::default(),
+            step_ns: None,
+            quantiles: vec![0.5],
+            buckets: vec![],
+        })
+        .await
+        .unwrap();
+    assert_eq!(agg.total.count, 12_000);
+    assert_eq!(agg.series_count, 1000);
+    assert_eq!(agg.total.quantiles, vec![(0.5, Some(2.0))]);
+}

@@ -18,12 +18,14 @@ use bytes::{BufMut, Bytes, BytesMut};
 use datanexus_model::{MetricType, Point, series_id};
 use futures::SinkExt;
 use serde_json::{Map, Value};
+use tokio_postgres::error::SqlState;
 
 use super::schema::day_of;
 use super::{Inner, Meta, pg_error};
 use crate::{Result, StoredEvent};
 
 /// One sample row.
+#[derive(Debug, Clone, Copy)]
 struct Row {
     series_id: i64,
     ts: i64,
@@ -153,26 +155,66 @@ fn copy_data(rows: &[Row]) -> Bytes {
     buf.freeze()
 }
 
-/// Writes points; see the module docs.
+/// Rows per sample shard below which a batch is not split.
+const MIN_SHARD_ROWS: usize = 2_500;
+/// Most sample shards written at once (each on its own connection).
+const MAX_SHARDS: usize = 4;
+
+/// Writes points; see the module docs. New series and changed metadata are committed
+/// first, then the samples, split by series over up to [`MAX_SHARDS`] connections
+/// written concurrently (their keys are disjoint, so they never wait on each other).
+/// If any part fails the whole call fails, and the retry rewrites what did commit
+/// (idempotent).
 pub(super) async fn write_points(inner: &Inner, points: &[Point]) -> Result<()> {
     let batch = prepare(inner, points);
     if batch.rows.is_empty() && batch.meta.is_empty() {
         return Ok(());
     }
     let target = inner.target.as_str();
-    let pg = |e| pg_error(target, e);
-    let mut client = inner.client().await?;
-    let days: BTreeSet<i64> = batch.rows.iter().map(|r| day_of(r.ts)).collect();
-    inner.partitions.ensure(&mut client, target, days).await?;
+    {
+        let mut client = inner.client().await?;
+        let days: BTreeSet<i64> = batch.rows.iter().map(|r| day_of(r.ts)).collect();
+        inner.partitions.ensure(&mut client, target, days).await?;
+        write_catalog(inner, &mut client, &batch).await?;
+    }
+    let shards = (batch.rows.len() / MIN_SHARD_ROWS)
+        .clamp(1, MAX_SHARDS)
+        .min(inner.options.pool_size.max(1));
+    if shards == 1 {
+        write_samples(inner, &batch.rows).await?;
+    } else {
+        let mut parts: Vec<Vec<Row>> = (0..shards).map(|_| Vec::new()).collect();
+        for r in &batch.rows {
+            let shard = (r.series_id as u64 % shards as u64) as usize;
+            if let Some(part) = parts.get_mut(shard) {
+                part.push(*r);
+            }
+        }
+        futures::future::try_join_all(parts.iter().map(|p| write_samples(inner, p))).await?;
+    }
+    inner
+        .series
+        .lock()
+        .extend(batch.series.iter().map(|s| s.id));
+    inner.meta.lock().extend(batch.meta);
+    inner.note_written(batch.rows.len());
+    Ok(())
+}
+
+/// Commits the batch's new series and changed measurement metadata.
+async fn write_catalog(
+    inner: &Inner,
+    client: &mut deadpool_postgres::Object,
+    batch: &Batch,
+) -> Result<()> {
+    if batch.series.is_empty() && batch.meta.is_empty() {
+        return Ok(());
+    }
+    let pg = |e| pg_error(&inner.target, e);
     let tx = client.transaction().await.map_err(pg)?;
-    tx.batch_execute(
-        "SET LOCAL synchronous_commit = off;
-         CREATE TEMP TABLE IF NOT EXISTS dn_staging (
-             series_id bigint, ts bigint, value double precision
-         ) ON COMMIT DELETE ROWS",
-    )
-    .await
-    .map_err(pg)?;
+    tx.batch_execute("SET LOCAL synchronous_commit = off")
+        .await
+        .map_err(pg)?;
     if !batch.series.is_empty() {
         let ids: Vec<i64> = batch.series.iter().map(|s| s.id as i64).collect();
         let names: Vec<&str> = batch
@@ -209,14 +251,45 @@ pub(super) async fn write_points(inner: &Inner, points: &[Point]) -> Result<()> 
         .await
         .map_err(pg)?;
     }
-    if !batch.rows.is_empty() {
-        let sink = tx
-            .copy_in("COPY dn_staging (series_id, ts, value) FROM STDIN (FORMAT binary)")
-            .await
-            .map_err(pg)?;
-        futures::pin_mut!(sink);
-        sink.send(copy_data(&batch.rows)).await.map_err(pg)?;
-        sink.finish().await.map_err(pg)?;
+    tx.commit().await.map_err(pg)
+}
+
+/// Commits sample rows. First a binary `COPY` straight into `dn_samples` (inside a
+/// savepoint): new samples, the usual case, take the cheapest path. If any row already
+/// exists (a redelivery, or a rewrite) the `COPY` fails with a unique violation, the
+/// savepoint is rolled back, and the rows go through the staging table and one
+/// `INSERT … ON CONFLICT (series_id, ts) DO UPDATE` instead.
+async fn write_samples(inner: &Inner, rows: &[Row]) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let pg = |e| pg_error(&inner.target, e);
+    let mut client = inner.client().await?;
+    let mut tx = client.transaction().await.map_err(pg)?;
+    tx.batch_execute("SET LOCAL synchronous_commit = off")
+        .await
+        .map_err(pg)?;
+    let data = copy_data(rows);
+    let direct = {
+        let savepoint = tx.savepoint("dn_direct").await.map_err(pg)?;
+        match copy_into(&savepoint, "dn_samples", data.clone()).await {
+            Ok(()) => savepoint.commit().await.map(|()| true),
+            Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                savepoint.rollback().await.map(|()| false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+    .map_err(|e| missing_partition(inner, e))?;
+    if !direct {
+        tx.batch_execute(
+            "CREATE TEMP TABLE IF NOT EXISTS dn_staging (
+                 series_id bigint, ts bigint, value double precision
+             ) ON COMMIT DELETE ROWS",
+        )
+        .await
+        .map_err(pg)?;
+        copy_into(&tx, "dn_staging", data).await.map_err(pg)?;
         tx.execute(
             "INSERT INTO dn_samples (series_id, ts, value) \
              SELECT series_id, ts, value FROM dn_staging \
@@ -224,16 +297,35 @@ pub(super) async fn write_points(inner: &Inner, points: &[Point]) -> Result<()> 
             &[],
         )
         .await
-        .map_err(pg)?;
+        .map_err(|e| missing_partition(inner, e))?;
     }
-    tx.commit().await.map_err(pg)?;
-    inner
-        .series
-        .lock()
-        .extend(batch.series.iter().map(|s| s.id));
-    inner.meta.lock().extend(batch.meta);
-    inner.note_written(batch.rows.len());
-    Ok(())
+    tx.commit().await.map_err(pg)
+}
+
+/// `COPY table (series_id, ts, value) FROM STDIN (FORMAT binary)` of `data`.
+async fn copy_into(
+    tx: &tokio_postgres::Transaction<'_>,
+    table: &str,
+    data: Bytes,
+) -> std::result::Result<(), tokio_postgres::Error> {
+    let sink = tx
+        .copy_in(&format!(
+            "COPY {table} (series_id, ts, value) FROM STDIN (FORMAT binary)"
+        ))
+        .await?;
+    futures::pin_mut!(sink);
+    sink.send(data).await?;
+    sink.finish().await.map(|_| ())
+}
+
+/// Maps a sample write's error; a row without a partition (one dropped by another
+/// process's retention) makes this process forget which partitions exist, so that the
+/// retry creates them again.
+fn missing_partition(inner: &Inner, e: tokio_postgres::Error) -> crate::Error {
+    if e.code() == Some(&SqlState::CHECK_VIOLATION) {
+        inner.partitions.forget();
+    }
+    pg_error(&inner.target, e)
 }
 
 /// Writes events (idempotent on id; a rewrite replaces the event).
