@@ -26,7 +26,7 @@ use crate::cli::{BenchArgs, Workload};
 
 mod echo;
 mod grpc_batch;
-mod http;
+pub(crate) mod http;
 mod ingest;
 mod load;
 mod payload;

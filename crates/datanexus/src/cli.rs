@@ -26,6 +26,39 @@ pub(crate) enum Command {
     /// Sample clients of the gRPC services.
     #[command(subcommand)]
     Client(ClientCommand),
+    /// Exit 0 when a server answers `GET /health` (or with --ready `GET /ready`) with
+    /// 200: for container health checks and exec probes, where no curl is installed.
+    Healthcheck(HealthcheckArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(CompletionsArgs),
+    /// Print the man page (roff) to stdout.
+    #[command(hide = true)]
+    Manpage,
+}
+
+/// Flags of `datanexus healthcheck`.
+#[derive(Debug, Args)]
+pub(crate) struct HealthcheckArgs {
+    /// The server's HTTP address.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub(crate) http_addr: SocketAddr,
+    /// Give up after this long.
+    #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = humantime::parse_duration)]
+    pub(crate) timeout: std::time::Duration,
+    /// Check readiness (`GET /ready`: broker and store reachable) instead of liveness.
+    #[arg(long)]
+    pub(crate) ready: bool,
+    /// Bearer token for `/ready` [default: the first of DATANEXUS_AUTH_TOKENS].
+    #[arg(long, value_name = "TOKEN")]
+    pub(crate) token: Option<String>,
+}
+
+/// Flags of `datanexus completions`.
+#[derive(Debug, Args)]
+pub(crate) struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub(crate) shell: clap_complete::Shell,
 }
 
 /// `datanexus client …`.
@@ -119,6 +152,10 @@ pub(crate) struct ServeArgs {
     /// TOML configuration file (see config/example.toml).
     #[arg(long, value_name = "FILE")]
     pub(crate) config: Option<PathBuf>,
+    /// Load and validate the configuration (file, environment, flags), print a summary,
+    /// and exit (0 when valid) without opening or binding anything.
+    #[arg(long)]
+    pub(crate) check_config: bool,
     /// Directory of the embedded log and store [default: ./data].
     #[arg(long, value_name = "DIR")]
     pub(crate) data_dir: Option<PathBuf>,

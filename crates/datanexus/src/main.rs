@@ -7,6 +7,7 @@
 //! - `bench`: `datanexus bench`, a load generator.
 //! - `client`: `datanexus client`, sample gRPC clients.
 //! - `logging`: tracing subscriber set-up.
+//! - `tools`: `healthcheck`, `completions` and the man page.
 
 /// mimalloc instead of glibc's malloc: ingest allocates and frees many small buffers
 /// per record, and glibc's allocator was ~28 % of the server's CPU time under load.
@@ -20,6 +21,7 @@ mod consume;
 mod logging;
 mod roles;
 mod serve;
+mod tools;
 
 use clap::Parser;
 
@@ -41,6 +43,9 @@ fn main() -> std::process::ExitCode {
             cli::Command::Consume(args) => consume::run(args).await,
             cli::Command::Bench(args) => bench::run(args).await,
             cli::Command::Client(command) => client::run(command).await,
+            cli::Command::Healthcheck(args) => tools::healthcheck(args).await,
+            cli::Command::Completions(args) => tools::completions(args.shell),
+            cli::Command::Manpage => tools::manpage(),
         }
     });
     match result {

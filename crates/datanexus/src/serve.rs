@@ -28,7 +28,18 @@ use crate::cli::{LogFormatArg, ServeArgs};
 use crate::roles;
 
 pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let check_only = args.check_config;
     let config = load_config(args)?;
+    if fanout_options(&config).is_none() && config.role != Role::All {
+        anyhow::bail!(
+            "role `{}` needs the Redis result fan-out: set [redis] url (or use a redis broker)",
+            config.role.as_str()
+        );
+    }
+    if check_only {
+        print_config_summary(&config);
+        return Ok(());
+    }
     crate::logging::init(&config.logging.level, config.logging.format)?;
     let telemetry = Telemetry::new();
     let role = config.role;
@@ -39,12 +50,6 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Arc::new(roles::Unserved::new(role))
     };
     let fanout = fanout_options(&config);
-    if fanout.is_none() && role != Role::All {
-        anyhow::bail!(
-            "role `{}` needs the Redis result fan-out: set [redis] url (or use a redis broker)",
-            role.as_str()
-        );
-    }
     // Unique per process even where every process is pid 1 (containers): a shared
     // consumer name would let two processes share a partition.
     let gateway_id = format!("{}-{}-{:08x}", role.as_str(), std::process::id(), {
@@ -167,6 +172,20 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     served?;
     stopped?;
     Ok(())
+}
+
+/// `serve --check-config`: what the validated configuration would run (no secrets).
+fn print_config_summary(config: &Config) {
+    println!(
+        "configuration is valid: role={} broker={} store={} grpc={} http={} data_dir={} auth_tokens={}",
+        config.role.as_str(),
+        config.broker.kind(),
+        config.store.kind.as_str(),
+        config.grpc_addr,
+        config.http_addr,
+        config.data_dir.display(),
+        config.auth.tokens.len()
+    );
 }
 
 /// The fan-out settings, when Redis is configured for it.
