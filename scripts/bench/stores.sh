@@ -67,7 +67,7 @@ if [ -z "${POSTGRES_URL:-}" ]; then
         pg_run() { "$@"; }
     fi
     pg_port="$(free_port)"
-    pg_run "$pg_bin/initdb" -D "$work/pg/data" -U postgres --auth=trust -E UTF8 >/dev/null
+    pg_run "$pg_bin/initdb" -D "$work/pg/data" -U postgres --auth=trust -E UTF8 --locale=C >/dev/null
     pg_run "$pg_bin/pg_ctl" -D "$work/pg/data" -l "$work/pg/log" -w \
         -o "-p $pg_port -k $work/pg -c listen_addresses=127.0.0.1" start >/dev/null
     pg_stop="pg_run '$pg_bin/pg_ctl' -D '$work/pg/data' -m fast -w stop >/dev/null"

@@ -279,7 +279,7 @@ impl StoreKind {
 }
 
 /// The store: where points, events and results rest and are queried.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
     /// `embedded` (Parquet files in `data_dir/store`) or `postgres`.
@@ -314,6 +314,27 @@ impl Default for StoreConfig {
     }
 }
 
+impl std::fmt::Debug for StoreConfig {
+    /// Never prints the URL (it may hold a password), only whether one is set.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("kind", &self.kind)
+            .field(
+                "url",
+                &if self.url.is_empty() {
+                    ""
+                } else {
+                    "<redacted>"
+                },
+            )
+            .field("pool_size", &self.pool_size)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("retention_max_age", &self.retention_max_age)
+            .field("max_pending_rows", &self.max_pending_rows)
+            .finish()
+    }
+}
+
 impl StoreConfig {
     /// The URL made from the seed's `POSTGRES_*` variables, when `POSTGRES_HOST` or
     /// `POSTGRES_DB` is among `vars` (the others default as libpq's do).
@@ -341,13 +362,25 @@ impl StoreConfig {
         };
         let host = get.get("POSTGRES_HOST").copied().unwrap_or("localhost");
         let port = get.get("POSTGRES_PORT").copied().unwrap_or("5432");
+        // An IPv6 address goes in brackets; a socket directory in the `host` parameter.
+        let (host, socket) = if host.starts_with('/') {
+            ("localhost".to_owned(), Some(host))
+        } else if host.contains(':') && !host.starts_with('[') {
+            (format!("[{host}]"), None)
+        } else {
+            (host.to_owned(), None)
+        };
         let user = get.get("POSTGRES_USER").copied().unwrap_or("postgres");
         let auth = match get.get("POSTGRES_PASSWORD") {
             Some(p) => format!("{}:{}", enc(user), enc(p)),
             None => enc(user),
         };
         let db = get.get("POSTGRES_DB").copied().unwrap_or(user);
-        Some(format!("postgres://{auth}@{host}:{port}/{}", enc(db)))
+        let query = socket.map_or_else(String::new, |dir| format!("?host={}", enc(dir)));
+        Some(format!(
+            "postgres://{auth}@{host}:{port}/{}{query}",
+            enc(db)
+        ))
     }
 }
 

@@ -134,3 +134,26 @@ fn bad_store_settings_are_refused_naming_the_key() {
     let err = Config::from_toml_str("[store]\nkind = \"mongo\"").unwrap_err();
     assert!(err.to_string().contains("mongo"), "{err}");
 }
+
+#[test]
+fn seed_variables_with_an_ipv6_host_or_a_socket_directory_make_valid_urls() {
+    assert_eq!(
+        StoreConfig::url_from_seed_vars([("POSTGRES_HOST", "::1"), ("POSTGRES_DB", "d")])
+            .as_deref(),
+        Some("postgres://postgres@[::1]:5432/d")
+    );
+    assert_eq!(
+        StoreConfig::url_from_seed_vars([("POSTGRES_HOST", "/var/run/postgresql")]).as_deref(),
+        Some("postgres://postgres@localhost:5432/postgres?host=%2Fvar%2Frun%2Fpostgresql")
+    );
+}
+
+#[test]
+fn the_store_url_is_never_printed() {
+    let config =
+        Config::from_toml_str("[store]\nkind = \"postgres\"\nurl = \"postgres://u:hunter2@h/d\"")
+            .unwrap();
+    let printed = format!("{config:?}");
+    assert!(!printed.contains("hunter2"), "{printed}");
+    assert!(printed.contains("<redacted>"), "{printed}");
+}

@@ -156,8 +156,9 @@ impl SinkContext {
         if !pending.is_empty() {
             self.flush_and_ack(&mut pending, &acks).await;
         }
-        let _ = decoder.await;
-        Ok(())
+        decoder
+            .await
+            .map_err(|e| crate::Error::Worker(format!("{} decoder: {e}", self.kind.component())))
     }
 
     /// Writes one decoded batch (retrying store failures), then routes its results;

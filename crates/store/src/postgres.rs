@@ -10,6 +10,8 @@
 //!                   index (measurement, field); GIN (labels)
 //! dn_samples        (series_id, ts, value) PK (series_id, ts)
 //!                   PARTITION BY RANGE (ts): one table dn_samples_YYYYMMDD per UTC day
+//!                   from yesterday to `partitions_ahead_days` ahead, other days in
+//!                   dn_samples_default
 //! dn_events         (id PK, source_id, ts, payload jsonb)
 //!                   index (source_id, ts, id); index (ts, id); GIN (payload)
 //! dn_flush          (id PK, flushed_at)              written by each flush (see write.rs)
@@ -25,14 +27,18 @@
 //! - Writes are idempotent: samples on (series_id, ts) — a rewrite replaces the value —
 //!   and events on id. Written data is visible at once and durable after
 //!   [`Store::flush`] (see `postgres/write.rs`).
-//! - Sample partitions exist before rows are written to them: today's and
-//!   `partitions_ahead_days` more are created at open and by retention, others on
-//!   demand, under an advisory lock. Retention drops whole partitions whose day ended
-//!   before the cutoff and deletes older events; series rows are kept (a measurement
-//!   whose samples all expired answers with no samples rather than "unknown").
-//! - Every query is pushed down to SQL; the aggregates compute the same numbers as
-//!   [`crate::aggregate`]: NaN skipped, quantiles by `percentile_cont` (linear
-//!   interpolation between closest ranks, as numpy's default).
+//! - Daily sample partitions from yesterday to `partitions_ahead_days` ahead are created
+//!   at open, by retention and on demand, under an advisory lock with a lock timeout;
+//!   samples of other days (backfill, far future) rest in `dn_samples_default`, so a
+//!   batch spread over years never creates thousands of tables. Retention drops whole
+//!   partitions whose day ended before the cutoff, deletes older samples of the default
+//!   partition and older events; series rows are kept (a measurement whose samples all
+//!   expired answers with no samples rather than "unknown").
+//! - Every query is pushed down to SQL; the aggregates follow [`crate::aggregate`]: NaN
+//!   skipped, quantiles by `percentile_cont` (linear interpolation between closest
+//!   ranks, as numpy's default). Sums may differ from the embedded store's in the last
+//!   bits (another summation order); a sum beyond `f64` is an invalid query here where
+//!   the embedded store answers ±inf.
 //! - Connection failures are [`Error::Unavailable`] naming the server
 //!   (`postgresql at host:port/db: …`); the pipeline retries them.
 
@@ -96,6 +102,14 @@ impl Inner {
             PoolError::Closed => Error::Closed,
             other => Error::Unavailable(format!("postgresql at {}: {other}", self.target)),
         })
+    }
+
+    /// Today (a day number) and how many days ahead partitions are kept.
+    fn partition_window(&self) -> (i64, i64) {
+        (
+            schema::day_of(now_ns()),
+            i64::from(self.options.partitions_ahead_days),
+        )
     }
 
     fn note_written(&self, rows: usize) {
@@ -176,12 +190,17 @@ impl PostgresStore {
     }
 
     async fn create_partitions_ahead(&self) -> Result<()> {
-        let today = schema::day_of(now_ns());
-        let ahead = i64::from(self.inner.options.partitions_ahead_days);
+        let (today, ahead) = self.inner.partition_window();
         let mut client = self.inner.client().await?;
         self.inner
             .partitions
-            .ensure(&mut client, &self.inner.target, today..=today + ahead)
+            .ensure(
+                &mut client,
+                &self.inner.target,
+                today - 1..=today + ahead,
+                today,
+                ahead,
+            )
             .await
     }
 }

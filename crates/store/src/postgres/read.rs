@@ -68,7 +68,7 @@ async fn select(
     let mut out = Vec::new();
     for row in rows {
         let field: String = row.get(1);
-        if field != selector.field {
+        if field != pg_text(&selector.field) {
             continue;
         }
         let key = SeriesKey {
@@ -201,6 +201,20 @@ fn summary(row: &Row, at: usize, q: &AggregateQuery) -> Summary {
     }
 }
 
+/// A sum beyond the range of `double precision` (PostgreSQL raises 22003 where the
+/// embedded store would answer ±inf) is a clear client error, not a server failure.
+fn overflow_or(
+    other: impl Fn(tokio_postgres::Error) -> Error,
+) -> impl Fn(tokio_postgres::Error) -> Error {
+    move |e| {
+        if e.code() == Some(&tokio_postgres::error::SqlState::NUMERIC_VALUE_OUT_OF_RANGE) {
+            Error::Invalid("the sum of the selected samples overflows a 64-bit float".into())
+        } else {
+            other(e)
+        }
+    }
+}
+
 /// Aggregates; steps aligned to multiples of the step, empty steps left out.
 pub(super) async fn aggregate(inner: &Inner, q: &AggregateQuery) -> Result<AggregateResult> {
     if let Some(step) = q.step_ns.filter(|s| *s <= 0) {
@@ -230,7 +244,7 @@ pub(super) async fn aggregate(inner: &Inner, q: &AggregateQuery) -> Result<Aggre
          (SELECT 1 FROM dn_samples p WHERE p.series_id = k.id AND p.ts >= $2 AND p.ts <= $3)",
         &range_params,
     );
-    let (total, counted) = futures::try_join!(total, counted).map_err(pg)?;
+    let (total, counted) = futures::try_join!(total, counted).map_err(overflow_or(pg))?;
     let steps = match q.step_ns {
         None => Vec::new(),
         Some(step) => {
@@ -244,7 +258,10 @@ pub(super) async fn aggregate(inner: &Inner, q: &AggregateQuery) -> Result<Aggre
             );
             let mut with_step = params.clone();
             with_step.push(&step);
-            let rows = client.query(&sql, &with_step).await.map_err(pg)?;
+            let rows = client
+                .query(&sql, &with_step)
+                .await
+                .map_err(overflow_or(pg))?;
             rows.iter()
                 .map(|r| {
                     let bucket: i64 = r.get(0);

@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 
 use parking_lot::Mutex;
 use tokio_postgres::GenericClient;
+use tokio_postgres::error::SqlState;
 
 use super::pg_error;
 use crate::{Error, Result};
@@ -18,6 +19,10 @@ pub const SCHEMA_VERSION: i32 = 1;
 /// Advisory lock keys (ASCII "dnmigrat" and "dnpartit").
 const MIGRATION_LOCK: i64 = 0x646e_6d69_6772_6174;
 const PARTITION_LOCK: i64 = 0x646e_7061_7274_6974;
+
+/// How long partition DDL waits for its lock on `dn_samples` (it needs the table to
+/// itself, and would otherwise queue every read and write behind a long query).
+const DDL_LOCK_TIMEOUT: &str = "5s";
 
 /// Nanoseconds in a day: the width of one samples partition.
 pub(crate) const DAY_NS: i64 = 86_400 * 1_000_000_000;
@@ -139,43 +144,60 @@ impl Partitions {
         self.days.lock().clear();
     }
 
-    /// Creates the partitions of `days` that are not known to exist.
+    /// Creates the daily partitions of `days` that lie in the window of yesterday to
+    /// `ahead` days from today and are not known to exist; samples of other days go to
+    /// the default partition. A day whose samples already rest in the default partition
+    /// (written before its partition could be created) stays there.
     ///
     /// # Errors
-    /// PostgreSQL failures.
+    /// PostgreSQL failures (a lock not granted within [`DDL_LOCK_TIMEOUT`] is
+    /// retryable).
     pub(crate) async fn ensure(
         &self,
         client: &mut deadpool_postgres::Object,
         target: &str,
         days: impl IntoIterator<Item = i64>,
+        today: i64,
+        ahead: i64,
     ) -> Result<()> {
+        let window = today.saturating_sub(1)..=today.saturating_add(ahead);
         let missing: Vec<i64> = {
             let known = self.days.lock();
-            days.into_iter().filter(|d| !known.contains(d)).collect()
+            days.into_iter()
+                .filter(|d| window.contains(d) && !known.contains(d))
+                .collect()
         };
-        if missing.is_empty() {
-            return Ok(());
-        }
         let pg = |e| pg_error(target, e);
-        let tx = client.transaction().await.map_err(pg)?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&PARTITION_LOCK])
-            .await
-            .map_err(pg)?;
-        for day in &missing {
-            let (lo, hi) = bounds(*day);
-            tx.batch_execute(&format!(
-                "CREATE TABLE IF NOT EXISTS {} PARTITION OF dn_samples FOR VALUES FROM ({lo}) TO ({hi})",
-                partition_name(*day)
-            ))
-            .await
-            .map_err(pg)?;
+        for day in missing {
+            let tx = client.transaction().await.map_err(pg)?;
+            tx.batch_execute(&format!("SET LOCAL lock_timeout = '{DDL_LOCK_TIMEOUT}'"))
+                .await
+                .map_err(pg)?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&PARTITION_LOCK])
+                .await
+                .map_err(pg)?;
+            let (lo, hi) = bounds(day);
+            let created = tx
+                .batch_execute(&format!(
+                    "CREATE TABLE IF NOT EXISTS {} PARTITION OF dn_samples FOR VALUES FROM ({lo}) TO ({hi})",
+                    partition_name(day)
+                ))
+                .await;
+            match created {
+                Ok(()) => tx.commit().await.map_err(pg)?,
+                // The default partition already holds samples of that day.
+                Err(e) if e.code() == Some(&SqlState::CHECK_VIOLATION) => {
+                    tracing::info!(day = %partition_name(day), "samples of this day stay in dn_samples_default");
+                }
+                Err(e) => return Err(pg(e)),
+            }
+            self.days.lock().insert(day);
         }
-        tx.commit().await.map_err(pg)?;
-        self.days.lock().extend(missing);
         Ok(())
     }
 
-    /// Drops every partition whose days all lie before `cutoff_ns`; returns how many.
+    /// Drops every partition whose days all lie before `cutoff_ns`, and deletes the
+    /// older samples of the default partition; returns how many partitions.
     ///
     /// # Errors
     /// PostgreSQL failures.
@@ -187,9 +209,18 @@ impl Partitions {
     ) -> Result<usize> {
         let pg = |e| pg_error(target, e);
         let tx = client.transaction().await.map_err(pg)?;
+        tx.batch_execute(&format!("SET LOCAL lock_timeout = '{DDL_LOCK_TIMEOUT}'"))
+            .await
+            .map_err(pg)?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&PARTITION_LOCK])
             .await
             .map_err(pg)?;
+        tx.execute(
+            "DELETE FROM dn_samples_default WHERE ts < $1",
+            &[&cutoff_ns],
+        )
+        .await
+        .map_err(pg)?;
         let expired: Vec<(i64, String)> = existing(&*tx, target)
             .await?
             .into_iter()

@@ -220,6 +220,7 @@ impl PrivateCluster {
                 "--auth-local=trust",
                 "-E",
                 "UTF8",
+                "--locale=C",
                 "--no-sync",
             ],
         );

@@ -125,10 +125,12 @@ async fn retention_drops_whole_expired_partitions_and_old_events() {
     let now = now_ns();
     let day = 86_400 * SECOND;
     let old = now - 10 * day;
-    let recent = now - 3600 * SECOND;
+    let yesterday_ts = (schema::day_of(now) - 1) * day + 3600 * SECOND;
+    let recent = now - SECOND;
     store
         .write_points(&[
             point("ret", &[("a", "1")], 1.0, old),
+            point("ret", &[("a", "1")], 1.5, yesterday_ts),
             point("ret", &[("a", "1")], 2.0, recent),
         ])
         .await
@@ -140,16 +142,26 @@ async fn retention_drops_whole_expired_partitions_and_old_events() {
         payload: serde_json::Map::new(),
     };
     store
-        .write_events(&[event("old", old), event("new", recent)])
+        .write_events(&[event("old", old), event("new", now + 3600 * SECOND)])
         .await
         .unwrap();
     store.flush().await.unwrap();
-    let old_partition = schema::partition_name(schema::day_of(old));
-    let partitions = format!(
-        "SELECT count(*) FROM pg_class WHERE relname = '{old_partition}' AND relkind = 'r'"
-    );
+    // Ten days ago is outside the window of daily partitions: the default one.
+    let in_default = "SELECT count(*) FROM dn_samples_default";
+    assert_eq!(count(db.url(), in_default).await, 1);
+    let yesterday = schema::partition_name(schema::day_of(now) - 1);
+    let partitions =
+        format!("SELECT count(*) FROM pg_class WHERE relname = '{yesterday}' AND relkind = 'r'");
     assert_eq!(count(db.url(), &partitions).await, 1);
+    // Three days: the old sample and event go, yesterday stays.
     store.enforce_retention().await.unwrap();
+    assert_eq!(count(db.url(), in_default).await, 0);
+    assert_eq!(count(db.url(), &partitions).await, 1);
+    // One second: yesterday's partition is dropped whole.
+    let mut options = PostgresOptions::new(db.url());
+    options.retention_max_age = Some(Duration::from_secs(1));
+    let strict = PostgresStore::open(options).await.unwrap();
+    strict.enforce_retention().await.unwrap();
     assert_eq!(count(db.url(), &partitions).await, 0);
     let q = SeriesQuery {
         selector: Selector::metric("ret"),
@@ -359,31 +371,75 @@ async fn a_restarted_server_is_unavailable_meanwhile_and_served_after() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_partition_dropped_by_another_store_is_created_again_on_retry() {
+async fn samples_of_far_days_rest_in_the_default_partition_not_a_table_per_day() {
     let Some(db) = TestDatabase::create() else {
         return;
     };
-    let writer = open_url(db.url()).await;
+    let store = open_url(db.url()).await;
+    let tables = "SELECT count(*) FROM pg_inherits WHERE inhparent = 'dn_samples'::regclass";
+    let before = count(db.url(), tables).await;
+    // One sample a day over ~27 years, back and forth from now, in one batch.
+    let day = 86_400 * SECOND;
+    let now = now_ns();
+    let points: Vec<Point> = (-5_000..5_000)
+        .map(|d| point("spread", &[], d as f64, now + d * day))
+        .collect();
+    store.write_points(&points).await.unwrap();
+    store.flush().await.unwrap();
+    assert_eq!(count(db.url(), tables).await, before, "no new partition");
+    assert_eq!(
+        count(db.url(), "SELECT count(*) FROM dn_samples").await,
+        10_000
+    );
+    let q = SeriesQuery {
+        selector: Selector::metric("spread"),
+        range: TimeRange::default(),
+        limit: 1,
+        offset: 0,
+    };
+    let r = store.query(&q).await.unwrap();
+    assert_eq!(r.total, 10_000);
+    assert_eq!(r.samples[0].1.value, -5_000.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_day_whose_samples_came_early_stays_in_the_default_partition() {
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    // Samples of the day after the window arrive first…
     let mut options = PostgresOptions::new(db.url());
-    options.retention_max_age = Some(Duration::from_secs(86_400));
-    let janitor = PostgresStore::open(options).await.unwrap();
-    let old = now_ns() - 5 * 86_400 * SECOND;
-    writer
-        .write_points(&[point("dropped", &[], 1.0, old)])
+    options.partitions_ahead_days = 1;
+    let early = PostgresStore::open(options).await.unwrap();
+    let day = 86_400 * SECOND;
+    let ts = now_ns() + 2 * day;
+    early
+        .write_points(&[point("early", &[], 1.0, ts)])
         .await
         .unwrap();
-    janitor.enforce_retention().await.unwrap();
-    // The writer still believes the partition exists: the first write fails as
-    // retryable, and the retry recreates the partition.
-    let first = writer
-        .write_points(&[point("dropped", &[], 2.0, old + SECOND)])
-        .await;
-    assert!(matches!(first, Err(Error::Unavailable(_))), "{first:?}");
-    writer
-        .write_points(&[point("dropped", &[], 2.0, old + SECOND)])
+    // …then a store keeping more days ahead opens: that day cannot get its own table,
+    // and its samples are still written and read.
+    let mut options = PostgresOptions::new(db.url());
+    options.partitions_ahead_days = 3;
+    let later = PostgresStore::open(options).await.unwrap();
+    later
+        .write_points(&[point("early", &[], 2.0, ts + SECOND)])
         .await
         .unwrap();
-    assert_eq!(count(db.url(), "SELECT count(*) FROM dn_samples").await, 1);
+    assert_eq!(
+        count(db.url(), "SELECT count(*) FROM dn_samples_default").await,
+        2
+    );
+    let name = schema::partition_name(schema::day_of(now_ns()) + 3);
+    assert_eq!(
+        count(
+            db.url(),
+            &format!("SELECT count(*) FROM pg_class WHERE relname = '{name}'")
+        )
+        .await,
+        1,
+        "the days after it got their tables"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

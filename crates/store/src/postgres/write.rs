@@ -174,7 +174,11 @@ pub(super) async fn write_points(inner: &Inner, points: &[Point]) -> Result<()> 
     {
         let mut client = inner.client().await?;
         let days: BTreeSet<i64> = batch.rows.iter().map(|r| day_of(r.ts)).collect();
-        inner.partitions.ensure(&mut client, target, days).await?;
+        let (today, ahead) = inner.partition_window();
+        inner
+            .partitions
+            .ensure(&mut client, target, days, today, ahead)
+            .await?;
         write_catalog(inner, &mut client, &batch).await?;
     }
     let shards = (batch.rows.len() / MIN_SHARD_ROWS)
@@ -217,12 +221,12 @@ async fn write_catalog(
         .map_err(pg)?;
     if !batch.series.is_empty() {
         let ids: Vec<i64> = batch.series.iter().map(|s| s.id as i64).collect();
-        let names: Vec<&str> = batch
+        let names: Vec<Cow<'_, str>> = batch
             .series
             .iter()
-            .map(|s| s.measurement.as_str())
+            .map(|s| pg_text(&s.measurement))
             .collect();
-        let fields: Vec<&str> = batch.series.iter().map(|s| s.field.as_str()).collect();
+        let fields: Vec<Cow<'_, str>> = batch.series.iter().map(|s| pg_text(&s.field)).collect();
         let labels: Vec<&str> = batch.series.iter().map(|s| s.labels.as_str()).collect();
         tx.execute(
             "INSERT INTO dn_series (series_id, measurement, field, labels) \
@@ -234,7 +238,7 @@ async fn write_catalog(
         .map_err(pg)?;
     }
     if !batch.meta.is_empty() {
-        let names: Vec<&str> = batch.meta.iter().map(|(n, _)| n.as_str()).collect();
+        let names: Vec<Cow<'_, str>> = batch.meta.iter().map(|(n, _)| pg_text(n)).collect();
         let kinds: Vec<&str> = batch.meta.iter().map(|(_, m)| m.kind.as_str()).collect();
         let helps: Vec<Option<String>> = batch
             .meta

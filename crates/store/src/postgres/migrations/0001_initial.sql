@@ -20,14 +20,17 @@ CREATE TABLE dn_series (
 CREATE INDEX dn_series_measurement_field ON dn_series (measurement, field);
 CREATE INDEX dn_series_labels ON dn_series USING gin (labels jsonb_path_ops);
 
--- Samples: narrow rows, range-partitioned by day (partitions dn_samples_YYYYMMDD are
--- created ahead and on demand; retention drops whole partitions).
+-- Samples: narrow rows, range-partitioned by day. The partitions dn_samples_YYYYMMDD of
+-- yesterday, today and the next days are created ahead (retention drops them whole);
+-- samples of any other day (backfill, far future) rest in the default partition, from
+-- which retention deletes rows.
 CREATE TABLE dn_samples (
     series_id bigint NOT NULL,
     ts        bigint NOT NULL,
     value     double precision NOT NULL,
     PRIMARY KEY (series_id, ts)
 ) PARTITION BY RANGE (ts);
+CREATE TABLE dn_samples_default PARTITION OF dn_samples DEFAULT;
 
 -- Raw events (POST /ingest, stream events) and stream results (payload.kind = 'result',
 -- source_id = the client id), for GET /data and the replay of results.
