@@ -142,6 +142,13 @@ pub struct EmbeddedBrokerConfig {
     /// bytes; unset means unbounded.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retention_max_bytes: Option<u64>,
+    /// Delete closed segments that every consumer group of their topic has committed
+    /// past (once `retention_consumed_min_age` has passed since they were written), so
+    /// the log does not grow without bound; topics without groups keep everything.
+    pub retention_delete_consumed: bool,
+    /// How long consumed closed segments are kept for replay.
+    #[serde(with = "humantime_serde")]
+    pub retention_consumed_min_age: Duration,
 }
 
 impl Default for EmbeddedBrokerConfig {
@@ -153,6 +160,8 @@ impl Default for EmbeddedBrokerConfig {
             partitions: 8,
             retention_max_age: None,
             retention_max_bytes: None,
+            retention_delete_consumed: true,
+            retention_consumed_min_age: Duration::from_secs(3600),
         }
     }
 }

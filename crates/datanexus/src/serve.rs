@@ -378,6 +378,9 @@ async fn open_broker(config: &Config) -> anyhow::Result<Arc<dyn Broker>> {
         retention: Retention {
             max_age: embedded.retention_max_age,
             max_bytes: embedded.retention_max_bytes,
+            consumed_min_age: embedded
+                .retention_delete_consumed
+                .then_some(embedded.retention_consumed_min_age),
         },
         ..LogOptions::default()
     };

@@ -105,13 +105,18 @@ impl Default for LogOptions {
     }
 }
 
-/// Retention limits; `None` means unlimited.
+/// Retention limits; `None` means unlimited. Whatever the limits, a segment holding an
+/// offset some consumer group of its topic has not committed is never deleted.
 #[derive(Clone, Debug, Default)]
 pub struct Retention {
     /// Sealed segments whose newest record timestamp is older than this are deleted.
     pub max_age: Option<Duration>,
     /// Oldest sealed segments are deleted while a partition is larger than this.
     pub max_bytes: Option<u64>,
+    /// Sealed segments that every consumer group of their topic has committed past are
+    /// deleted once they were last written at least this long ago (a replay window);
+    /// `None` keeps consumed segments. Topics without any group keep everything.
+    pub consumed_min_age: Option<Duration>,
 }
 
 /// A record to append.

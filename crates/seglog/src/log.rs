@@ -323,8 +323,9 @@ impl Log {
     }
 
     /// Applies the retention limits: deletes whole sealed segments (oldest first) that are
-    /// too old or make their partition too large, never one holding an offset at or past the
-    /// committed offset of any group of the topic. Blocking I/O.
+    /// too old, make their partition too large, or were consumed by every group of the
+    /// topic (and last written at least `consumed_min_age` ago), never one holding an
+    /// offset at or past the committed offset of any group of the topic. Blocking I/O.
     ///
     /// # Errors
     ///
@@ -332,7 +333,10 @@ impl Log {
     pub fn enforce_retention(&self) -> Result<RetentionReport> {
         let retention = &self.inner.options.retention;
         let mut report = RetentionReport::default();
-        if retention.max_age.is_none() && retention.max_bytes.is_none() {
+        if retention.max_age.is_none()
+            && retention.max_bytes.is_none()
+            && retention.consumed_min_age.is_none()
+        {
             return Ok(report);
         }
         let _admin = self.inner.admin.lock();
@@ -353,7 +357,9 @@ impl Log {
                     .filter_map(|c| c.get(p).copied())
                     .min()
                     .unwrap_or(u64::MAX);
-                let deleted = part.apply_retention(retention, now_ms, protect)?;
+                // "Consumed by every group" means nothing for a topic without groups.
+                let has_groups = !committed.is_empty();
+                let deleted = part.apply_retention(retention, now_ms, protect, has_groups)?;
                 report.segments_deleted += deleted.segments;
                 report.bytes_deleted += deleted.bytes;
             }

@@ -258,12 +258,13 @@ impl Partition {
     }
 
     /// Deletes the oldest sealed segments allowed by the retention limits, never one holding
-    /// an offset `>= protect_from`.
+    /// an offset `>= protect_from`; consumed segments only where the topic `has_groups`.
     pub(crate) fn apply_retention(
         &self,
         retention: &crate::Retention,
         now_ms: i64,
         protect_from: u64,
+        has_groups: bool,
     ) -> Result<Deleted> {
         let removed = {
             let mut st = self.state.lock();
@@ -275,7 +276,15 @@ impl Partition {
                     front.max_timestamp_ms < now_ms.saturating_sub(age_ms)
                 });
                 let too_big = retention.max_bytes.is_some_and(|max| total > max);
-                if front.next > protect_from || !(too_old || too_big) {
+                if front.next > protect_from {
+                    break;
+                }
+                // Every group committed past it: delete once its replay window passed.
+                let consumed = has_groups
+                    && retention
+                        .consumed_min_age
+                        .is_some_and(|min_age| written_before(&front.path, min_age));
+                if !(too_old || too_big || consumed) {
                     break;
                 }
                 total -= front.size;
@@ -296,6 +305,16 @@ impl Partition {
         }
         Ok(deleted)
     }
+}
+
+/// Whether the file at `path` was last modified at least `age` ago (a file whose time
+/// cannot be read counts as recent: it is kept).
+fn written_before(path: &Path, age: std::time::Duration) -> bool {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|elapsed| elapsed >= age)
 }
 
 /// Fsyncs a directory (makes file creations, renames and deletions in it durable).

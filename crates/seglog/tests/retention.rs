@@ -1,4 +1,4 @@
-//! Retention by age and size.
+//! Retention by age, by size, and of what every consumer group has consumed.
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
 #[path = "support/helpers.rs"]
@@ -51,6 +51,7 @@ fn by_age() -> Retention {
     Retention {
         max_age: Some(Duration::from_secs(3600)),
         max_bytes: None,
+        consumed_min_age: None,
     }
 }
 
@@ -137,6 +138,7 @@ async fn size_retention_deletes_oldest_sealed_segments_until_under_the_limit() {
     let retention = Retention {
         max_age: None,
         max_bytes: Some(300),
+        consumed_min_age: None,
     };
     let log = open(dir.path(), retention);
     append_batches(&log, 0, 5).await;
@@ -153,6 +155,7 @@ async fn size_retention_keeps_the_active_segment_and_respects_groups() {
     let retention = Retention {
         max_age: None,
         max_bytes: Some(0),
+        consumed_min_age: None,
     };
     let log = open(dir.path(), retention);
     append_batches(&log, 0, 4).await;
@@ -171,4 +174,98 @@ async fn size_retention_keeps_the_active_segment_and_respects_groups() {
     assert_eq!(log.enforce_retention().unwrap().segments_deleted, 1);
     assert_eq!(segments(dir.path(), 0).len(), 1, "the active segment stays");
     assert_eq!(log.start_offset("t", 0).unwrap(), 12);
+}
+
+/// Consumed-retention only: delete what every group committed, at once.
+fn consumed() -> Retention {
+    Retention {
+        consumed_min_age: Some(Duration::ZERO),
+        ..Retention::default()
+    }
+}
+
+/// Polls and commits everything `group` can read now.
+async fn consume_all(log: &Log, group: &str) {
+    let c = log
+        .consumer("t", group, group, GroupOptions::default())
+        .unwrap();
+    loop {
+        let got = c.poll(100, Duration::ZERO).await.unwrap();
+        if got.is_empty() {
+            break;
+        }
+        let offsets: Vec<u64> = got.iter().map(|d| d.offset).collect();
+        c.ack(0, &offsets).await.unwrap();
+    }
+    c.ack(0, &[]).await.unwrap();
+}
+
+#[tokio::test]
+async fn consumed_segments_go_once_every_group_committed_and_a_stopped_group_pins_them() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = open(dir.path(), consumed());
+        log.ensure_group("t", "fast").unwrap();
+        log.ensure_group("t", "stopped").unwrap();
+        append_batches(&log, 0, 4).await;
+        let before = segments(dir.path(), 0).len();
+        assert!(before >= 4, "{before} segments");
+        consume_all(&log, "fast").await;
+        // The stopped group has committed nothing: it pins every segment.
+        assert_eq!(log.enforce_retention().unwrap().segments_deleted, 0);
+        assert_eq!(segments(dir.path(), 0).len(), before);
+        consume_all(&log, "stopped").await;
+        let deleted = log.enforce_retention().unwrap().segments_deleted;
+        assert_eq!(
+            deleted,
+            before - 1,
+            "every sealed segment, not the active one"
+        );
+        assert_eq!(segments(dir.path(), 0).len(), 1);
+        assert_eq!(log.start_offset("t", 0).unwrap(), 12);
+        log.close().unwrap();
+    }
+    // After a restart: offsets go on where they were, and the rule still holds.
+    let log = open(dir.path(), consumed());
+    assert_eq!(log.start_offset("t", 0).unwrap(), 12);
+    append_batches(&log, 0, 3).await;
+    consume_all(&log, "fast").await;
+    // Only the segment both had committed before the restart (sealed by the new
+    // appends) goes; the new ones wait for the stopped group.
+    assert_eq!(log.enforce_retention().unwrap().segments_deleted, 1);
+    assert_eq!(log.start_offset("t", 0).unwrap(), 16);
+    consume_all(&log, "stopped").await;
+    assert!(log.enforce_retention().unwrap().segments_deleted > 0);
+    assert_eq!(segments(dir.path(), 0).len(), 1);
+    let c = log
+        .consumer("t", "late", "late", GroupOptions::default())
+        .unwrap();
+    let got = c.poll(100, Duration::ZERO).await.unwrap();
+    assert!(
+        got.iter().all(|d| d.offset >= 24),
+        "only retained records are served"
+    );
+}
+
+#[tokio::test]
+async fn consumed_segments_stay_for_the_replay_window_and_on_topics_without_groups() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(
+        dir.path(),
+        Retention {
+            consumed_min_age: Some(Duration::from_secs(3600)),
+            ..Retention::default()
+        },
+    );
+    log.ensure_group("t", "g").unwrap();
+    append_batches(&log, 0, 4).await;
+    consume_all(&log, "g").await;
+    // Consumed, but written less than an hour ago.
+    assert_eq!(log.enforce_retention().unwrap().segments_deleted, 0);
+
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), consumed());
+    append_batches(&log, 0, 4).await;
+    // No group on the topic: nothing counts as consumed (the dlq has none).
+    assert_eq!(log.enforce_retention().unwrap().segments_deleted, 0);
 }
