@@ -109,9 +109,47 @@ pub fn sanitize_metric_name(name: &str) -> String {
     out
 }
 
+/// Makes `name` a legal Prometheus label name: characters other than ASCII letters,
+/// digits and `_` become `_`, a leading digit (or an empty name) gets a `_` prefix, and
+/// the reserved `__` prefix loses underscores until one is left.
+pub fn sanitize_label_name(name: &str) -> String {
+    let mut out: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if out.is_empty() || out.as_bytes()[0].is_ascii_digit() {
+        out.insert(0, '_');
+    }
+    while out.starts_with("__") {
+        out.remove(0);
+    }
+    out.truncate(256);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn label_names_are_made_legal() {
+        assert_eq!(sanitize_label_name("tag key"), "tag_key");
+        assert_eq!(sanitize_label_name("host-name"), "host_name");
+        assert_eq!(sanitize_label_name("a:b.c"), "a_b_c");
+        assert_eq!(sanitize_label_name("9x"), "_9x");
+        assert_eq!(sanitize_label_name("__name__"), "_name__");
+        assert_eq!(sanitize_label_name("Zürich"), "Z_rich");
+        for name in ["tag key", "9x", "__name__", "", "é"] {
+            crate::validate::label_name(&sanitize_label_name(name), &crate::Limits::default())
+                .unwrap();
+        }
+    }
 
     #[test]
     fn flattens_numeric_payload_fields_into_points() {

@@ -22,13 +22,15 @@
 //!   (the store keeps one sample per series and nanosecond).
 //!
 //! # Validation
-//! Every point passes [`validate::point`]: the measurement must be a legal metric
-//! name, tag keys legal label names, tag keys unique. The first bad line rejects the
+//! Measurement names and tag keys are made Prometheus-legal (other characters become
+//! `_`, a leading digit gets a `_` prefix, `__` loses underscores; two tag keys mapping
+//! to one name keep the later value), then every point passes [`validate::point`]. The first bad line rejects the
 //! whole body ([`LineError`] names it, 1-based); there is no partial acceptance.
 //!
 //! Tokens are borrowed slices of the body; a name or value is copied once into the
 //! point, and unescaped only when it contains an escape.
 
+use crate::event::{sanitize_label_name, sanitize_metric_name};
 use crate::metric::MetricType;
 use crate::point::{FieldValue, Labels, Point};
 use crate::validate::{self, Limits};
@@ -130,15 +132,29 @@ fn parse_line(
     if name.is_empty() {
         return Err("missing measurement name".into());
     }
-    let measurement = unescape(name, escaped, MEASUREMENT_ESCAPES);
-    let mut tags = Vec::new();
+    // InfluxDB accepts any measurement and tag key; Prometheus-illegal characters
+    // become `_` (as VictoriaMetrics and Prometheus' OTLP translation do).
+    let measurement = sanitize_metric_name(&unescape(name, escaped, MEASUREMENT_ESCAPES));
+    let mut tags: Vec<(String, String)> = Vec::new();
+    let mut raw_keys: Vec<String> = Vec::new();
     while cursor.eat(b',') {
         let key = cursor.key("tag")?;
         let (value, escaped) = cursor.token(b", ", KEY_ESCAPES);
         if value.is_empty() {
             return Err(format!("tag {key:?} has an empty value"));
         }
-        tags.push((key, unescape(value, escaped, KEY_ESCAPES)));
+        // The same key twice is an error (as in InfluxDB); two keys that only map to
+        // one name keep the later value.
+        if raw_keys.contains(&key) {
+            return Err(format!("duplicate label name {key:?}"));
+        }
+        let name = sanitize_label_name(&key);
+        raw_keys.push(key);
+        let value = unescape(value, escaped, KEY_ESCAPES);
+        match tags.iter_mut().find(|(k, _)| *k == name) {
+            Some(tag) => tag.1 = value,
+            None => tags.push((name, value)),
+        }
     }
     cursor.skip_spaces();
     if cursor.at_end() {

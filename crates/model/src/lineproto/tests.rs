@@ -80,11 +80,10 @@ fn every_boolean_spelling_is_accepted() {
 
 #[test]
 fn measurement_escapes_commas_and_spaces() {
-    // The unescaped name is what validation sees (and rejects as a metric name).
-    let e = error(r"my\ cpu\,x v=1");
-    assert!(e.message.contains(r#""my cpu,x""#), "{e}");
-    // `\=` is not an escape in a measurement: the backslash stays.
-    assert!(error(r"a\=b v=1").message.contains(r#""a\\=b""#));
+    // The unescaped name is what is mapped to a legal metric name.
+    assert_eq!(one(r"my\ cpu\,x v=1").measurement, "my_cpu_x");
+    // `\=` is not an escape in a measurement: the backslash stays (and maps to `_`).
+    assert_eq!(one(r"a\=b v=1").measurement, "a__b");
 }
 
 #[test]
@@ -97,8 +96,9 @@ fn tag_values_unescape_commas_equals_and_spaces() {
 
 #[test]
 fn tag_keys_unescape_commas_equals_and_spaces() {
-    let e = error(r"m,a\ b\=c\,d=1 v=1");
-    assert!(e.message.contains(r#""a b=c,d""#), "{e}");
+    // Unescaped to `a b=c,d`, then mapped to a legal label name.
+    let p = one(r"m,a\ b\=c\,d=1 v=1");
+    assert_eq!(p.labels.get("a_b_c_d"), Some("1"));
 }
 
 #[test]
@@ -227,23 +227,20 @@ fn duplicate_tags_and_fields_are_rejected() {
 }
 
 #[test]
-fn invalid_measurement_and_tag_names_are_rejected() {
-    assert!(
-        error("9cpu v=1")
-            .message
-            .contains("invalid metric name \"9cpu\"")
-    );
-    assert!(
-        error("cpu.load v=1")
-            .message
-            .contains("invalid metric name")
-    );
-    assert!(
-        error("m,host-name=a v=1")
-            .message
-            .contains("invalid label name \"host-name\"")
-    );
-    assert!(error("m,__name__=a v=1").message.contains("reserved"));
+fn names_influxdb_accepts_are_mapped_to_legal_ones() {
+    // What Telegraf sends: spaces, dots and dashes in measurements and tag keys.
+    let p = one(r"my\ measurement,tag\ key=tag\ value value=1");
+    assert_eq!(p.measurement, "my_measurement");
+    assert_eq!(p.labels.get("tag_key"), Some("tag value"));
+    assert_eq!(one("disk.io,host=a value=1").measurement, "disk_io");
+    assert_eq!(one("9cpu v=1").measurement, "_9cpu");
+    let p = one("m,host-name=a,__name__=b v=1");
+    assert_eq!(p.labels.get("host_name"), Some("a"));
+    assert_eq!(p.labels.get("_name__"), Some("b"));
+    // Two keys that map to one label: the later value wins.
+    let p = one("m,a.b=1,a-b=2 v=1");
+    assert_eq!(p.labels.len(), 1);
+    assert_eq!(p.labels.get("a_b"), Some("2"));
 }
 
 #[test]
