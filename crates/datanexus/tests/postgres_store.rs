@@ -117,17 +117,7 @@ async fn roles_on_redis_with_a_postgres_store_answer_like_the_embedded_store() {
             ))
         })
         .collect();
-    let mut senders = Vec::new();
-    for (g, gateway) in d.gateways.iter().enumerate() {
-        let url = gateway.grpc_url();
-        senders.push(tokio::spawn(async move {
-            let mut c = MetricsServiceClient::connect(url).await.unwrap();
-            for b in (g as u64..200).step_by(2) {
-                let ids = c.ingest_metrics(batch(b)).await.unwrap().into_inner();
-                assert_eq!(ids.event_ids.len() as u64, SERIES);
-            }
-        }));
-    }
+    let senders = roles_support::send_metrics(&d.gateways);
     post_events(&d.gateways[0], 300);
     for s in senders {
         s.await.unwrap();

@@ -88,40 +88,23 @@ impl Event {
 /// Makes `name` a legal Prometheus metric name: illegal characters become `_`, and a
 /// leading digit (or an empty name) gets a `_` prefix.
 pub fn sanitize_metric_name(name: &str) -> String {
-    let mut out: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == ':' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if out.is_empty() || out.as_bytes()[0].is_ascii_digit() {
-        out.insert(0, '_');
-    }
-    // Names starting with `__` are reserved for Prometheus' internal use.
-    while out.starts_with("__") {
-        out.remove(0);
-    }
-    out.truncate(256);
-    out
+    sanitize(name, |c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
 }
 
 /// Makes `name` a legal Prometheus label name: characters other than ASCII letters,
 /// digits and `_` become `_`, a leading digit (or an empty name) gets a `_` prefix, and
 /// the reserved `__` prefix loses underscores until one is left.
 pub fn sanitize_label_name(name: &str) -> String {
+    sanitize(name, |c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// `name` with the characters `allowed` rejects as `_`, no leading digit, no reserved
+/// `__` prefix (names starting with `__` are for Prometheus' internal use), at most 256
+/// bytes.
+fn sanitize(name: &str, allowed: impl Fn(char) -> bool) -> String {
     let mut out: String = name
         .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
+        .map(|c| if allowed(c) { c } else { '_' })
         .collect();
     if out.is_empty() || out.as_bytes()[0].is_ascii_digit() {
         out.insert(0, '_');

@@ -148,6 +148,32 @@ pub struct QueryResult {
     pub total: u64,
 }
 
+impl QueryResult {
+    /// A page from the picked samples, each with the index of its series among all the
+    /// selected series (`key(i)`, in key order), keeping only the series that appear
+    /// on the page.
+    pub fn from_picked(
+        picked: Vec<(usize, Sample)>,
+        key: impl Fn(usize) -> Option<SeriesKey>,
+        total: u64,
+    ) -> Self {
+        let used: std::collections::BTreeSet<usize> = picked.iter().map(|(i, _)| *i).collect();
+        let remap: std::collections::HashMap<usize, usize> = used
+            .iter()
+            .enumerate()
+            .map(|(new, old)| (*old, new))
+            .collect();
+        QueryResult {
+            samples: picked
+                .into_iter()
+                .map(|(i, s)| (remap.get(&i).copied().unwrap_or(0), s))
+                .collect(),
+            series: used.iter().filter_map(|i| key(*i)).collect(),
+            total,
+        }
+    }
+}
+
 /// An aggregate over selected series and a time range, optionally per time step.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AggregateQuery {

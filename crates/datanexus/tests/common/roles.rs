@@ -201,6 +201,26 @@ pub fn wait_stored(store: &Server, want: u64, patience: Duration) -> u64 {
     }
 }
 
+/// Sends batches `0..200` of [`batch`] (200,000 metrics), alternating over the two
+/// `gateways`, each acknowledged with one id per metric; await the tasks.
+pub fn send_metrics(gateways: &[Server]) -> Vec<tokio::task::JoinHandle<()>> {
+    gateways
+        .iter()
+        .take(2)
+        .enumerate()
+        .map(|(g, gateway)| {
+            let url = gateway.grpc_url();
+            tokio::spawn(async move {
+                let mut c = MetricsServiceClient::connect(url).await.unwrap();
+                for b in (g as u64..200).step_by(2) {
+                    let ids = c.ingest_metrics(batch(b)).await.unwrap().into_inner();
+                    assert_eq!(ids.event_ids.len() as u64, SERIES);
+                }
+            })
+        })
+        .collect()
+}
+
 /// 10 clients spread over both gateways stream 5,000 `sq` each and get exactly their own
 /// answers; 200,000 metrics through both gateways are all queryable on the store.
 pub async fn clients_and_metrics(d: Deployment) {
@@ -218,17 +238,7 @@ pub async fn clients_and_metrics(d: Deployment) {
         })
         .collect();
     // 200,000 metrics, 100 batches through each gateway, while the streams run.
-    let mut senders = Vec::new();
-    for (g, gateway) in d.gateways.iter().enumerate() {
-        let url = gateway.grpc_url();
-        senders.push(tokio::spawn(async move {
-            let mut c = MetricsServiceClient::connect(url).await.unwrap();
-            for b in (g as u64..200).step_by(2) {
-                let ids = c.ingest_metrics(batch(b)).await.unwrap().into_inner();
-                assert_eq!(ids.event_ids.len() as u64, SERIES);
-            }
-        }));
-    }
+    let senders = send_metrics(&d.gateways);
     for s in senders {
         s.await.unwrap();
     }

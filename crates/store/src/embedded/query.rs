@@ -87,23 +87,7 @@ fn page(keys: &[Arc<SeriesKey>], cols: &[Columns], offset: usize, limit: usize) 
             heap.push(Reverse((t, i, pos + 1)));
         }
     }
-    let used: BTreeSet<usize> = picked.iter().map(|(i, _)| *i).collect();
-    let remap: HashMap<usize, usize> = used
-        .iter()
-        .enumerate()
-        .map(|(new, old)| (*old, new))
-        .collect();
-    QueryResult {
-        samples: picked
-            .into_iter()
-            .map(|(i, s)| (remap.get(&i).copied().unwrap_or(0), s))
-            .collect(),
-        series: used
-            .iter()
-            .filter_map(|i| keys.get(*i).map(|k| (**k).clone()))
-            .collect(),
-        total: total as u64,
-    }
+    QueryResult::from_picked(picked, |i| keys.get(i).map(|k| (**k).clone()), total as u64)
 }
 
 /// Aggregates with [`Aggregate`]; steps are aligned to multiples of `step_ns`, and steps

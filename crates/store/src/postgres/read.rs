@@ -123,19 +123,11 @@ pub(super) async fn query(inner: &Inner, q: &SeriesQuery) -> Result<QueryResult>
             (index, sample)
         })
         .collect();
-    let used: BTreeSet<usize> = picked.iter().map(|(i, _)| *i).collect();
-    let remap: HashMap<usize, usize> = used.iter().enumerate().map(|(n, o)| (*o, n)).collect();
-    Ok(QueryResult {
-        samples: picked
-            .into_iter()
-            .map(|(i, s)| (remap.get(&i).copied().unwrap_or(0), s))
-            .collect(),
-        series: used
-            .iter()
-            .filter_map(|i| series.get(*i).map(|(_, k)| k.clone()))
-            .collect(),
-        total: u64::try_from(total.get::<_, i64>(0)).unwrap_or(0),
-    })
+    Ok(QueryResult::from_picked(
+        picked,
+        |i| series.get(i).map(|(_, k)| k.clone()),
+        u64::try_from(total.get::<_, i64>(0)).unwrap_or(0),
+    ))
 }
 
 /// The select list of a summary: count, sum, min, max, quantiles (one array), then one

@@ -169,13 +169,7 @@ impl Partitions {
         };
         let pg = |e| pg_error(target, e);
         for day in missing {
-            let tx = client.transaction().await.map_err(pg)?;
-            tx.batch_execute(&format!("SET LOCAL lock_timeout = '{DDL_LOCK_TIMEOUT}'"))
-                .await
-                .map_err(pg)?;
-            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&PARTITION_LOCK])
-                .await
-                .map_err(pg)?;
+            let tx = ddl_transaction(client, target).await?;
             let (lo, hi) = bounds(day);
             let created = tx
                 .batch_execute(&format!(
@@ -208,13 +202,7 @@ impl Partitions {
         cutoff_ns: i64,
     ) -> Result<usize> {
         let pg = |e| pg_error(target, e);
-        let tx = client.transaction().await.map_err(pg)?;
-        tx.batch_execute(&format!("SET LOCAL lock_timeout = '{DDL_LOCK_TIMEOUT}'"))
-            .await
-            .map_err(pg)?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&PARTITION_LOCK])
-            .await
-            .map_err(pg)?;
+        let tx = ddl_transaction(client, target).await?;
         tx.execute(
             "DELETE FROM dn_samples_default WHERE ts < $1",
             &[&cutoff_ns],
@@ -242,6 +230,23 @@ impl Partitions {
         }
         Ok(expired.len())
     }
+}
+
+/// A transaction for partition DDL: serialized between stores by the partition lock,
+/// and giving up (retryably) after [`DDL_LOCK_TIMEOUT`] waiting for `dn_samples`.
+async fn ddl_transaction<'a>(
+    client: &'a mut deadpool_postgres::Object,
+    target: &str,
+) -> Result<deadpool_postgres::Transaction<'a>> {
+    let pg = |e| pg_error(target, e);
+    let tx = client.transaction().await.map_err(pg)?;
+    tx.batch_execute(&format!("SET LOCAL lock_timeout = '{DDL_LOCK_TIMEOUT}'"))
+        .await
+        .map_err(pg)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&PARTITION_LOCK])
+        .await
+        .map_err(pg)?;
+    Ok(tx)
 }
 
 /// The partitions of `dn_samples` that exist: (day, table name).
