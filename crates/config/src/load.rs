@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use crate::env::EnvOverlay;
-use crate::{Config, Error, Result, StoreConfig, StoreKind};
+use crate::{Config, ConfigOverrides, Error, Result, StoreConfig, StoreKind};
 
 /// Origin name used in errors for documents that did not come from a file.
 const STRING_ORIGIN: &str = "<string>";
@@ -43,6 +43,33 @@ impl Config {
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self> {
+        let config = Self::load_unvalidated(file, env)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// [`Config::load`], then the command-line `overrides` on top, then validation of
+    /// the result: what `serve` runs with. Unlike `load` followed by
+    /// [`Config::apply`], a file or environment that is only complete with the flags
+    /// (e.g. `store.kind = "postgres"` with the URL in `--store`) is accepted.
+    ///
+    /// # Errors
+    /// As [`Config::load`] and [`Config::apply`].
+    pub fn load_with_overrides(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        overrides: ConfigOverrides,
+    ) -> Result<Self> {
+        let mut config = Self::load_unvalidated(file, env)?;
+        config.apply_unvalidated(overrides)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn load_unvalidated(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self> {
         let env: Vec<(String, String)> = env.into_iter().collect();
         let overlay = EnvOverlay::from_vars(env.iter().cloned())?;
         let table = match file {
@@ -51,7 +78,6 @@ impl Config {
         };
         let mut config = overlay.apply(table)?;
         config.fill_store_url_from_seed_vars(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        config.validate()?;
         Ok(config)
     }
 }

@@ -66,6 +66,13 @@ impl Config {
     /// Applies command-line `overrides` on top of this config, then
     /// validates the result.
     pub fn apply(&mut self, overrides: ConfigOverrides) -> Result<()> {
+        self.apply_unvalidated(overrides)?;
+        self.validate()
+    }
+
+    /// Applies `overrides` without validating the result (a flag that does not parse is
+    /// still an error).
+    pub(crate) fn apply_unvalidated(&mut self, overrides: ConfigOverrides) -> Result<()> {
         let ConfigOverrides {
             grpc_addr,
             http_addr,
@@ -110,7 +117,7 @@ impl Config {
         if let Some(url) = broker_url {
             self.set_broker_url(url)?;
         }
-        self.validate()
+        Ok(())
     }
 
     fn set_store(&mut self, store: &str) -> Result<()> {

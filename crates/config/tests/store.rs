@@ -157,3 +157,37 @@ fn the_store_url_is_never_printed() {
     assert!(!printed.contains("hunter2"), "{printed}");
     assert!(printed.contains("<redacted>"), "{printed}");
 }
+
+#[test]
+fn a_file_completed_by_the_store_flag_is_accepted() {
+    use std::io::Write as _;
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    file.write_all(b"[store]\nkind = \"postgres\"\npool_size = 3\n")
+        .unwrap();
+    // Alone, the file lacks the URL…
+    let err = Config::load(Some(file.path()), env(&[])).unwrap_err();
+    assert_eq!(invalid_key(err), "store.url");
+    // …which --store gives.
+    let config = Config::load_with_overrides(
+        Some(file.path()),
+        env(&[]),
+        ConfigOverrides {
+            store: Some("postgres://u@h/d".into()),
+            ..ConfigOverrides::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(config.store.url, "postgres://u@h/d");
+    assert_eq!(config.store.pool_size, 3);
+    // And a bad flag is still refused, naming the key.
+    let err = Config::load_with_overrides(
+        None,
+        env(&[]),
+        ConfigOverrides {
+            store: Some("mysql://h/d".into()),
+            ..ConfigOverrides::default()
+        },
+    )
+    .unwrap_err();
+    assert_eq!(invalid_key(err), "store");
+}

@@ -271,7 +271,6 @@ fn load_config(args: ServeArgs) -> anyhow::Result<Config> {
         .config
         .clone()
         .or_else(|| std::env::var_os(datanexus_config::ENV_CONFIG_FILE).map(Into::into));
-    let mut config = Config::load(file.as_deref(), env_vars()).context("invalid configuration")?;
     let overrides = ConfigOverrides {
         grpc_addr: args.grpc_addr,
         http_addr: args.http_addr,
@@ -302,10 +301,9 @@ fn load_config(args: ServeArgs) -> anyhow::Result<Config> {
             _ => args.store,
         },
     };
-    config
-        .apply(overrides)
-        .context("invalid command-line flags")?;
-    Ok(config)
+    // Flags complete the file and environment before anything is validated.
+    Config::load_with_overrides(file.as_deref(), env_vars(), overrides)
+        .context("invalid configuration")
 }
 
 /// Opens the backend named by `[broker] kind`.
