@@ -35,6 +35,24 @@ async fn nimbus(
     (tx, resp)
 }
 
+/// `a-b, c-d, …` of sorted numbers.
+fn ranges(numbers: &[i32]) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut iter = numbers.iter().copied().peekable();
+    while let Some(start) = iter.next() {
+        let mut end = start;
+        while iter.peek() == Some(&(end + 1)) {
+            end = iter.next().unwrap_or(end);
+        }
+        out.push(if start == end {
+            start.to_string()
+        } else {
+            format!("{start}-{end}")
+        });
+    }
+    out.join(", ")
+}
+
 fn sq(n: i32) -> EventRequest {
     EventRequest {
         event_name: "sq".into(),
@@ -150,8 +168,13 @@ async fn nimbus_client_reconnecting_gets_missed_results_in_order_then_new_ones()
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
     let url = server.grpc_url();
+    // More events than the old stream can hold in flight (its result buffer,
+    // `streams.channel_capacity` = 1,024, and the HTTP/2 window), so that results are
+    // still waiting when it breaks, however fast the pipeline produced them. (With
+    // 1,000, a fast pipeline could hand every result to the broken stream first.)
+    const OLD: i32 = 3_000;
     let (tx, mut resp) = nimbus(&url, "roamer").await;
-    for i in 1..=1000 {
+    for i in 1..=OLD {
         tx.send(sq(i)).await.unwrap();
     }
     let mut got: Vec<i32> = Vec::new();
@@ -161,14 +184,14 @@ async fn nimbus_client_reconnecting_gets_missed_results_in_order_then_new_ones()
     drop((tx, resp)); // disconnect after half the responses
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (tx, mut resp) = nimbus(&url, "roamer").await;
-    for i in 1001..=1100 {
+    for i in OLD + 1..=OLD + 100 {
         tx.send(sq(i)).await.unwrap();
     }
     loop {
         let r = next(&mut resp).await;
         assert_eq!(r.result, r.number * r.number);
         got.push(r.number);
-        if r.number == 1100 {
+        if r.number == OLD + 100 {
             break;
         }
     }
@@ -179,11 +202,15 @@ async fn nimbus_client_reconnecting_gets_missed_results_in_order_then_new_ones()
         got.windows(2).all(|w| w[0] < w[1]),
         "out of order or duplicated: {got:?}"
     );
-    let missing: Vec<i32> = (1..=1100).filter(|n| !got.contains(n)).collect();
+    let missing: Vec<i32> = (1..=OLD + 100).filter(|n| !got.contains(n)).collect();
     if let (Some(first), Some(last)) = (missing.first(), missing.last()) {
         assert!(
-            *first > 500 && *last < 1000 && missing.len() == (*last - *first + 1) as usize,
-            "gap {missing:?}"
+            *first > 500 && *last < OLD && missing.len() == (*last - *first + 1) as usize,
+            "gap {:?}..={:?} ({} results): {}",
+            first,
+            last,
+            missing.len(),
+            ranges(&missing)
         );
     }
     eprintln!(
