@@ -169,9 +169,12 @@ async fn nimbus_client_reconnecting_gets_missed_results_in_order_then_new_ones()
     let server = Server::start(dir.path(), &[]);
     let url = server.grpc_url();
     // More events than the old stream can hold in flight (its result buffer,
-    // `streams.channel_capacity` = 1,024, and the HTTP/2 window), so that results are
-    // still waiting when it breaks, however fast the pipeline produced them. (With
-    // 1,000, a fast pipeline could hand every result to the broken stream first.)
+    // `streams.channel_capacity` = 1,024, plus the HTTP/2 window of responses), so that
+    // results are still waiting when it breaks however fast the pipeline produced them
+    // (with 1,000, a fast pipeline could hand every result to the broken stream) — yet
+    // few enough that all the requests (~12 bytes each) fit the request stream's 64 KiB
+    // HTTP/2 window and reach the server before the client disconnects (with 5,000,
+    // those beyond ~4,100 were still in the client, never sent, so never answered).
     const OLD: i32 = 3_000;
     let (tx, mut resp) = nimbus(&url, "roamer").await;
     for i in 1..=OLD {
