@@ -50,8 +50,8 @@ pub(crate) fn value_string(v: f64) -> String {
     s
 }
 
-/// `name` as a legal label name (`[a-zA-Z_][a-zA-Z0-9_]*`): other characters become `_`
-/// and a leading digit gets a `_` prefix. Names validated at ingest come back unchanged.
+/// `name` as a legal label name (`[a-zA-Z_][a-zA-Z0-9_]*`, the model's
+/// `sanitize_label_name`). Names validated at ingest come back unchanged, unallocated.
 pub(crate) fn label_name(name: &str) -> Cow<'_, str> {
     let legal = name
         .bytes()
@@ -60,14 +60,7 @@ pub(crate) fn label_name(name: &str) -> Cow<'_, str> {
     if legal && !name.is_empty() {
         return Cow::Borrowed(name);
     }
-    let mut out: String = name
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect();
-    if out.is_empty() || out.starts_with(|c: char| c.is_ascii_digit()) {
-        out.insert(0, '_');
-    }
-    Cow::Owned(out)
+    Cow::Owned(datanexus_model::event::sanitize_label_name(name))
 }
 
 #[cfg(test)]
