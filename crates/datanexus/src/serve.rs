@@ -19,7 +19,7 @@ use datanexus_pipeline::{Pipeline, PipelineConfig};
 use datanexus_seglog::{self as seglog, LogOptions, Retention};
 use datanexus_server::Backends;
 use datanexus_store::Store;
-use datanexus_store::embedded::{EmbeddedStore, EmbeddedStoreOptions};
+use datanexus_store_embedded::{EmbeddedStore, EmbeddedStoreOptions};
 use datanexus_telemetry::Telemetry;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -44,10 +44,10 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let telemetry = Telemetry::new();
     let role = config.role;
     let broker: Arc<dyn Broker> = open_broker(&config).await?;
-    let store: Arc<dyn Store> = if roles::has_store(role) {
-        open_store(&config).await?
+    let store: Option<Arc<dyn Store>> = if roles::has_store(role) {
+        Some(open_store(&config).await?)
     } else {
-        Arc::new(roles::Unserved::new(role))
+        None
     };
     let fanout = fanout_options(&config);
     // Unique per process even where every process is pid 1 (containers): a shared
@@ -164,10 +164,12 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .stop()
         .await
         .context("cannot flush the log on shutdown")?;
-    store
-        .stop()
-        .await
-        .context("cannot flush the store on shutdown")?;
+    if let Some(store) = &store {
+        store
+            .stop()
+            .await
+            .context("cannot flush the store on shutdown")?;
+    }
     tracing::info!("datanexus stopped");
     served?;
     stopped?;
@@ -232,7 +234,7 @@ async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
         StoreKind::Embedded => open_embedded_store(config).await,
         #[cfg(feature = "postgres")]
         StoreKind::Postgres => {
-            use datanexus_store::postgres::{PostgresOptions, PostgresStore};
+            use datanexus_store_postgres::{PostgresOptions, PostgresStore};
             let options = PostgresOptions {
                 pool_size: config.store.pool_size,
                 connect_timeout: config.store.connect_timeout,

@@ -44,7 +44,7 @@ async fn roles_on_kafka_with_a_postgres_store_serve_every_client_and_metric() {
     let (Some(tansu), Some(redis)) = (Tansu::start(), Redis::start()) else {
         return;
     };
-    let Some(db) = datanexus_store::postgres::testkit::TestDatabase::create() else {
+    let Some(db) = datanexus_store_postgres::testkit::TestDatabase::create() else {
         return;
     };
     let (kafka, redis) = (tansu.url(), redis.url());

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use datanexus_proto::data_nexus::metrics_service_client::MetricsServiceClient;
-use datanexus_store::postgres::testkit::{PrivateCluster, TEST_URL_VAR, TestDatabase};
+use datanexus_store_postgres::testkit::{PrivateCluster, TEST_URL_VAR, TestDatabase};
 use roles_support::{Deployment, METRIC, SERIES, batch, wait_stored};
 use support::{Redis, Server, http_get, http_get_json, http_post_json};
 

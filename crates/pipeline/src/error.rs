@@ -10,6 +10,9 @@ pub enum Error {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] datanexus_store::Error),
+    /// Sinkers or a forwarder were asked for, and no store was given.
+    #[error("the sinkers and the result forwarder write to a store, and this process has none")]
+    NoStore,
     /// A worker task failed.
     #[error("{0}")]
     Worker(String),

@@ -13,7 +13,7 @@ use crate::PipelineConfig;
 
 pub(crate) async fn run(
     broker: Arc<dyn Broker>,
-    store: Arc<dyn Store>,
+    store: Option<Arc<dyn Store>>,
     telemetry: Arc<Telemetry>,
     config: PipelineConfig,
     groups: Vec<(String, String)>,
@@ -28,7 +28,10 @@ pub(crate) async fn run(
         tokio::select! {
             () = crate::stopped(&mut stop) => return,
             _ = retention.tick() => {
-                if let Err(e) = store.enforce_retention().await {
+                if let Some(Err(e)) = match &store {
+                    Some(store) => Some(store.enforce_retention().await),
+                    None => None,
+                } {
                     telemetry.error("retention", "store");
                     tracing::warn!(error = %e, "store retention failed");
                 }

@@ -191,11 +191,12 @@ impl Pipeline {
     /// Topics must exist; with a router, the results topic too.
     ///
     /// # Errors
-    /// If a consumer cannot join its group or the results topic is unknown; the workers
-    /// already started are stopped first.
+    /// If a consumer cannot join its group or the results topic is unknown, or
+    /// [`Error::NoStore`] when sinkers or the forwarder are asked for without a `store`;
+    /// the workers already started are stopped first.
     pub async fn start(
         broker: Arc<dyn Broker>,
-        store: Arc<dyn Store>,
+        store: Option<Arc<dyn Store>>,
         telemetry: Arc<Telemetry>,
         config: PipelineConfig,
         router: Option<Arc<dyn ResultRouter>>,
@@ -225,13 +226,15 @@ impl Pipeline {
     async fn spawn_workers(
         &mut self,
         broker: &Arc<dyn Broker>,
-        store: &Arc<dyn Store>,
+        store: &Option<Arc<dyn Store>>,
         telemetry: &Arc<Telemetry>,
         config: &PipelineConfig,
         router: Option<Arc<dyn ResultRouter>>,
     ) -> Result<()> {
         let workers = config.workers;
+        let store = || store.as_ref().ok_or(Error::NoStore);
         if workers.sinks {
+            let store = store()?;
             for kind in [SinkKind::Metrics, SinkKind::Events] {
                 let ctx =
                     sink::SinkContext::new(kind, broker, store, telemetry, config, None).await?;
@@ -256,6 +259,7 @@ impl Pipeline {
             self.spawn("processor", worker.run(self.stop.subscribe()));
         }
         if workers.forwarder {
+            let store = store()?;
             let forwarder = SinkKind::Results;
             let ctx =
                 sink::SinkContext::new(forwarder, broker, store, telemetry, config, router).await?;

@@ -97,7 +97,7 @@ async fn start_with(
     let router: Arc<dyn ResultRouter> = recorder.clone();
     let p = Pipeline::start(
         r.broker.clone(),
-        r.store.clone(),
+        Some(r.store.clone()),
         Telemetry::new(),
         config,
         Some(router),

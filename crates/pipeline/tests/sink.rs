@@ -20,7 +20,7 @@ use support::{eventually, lag, rig};
 async fn start(r: &support::Rig) -> Pipeline {
     Pipeline::start(
         r.broker.clone(),
-        r.store.clone(),
+        Some(r.store.clone()),
         Telemetry::new(),
         config(),
         None,

@@ -41,6 +41,12 @@ pub enum Error {
     /// No such resource or route.
     #[error("{0}")]
     NotFound(String),
+    /// This process opened no store (a `gateway` or `processor`): the query goes to the
+    /// process that has one.
+    #[error(
+        "this process has no store: queries are served by the process with role `store` (or `all`)"
+    )]
+    NoStore,
     /// The broker refused or failed.
     #[error(transparent)]
     Broker(#[from] datanexus_broker::Error),
@@ -89,6 +95,7 @@ impl Error {
                 tonic::Code::DeadlineExceeded,
             ),
             Error::NotFound(_) => (StatusCode::NOT_FOUND, tonic::Code::NotFound),
+            Error::NoStore => (StatusCode::SERVICE_UNAVAILABLE, tonic::Code::Unavailable),
             Error::Broker(e) => broker_status(e.kind()),
             Error::Store(e) => store_status(e),
             Error::Internal(_) | Error::Io(_) | Error::Transport(_) => {

@@ -74,8 +74,9 @@ pub use crate::state::AppState;
 pub struct Backends {
     /// Where ingested records are appended (and drained from by `GET /metrics?drain=true`).
     pub broker: Arc<dyn Broker>,
-    /// Where queries, datasets and the exposition read from.
-    pub store: Arc<dyn Store>,
+    /// Where queries, datasets and the exposition read from; `None` in a process that
+    /// opened no store (its queries answer 503 naming the role that serves them).
+    pub store: Option<Arc<dyn Store>>,
     /// The program's own metrics (served at `GET /internal/metrics`).
     pub telemetry: Arc<Telemetry>,
     /// Where a reconnecting stream client's results are read back from; `None` means
@@ -87,7 +88,7 @@ impl std::fmt::Debug for Backends {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Backends")
             .field("broker", &self.broker.name())
-            .field("store", &self.store.name())
+            .field("store", &self.store.as_ref().map_or("none", |s| s.name()))
             .finish_non_exhaustive()
     }
 }

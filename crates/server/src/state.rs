@@ -12,7 +12,7 @@ use crate::auth::Auth;
 use crate::drain::Drainer;
 use crate::ingest::{Ingestor, TopicTarget};
 use crate::sessions::Sessions;
-use crate::{Backends, Result, ServerOptions};
+use crate::{Backends, Error, Result, ServerOptions};
 
 /// Shared state of the gRPC and HTTP front ends; cheap to clone.
 #[derive(Clone)]
@@ -22,7 +22,7 @@ pub struct AppState {
 
 struct Shared {
     broker: Arc<dyn Broker>,
-    store: Arc<dyn Store>,
+    store: Option<Arc<dyn Store>>,
     telemetry: Arc<Telemetry>,
     ingestor: Ingestor,
     drainer: Drainer,
@@ -41,7 +41,10 @@ impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AppState")
             .field("broker", &self.inner.broker.name())
-            .field("store", &self.inner.store.name())
+            .field(
+                "store",
+                &self.inner.store.as_ref().map_or("none", |s| s.name()),
+            )
             .field("options", &self.inner.options)
             .finish_non_exhaustive()
     }
@@ -87,8 +90,15 @@ impl AppState {
                 .clamp(1, Semaphore::MAX_PERMITS),
         ));
         let auth = Auth::new(&options.auth_tokens);
-        let mailbox =
-            mailbox.unwrap_or_else(|| Arc::new(StoreMailbox::new(Arc::clone(&store))) as _);
+        let mailbox = match (mailbox, &store) {
+            (Some(mailbox), _) => mailbox,
+            (None, Some(store)) => Arc::new(StoreMailbox::new(Arc::clone(store))) as _,
+            (None, None) => {
+                return Err(Error::Internal(
+                    "stream replays need a mailbox or a store, and none was given".to_owned(),
+                ));
+            }
+        };
         let sessions = Sessions::open(mailbox, Arc::clone(&telemetry), &options).await?;
         Ok(AppState {
             inner: Arc::new(Shared {
@@ -139,8 +149,14 @@ impl AppState {
         self.inner.broker.as_ref()
     }
 
-    pub(crate) fn store(&self) -> &dyn Store {
-        self.inner.store.as_ref()
+    /// The store, or [`Error::NoStore`] in a process without one.
+    pub(crate) fn store(&self) -> Result<&dyn Store> {
+        self.inner.store.as_deref().ok_or(Error::NoStore)
+    }
+
+    /// The store, if this process opened one.
+    pub(crate) fn local_store(&self) -> Option<&dyn Store> {
+        self.inner.store.as_deref()
     }
 
     pub(crate) fn telemetry(&self) -> &Telemetry {

@@ -1,6 +1,7 @@
 //! The conformance suite every [`Store`] backend must pass.
 //!
-//! A backend's tests invoke [`conformance_suite!`] with an async function returning a
+//! Compiled with the feature `conformance` (a dev-dependency of each engine crate).
+//! A backend's tests invoke [`conformance_suite!`](crate::conformance_suite) with an async function returning a
 //! fixture (kept alive for the test) and a fresh `Arc<dyn Store>`, and an async function
 //! that reopens the same store from the fixture (restart for the embedded backend,
 //! reconnect for a server). Every check uses its own measurement and source names, so
@@ -23,7 +24,7 @@ const T0: i64 = 1_700_000_000_000_000_000;
 const SECOND: i64 = 1_000_000_000;
 
 /// A name unique to this process and call (measurement names must be metric-legal).
-pub(crate) fn unique(prefix: &str) -> String {
+pub fn unique(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()
@@ -37,7 +38,7 @@ pub(crate) fn unique(prefix: &str) -> String {
     )
 }
 
-pub(crate) fn labels(pairs: &[(&str, &str)]) -> Labels {
+pub fn labels(pairs: &[(&str, &str)]) -> Labels {
     Labels::new(
         pairs
             .iter()
@@ -46,7 +47,7 @@ pub(crate) fn labels(pairs: &[(&str, &str)]) -> Labels {
     .unwrap()
 }
 
-pub(crate) fn point(m: &str, l: &[(&str, &str)], value: f64, ts: i64) -> Point {
+pub fn point(m: &str, l: &[(&str, &str)], value: f64, ts: i64) -> Point {
     Point::sample(m, labels(l), value, ts).with_kind(MetricType::Gauge)
 }
 
@@ -86,7 +87,7 @@ fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
 }
 
-pub(crate) async fn written_points_are_visible_before_flush(s: Arc<dyn Store>) {
+pub async fn written_points_are_visible_before_flush(s: Arc<dyn Store>) {
     let m = unique("visible");
     s.write_points(&[
         point(&m, &[("host", "a")], 1.5, T0),
@@ -103,7 +104,7 @@ pub(crate) async fn written_points_are_visible_before_flush(s: Arc<dyn Store>) {
     assert_eq!(r.series[0].labels, labels(&[("host", "a")]));
 }
 
-pub(crate) async fn label_matchers_select_series(s: Arc<dyn Store>) {
+pub async fn label_matchers_select_series(s: Arc<dyn Store>) {
     let m = unique("matchers");
     let pts: Vec<Point> = ["a", "b", "c"]
         .iter()
@@ -138,7 +139,7 @@ pub(crate) async fn label_matchers_select_series(s: Arc<dyn Store>) {
     assert_eq!((r.total, r.samples.len()), (0, 0));
 }
 
-pub(crate) async fn time_range_is_inclusive_at_both_ends(s: Arc<dyn Store>) {
+pub async fn time_range_is_inclusive_at_both_ends(s: Arc<dyn Store>) {
     let m = unique("range");
     let pts: Vec<Point> = (0..10)
         .map(|i| point(&m, &[], i as f64, T0 + i * SECOND))
@@ -171,7 +172,7 @@ pub(crate) async fn time_range_is_inclusive_at_both_ends(s: Arc<dyn Store>) {
     assert_eq!(s.aggregate(&a).await.unwrap().total.count, 4);
 }
 
-pub(crate) async fn limit_and_offset_page_samples_with_total(s: Arc<dyn Store>) {
+pub async fn limit_and_offset_page_samples_with_total(s: Arc<dyn Store>) {
     let m = unique("paging");
     let mut pts = Vec::new();
     for i in 0..5 {
@@ -204,7 +205,7 @@ pub(crate) async fn limit_and_offset_page_samples_with_total(s: Arc<dyn Store>) 
     assert_eq!((r.total, r.samples.len()), (10, 0));
 }
 
-pub(crate) async fn rewriting_a_sample_replaces_its_value(s: Arc<dyn Store>) {
+pub async fn rewriting_a_sample_replaces_its_value(s: Arc<dyn Store>) {
     let m = unique("rewrite");
     let batch: Vec<Point> = (0..4)
         .map(|i| point(&m, &[], i as f64, T0 + i * SECOND))
@@ -223,7 +224,7 @@ pub(crate) async fn rewriting_a_sample_replaces_its_value(s: Arc<dyn Store>) {
     );
 }
 
-pub(crate) async fn flushed_data_survives_reopen(s: Arc<dyn Store>) -> (String, String) {
+pub async fn flushed_data_survives_reopen(s: Arc<dyn Store>) -> (String, String) {
     let m = unique("durable");
     let src = unique("src");
     let mut p = point(&m, &[("host", "a")], 7.0, T0);
@@ -242,10 +243,7 @@ pub(crate) async fn flushed_data_survives_reopen(s: Arc<dyn Store>) -> (String, 
     (m, src)
 }
 
-pub(crate) async fn flushed_data_survives_reopen_check(
-    s: Arc<dyn Store>,
-    (m, src): (String, String),
-) {
+pub async fn flushed_data_survives_reopen_check(s: Arc<dyn Store>, (m, src): (String, String)) {
     let r = s.query(&all(&m)).await.unwrap();
     assert_eq!(r.total, 3);
     assert_eq!(values(&r), vec![7.0, 9.0, 8.0]);
@@ -283,7 +281,7 @@ pub(crate) async fn flushed_data_survives_reopen_check(
     assert_eq!(page.events[0].payload["n"], json!(1));
 }
 
-pub(crate) async fn duplicate_across_flushed_data_and_head_counts_once(s: Arc<dyn Store>) {
+pub async fn duplicate_across_flushed_data_and_head_counts_once(s: Arc<dyn Store>) {
     let m = unique("dup");
     let batch: Vec<Point> = (0..5)
         .map(|i| point(&m, &[], i as f64, T0 + i * SECOND))
@@ -325,7 +323,7 @@ fn reference(values: &[f64], q: f64) -> f64 {
     v[lo] + (v[hi] - v[lo]) * (pos - lo as f64)
 }
 
-pub(crate) async fn aggregate_matches_a_reference(s: Arc<dyn Store>) {
+pub async fn aggregate_matches_a_reference(s: Arc<dyn Store>) {
     let m = unique("agg");
     let mut all_values = Vec::new();
     let mut pts = Vec::new();
@@ -380,7 +378,7 @@ pub(crate) async fn aggregate_matches_a_reference(s: Arc<dyn Store>) {
     );
 }
 
-pub(crate) async fn step_buckets_are_aligned_to_the_step(s: Arc<dyn Store>) {
+pub async fn step_buckets_are_aligned_to_the_step(s: Arc<dyn Store>) {
     let m = unique("steps");
     let step = 10 * SECOND;
     let base = T0 + 3 * SECOND; // not aligned: first bucket starts at T0
@@ -402,7 +400,7 @@ pub(crate) async fn step_buckets_are_aligned_to_the_step(s: Arc<dyn Store>) {
     assert!(matches!(s.aggregate(&q).await, Err(Error::Invalid(_))));
 }
 
-pub(crate) async fn events_are_paged_oldest_first_and_filtered(s: Arc<dyn Store>) {
+pub async fn events_are_paged_oldest_first_and_filtered(s: Arc<dyn Store>) {
     let (a, b) = (unique("srca"), unique("srcb"));
     let evs: Vec<StoredEvent> = (0..10)
         .map(|i| event(&format!("{a}-{i}"), &a, T0 + (9 - i) * SECOND, i))
@@ -446,7 +444,7 @@ pub(crate) async fn events_are_paged_oldest_first_and_filtered(s: Arc<dyn Store>
     );
 }
 
-pub(crate) async fn events_are_idempotent_on_id(s: Arc<dyn Store>) {
+pub async fn events_are_idempotent_on_id(s: Arc<dyn Store>) {
     let src = unique("idem");
     let evs: Vec<StoredEvent> = (0..4)
         .map(|i| event(&format!("{src}-{i}"), &src, T0 + i * SECOND, i))
@@ -468,7 +466,7 @@ pub(crate) async fn events_are_idempotent_on_id(s: Arc<dyn Store>) {
     assert_eq!(s.events(&q).await.unwrap().total, 4);
 }
 
-pub(crate) async fn datasets_describe_measurements(s: Arc<dyn Store>) {
+pub async fn datasets_describe_measurements(s: Arc<dyn Store>) {
     let (m1, m2) = (unique("ds_a"), unique("ds_b"));
     let mut p = Point {
         measurement: m1.clone(),
@@ -521,7 +519,7 @@ pub(crate) async fn datasets_describe_measurements(s: Arc<dyn Store>) {
     assert_eq!(values(&s.query(&q).await.unwrap()), vec![1.0, 1.0]);
 }
 
-pub(crate) async fn latest_returns_the_newest_sample_per_series(s: Arc<dyn Store>) {
+pub async fn latest_returns_the_newest_sample_per_series(s: Arc<dyn Store>) {
     let m = unique("latest");
     s.write_points(&[
         point(&m, &[("host", "b")], 1.0, T0),
@@ -573,7 +571,7 @@ pub(crate) async fn latest_returns_the_newest_sample_per_series(s: Arc<dyn Store
     assert!(l.iter().all(|l| l.kind == MetricType::Gauge));
 }
 
-pub(crate) async fn unknown_measurement_is_not_found(s: Arc<dyn Store>) {
+pub async fn unknown_measurement_is_not_found(s: Arc<dyn Store>) {
     let m = unique("never_written");
     assert!(matches!(s.query(&all(&m)).await, Err(Error::NotFound(name)) if name == m));
     assert!(matches!(
@@ -588,6 +586,7 @@ pub(crate) async fn unknown_measurement_is_not_found(s: Arc<dyn Store>) {
 /// the backend's server is missing and the test is skipped (outside CI); `$reopen` an async fn
 /// taking `&fixture` and returning a new `Arc<dyn Store>` over the same data (the old
 /// handle is stopped and dropped first).
+#[macro_export]
 macro_rules! conformance_suite {
     ($open:ident, $reopen:ident) => {
         mod conformance {
@@ -634,4 +633,3 @@ macro_rules! conformance_suite {
         }
     };
 }
-pub(crate) use conformance_suite;

@@ -1,5 +1,9 @@
-//! The `Store` trait of Data Nexus — where points and events rest and are queried — and
-//! its backends.
+//! The store API of Data Nexus — where points and events rest and are queried: the
+//! [`Store`] trait, its query and result types, the aggregate semantics every backend
+//! shares, and the conformance suite. No engine lives here (no file format, no database
+//! driver), so the crates that only call a store (server, pipeline, fan-out) do not
+//! compile one; the engines are `datanexus-store-embedded` (Apache Parquet) and
+//! `datanexus-store-postgres`.
 //!
 //! Contract (every backend, checked by the conformance suite):
 //! - writes are idempotent: points on (series, timestamp) — a rewrite replaces the value,
@@ -18,27 +22,20 @@
 //! - [`aggregate`]: the one implementation of count/sum/mean/min/max/quantiles/buckets that
 //!   every backend uses, so results agree across backends.
 //! - [`error`]: the crate's [`Error`] type.
-//! - `embedded` (+ `embedded/`): the embedded columnar backend.
-//! - `postgres` (+ `postgres/`, feature `postgres`): the PostgreSQL backend.
-//! - `conformance` (tests only): the suite every backend must pass.
+//! - `conformance` (feature `conformance`, for the engines' tests): the suite every
+//!   backend must pass.
 
 use async_trait::async_trait;
 use datanexus_model::{Labels, MetricType, Point};
 use serde_json::{Map, Value};
 
 pub mod aggregate;
-#[cfg(test)]
-mod conformance;
-pub mod embedded;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 pub mod error;
-#[cfg(feature = "postgres")]
-pub mod postgres;
 
 pub use aggregate::{Aggregate, Summary};
-pub use embedded::{EmbeddedStore, EmbeddedStoreOptions};
 pub use error::{Error, Result};
-#[cfg(feature = "postgres")]
-pub use postgres::{PostgresOptions, PostgresStore};
 
 /// Identity of a series: measurement + field + labels.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use datanexus_broker::embedded::{EmbeddedBroker, EmbeddedOptions};
 use datanexus_broker::{Broker, ConsumerOptions, Delivery};
 use datanexus_store::Store;
-use datanexus_store::embedded::{EmbeddedStore, EmbeddedStoreOptions};
+use datanexus_store_embedded::{EmbeddedStore, EmbeddedStoreOptions};
 
 /// Partitions of every test topic.
 pub const PARTITIONS: u32 = 4;

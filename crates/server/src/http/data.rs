@@ -26,7 +26,7 @@ pub(crate) async fn events(
     params: Result<Params>,
 ) -> Result<Json<Value>> {
     let query = event_query(params?)?;
-    let page = state.store().events(&query).await?;
+    let page = state.store()?.events(&query).await?;
     Ok(Json(page_json(&query, &page)))
 }
 

@@ -25,7 +25,7 @@ pub(crate) async fn list(
 ) -> Result<Json<Value>> {
     params?.finish()?;
     let datasets: Vec<Value> = state
-        .store()
+        .store()?
         .datasets()
         .await?
         .iter()
@@ -63,7 +63,7 @@ async fn find(state: &AppState, mut params: Params) -> Result<DatasetInfo> {
         .ok_or_else(|| Error::Invalid("missing parameter name (the dataset's name)".into()))?;
     params.finish()?;
     state
-        .store()
+        .store()?
         .datasets()
         .await?
         .into_iter()

@@ -84,7 +84,7 @@ fn report_dropped(state: &AppState, rendered: &Rendered) {
 /// from their stored observations.
 async fn collect(state: &AppState) -> Result<Vec<Family>> {
     let mut families = Families::default();
-    for latest in &state.store().latest().await? {
+    for latest in &state.store()?.latest().await? {
         families.push_latest(latest);
     }
     let mut families = families.finish();
@@ -124,7 +124,7 @@ async fn observe(state: &AppState, family: &mut Family) -> Result<()> {
                 quantiles: quantiles.clone(),
                 buckets: buckets.clone(),
             };
-            state.store().aggregate(&query).await?.total
+            state.store()?.aggregate(&query).await?.total
         };
         series.value = SeriesValue::Observed {
             summary,
@@ -178,7 +178,7 @@ async fn observations(
     };
     let mut samples = Vec::new();
     loop {
-        let page = state.store().query(&query).await?;
+        let page = state.store()?.query(&query).await?;
         let returned = page.samples.len();
         samples.extend(
             page.samples

@@ -31,7 +31,10 @@ pub(crate) async fn ready(State(state): State<AppState>) -> Response {
             format!("not ready: {reason}"),
         );
     }
-    let store = state.store();
+    let Some(store) = state.local_store() else {
+        return Json(json!({ "status": "ready", "broker": broker.name(), "store": "none" }))
+            .into_response();
+    };
     if let Err(e) = store.ready().await {
         tracing::warn!(error = %e, "readiness check failed (store)");
         let reason = if e.is_retryable() || matches!(e, datanexus_store::Error::Closed) {

@@ -60,7 +60,7 @@ pub(crate) async fn values(
 ) -> Result<Json<Value>> {
     let name = metric_name(path)?;
     let (query, with_timestamps) = series_query(&name, params?)?;
-    let result = state.store().query(&query).await?;
+    let result = state.store()?.query(&query).await?;
     Ok(Json(values_json(
         &name,
         &result,
@@ -116,7 +116,7 @@ pub(crate) async fn aggregate(
 ) -> Result<Json<Value>> {
     let name = metric_name(path)?;
     let (query, extra) = aggregate_query(&name, params?)?;
-    let result = state.store().aggregate(&query).await?;
+    let result = state.store()?.aggregate(&query).await?;
     let mut body = summary_json(&result.total, &extra);
     body.insert("metric_name".into(), json!(name));
     body.insert(

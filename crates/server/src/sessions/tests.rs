@@ -6,7 +6,7 @@ use std::time::Duration;
 use datanexus_pipeline::results::{Mailbox, StoreMailbox, result_to_stored};
 use datanexus_proto::datanexus::v1::result_record::Outcome;
 use datanexus_store::Store;
-use datanexus_store::embedded::{EmbeddedStore, EmbeddedStoreOptions};
+use datanexus_store_embedded::{EmbeddedStore, EmbeddedStoreOptions};
 use futures::{Stream, StreamExt};
 use tempfile::TempDir;
 

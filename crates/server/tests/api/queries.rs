@@ -192,6 +192,8 @@ async fn data_returns_stored_events_oldest_first_paged() {
     ];
     backends
         .store
+        .as_ref()
+        .expect("the test server has a store")
         .write_events(&events)
         .await
         .expect("write events");

@@ -18,8 +18,8 @@ use datanexus_proto::datanexus::v1::{StreamRequest, StreamResponse};
 use datanexus_proto::nimbus::nimbus_service_client::NimbusServiceClient;
 use datanexus_proto::nimbus::{EventRequest, EventResponse};
 use datanexus_server::{AppState, Backends, ServerOptions};
-use datanexus_store::embedded::{EmbeddedStore, EmbeddedStoreOptions};
 use datanexus_store::{EventQuery, Store};
+use datanexus_store_embedded::{EmbeddedStore, EmbeddedStoreOptions};
 use datanexus_telemetry::Telemetry;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
@@ -68,7 +68,7 @@ impl StreamServer {
         let telemetry = Telemetry::new();
         let backends = Backends {
             broker: Arc::clone(&broker),
-            store: Arc::clone(&store),
+            store: Some(Arc::clone(&store)),
             telemetry: Arc::clone(&telemetry),
             mailbox: None,
         };
@@ -109,7 +109,7 @@ impl StreamServer {
         };
         let pipeline = Pipeline::start(
             Arc::clone(&self.broker),
-            Arc::clone(&self.store),
+            Some(Arc::clone(&self.store)),
             Arc::clone(&self.telemetry),
             config,
             Some(self.state.sessions()),

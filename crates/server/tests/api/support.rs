@@ -11,7 +11,7 @@ use datanexus_broker::embedded::{EmbeddedBroker, EmbeddedOptions};
 use datanexus_broker::{Broker, ConsumerOptions, Delivery};
 use datanexus_server::{AppState, Backends, ServerOptions, http_app};
 use datanexus_store::Store;
-use datanexus_store::embedded::{EmbeddedStore, EmbeddedStoreOptions};
+use datanexus_store_embedded::{EmbeddedStore, EmbeddedStoreOptions};
 use datanexus_telemetry::Telemetry;
 use tempfile::TempDir;
 use tokio::net::TcpListener;
@@ -46,7 +46,7 @@ pub(super) fn backends() -> (TempDir, Backends) {
         .expect("open embedded store");
     let backends = Backends {
         broker: Arc::new(broker),
-        store: Arc::new(store),
+        store: Some(Arc::new(store)),
         telemetry: Telemetry::new(),
         mailbox: None,
     };
@@ -69,7 +69,11 @@ pub(super) async fn app_with(options: ServerOptions) -> (TempDir, Backends, Rout
 }
 
 /// Writes `points` to the store directly (the pipeline is not under test here).
-pub(super) async fn store_points(store: &dyn Store, points: &[datanexus_model::Point]) {
+pub(super) async fn store_points(
+    store: Option<&Arc<dyn Store>>,
+    points: &[datanexus_model::Point],
+) {
+    let store = store.expect("the test server has a store");
     store.write_points(points).await.expect("write points");
 }
 

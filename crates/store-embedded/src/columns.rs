@@ -1,6 +1,6 @@
 //! Sorted per-series sample columns: the head's buffers and the unit of every merge.
 
-use crate::{Sample, TimeRange};
+use datanexus_store::{Sample, TimeRange};
 
 /// Samples of one series as two parallel columns, ascending by timestamp, timestamps
 /// unique.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use datanexus_model::MetricType;
 use serde::{Deserialize, Serialize};
 
-use crate::{Selector, SeriesKey};
+use datanexus_store::{Selector, SeriesKey};
 
 /// Metadata of a measurement (metric family), persisted in the manifest.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]

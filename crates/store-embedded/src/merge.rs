@@ -8,7 +8,7 @@ use super::catalog::FileStats;
 use super::columns::Columns;
 use super::points_file::{PointFile, SeriesFilter};
 use super::{Head, State};
-use crate::{Result, TimeRange};
+use datanexus_store::{Result, TimeRange};
 
 /// Per series: its sample layers, oldest first.
 pub(crate) type Layers = HashMap<u64, Vec<Columns>>;

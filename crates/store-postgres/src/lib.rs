@@ -2,7 +2,7 @@
 //! for users who already run one (psql, Grafana's PostgreSQL data source, dbt, backups,
 //! replicas).
 //!
-//! # Schema (version 1, `postgres/migrations/0001_initial.sql`)
+//! # Schema (version 1, `src/migrations/0001_initial.sql`)
 //! ```text
 //! dn_schema_version (version, applied_at)            migrations applied, one row each
 //! dn_measurements   (measurement PK, kind, help)      type and help of each measurement
@@ -34,7 +34,7 @@
 //!   partitions whose day ended before the cutoff, deletes older samples of the default
 //!   partition and older events; series rows are kept (a measurement whose samples all
 //!   expired answers with no samples rather than "unknown").
-//! - Every query is pushed down to SQL; the aggregates follow [`crate::aggregate`]: NaN
+//! - Every query is pushed down to SQL; the aggregates follow [`datanexus_store::aggregate`]: NaN
 //!   skipped, quantiles by `percentile_cont` (linear interpolation between closest
 //!   ranks, as numpy's default). Sums may differ from the embedded store's in the last
 //!   bits (another summation order); a sum beyond `f64` is an invalid query here where
@@ -51,7 +51,7 @@ use datanexus_model::{MetricType, Point};
 use deadpool_postgres::{Object, Pool, PoolError};
 use parking_lot::Mutex;
 
-use crate::{
+use datanexus_store::{
     AggregateQuery, AggregateResult, DatasetInfo, Error, EventPage, EventQuery, FlushReport,
     Latest, QueryResult, Result, SeriesQuery, Store, StoredEvent,
 };

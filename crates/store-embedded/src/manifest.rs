@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::catalog::MeasurementMeta;
 use super::fsutil::{corrupt, io_err, remove_quietly, write_atomic};
-use crate::Result;
+use datanexus_store::Result;
 
 /// File name of the manifest.
 pub(crate) const MANIFEST: &str = "manifest.json";
@@ -56,7 +56,7 @@ impl Manifest {
     /// Loads the manifest of `dir`; an empty one when there is none yet.
     ///
     /// # Errors
-    /// [`crate::Error::Corrupt`] when it cannot be parsed or has another version.
+    /// [`datanexus_store::Error::Corrupt`] when it cannot be parsed or has another version.
     pub(crate) fn load(dir: &Path) -> Result<Manifest> {
         let path = dir.join(MANIFEST);
         let text = match std::fs::read(&path) {
@@ -97,7 +97,7 @@ impl Manifest {
     /// I/O failures (the previous manifest then stays in force).
     pub(crate) fn store(&self, dir: &Path) -> Result<()> {
         let bytes = serde_json::to_vec_pretty(self)
-            .map_err(|e| crate::Error::Internal(format!("manifest encoding: {e}")))?;
+            .map_err(|e| datanexus_store::Error::Internal(format!("manifest encoding: {e}")))?;
         write_atomic(&dir.join(MANIFEST), &bytes)
     }
 

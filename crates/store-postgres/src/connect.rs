@@ -17,7 +17,7 @@ use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme
 use tokio_postgres::config::{Host, SslMode};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use crate::{Error, Result};
+use datanexus_store::{Error, Result};
 
 /// `work_mem` of the store's sessions unless the URL sets `options`.
 pub(crate) const WORK_MEM: &str = "64MB";

@@ -8,7 +8,7 @@ use tokio_postgres::GenericClient;
 use tokio_postgres::error::SqlState;
 
 use super::pg_error;
-use crate::{Error, Result};
+use datanexus_store::{Error, Result};
 
 /// Migrations in order: (version, SQL). Each runs in one transaction, once.
 const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("migrations/0001_initial.sql"))];

@@ -29,7 +29,7 @@ pub(crate) use super::catalog::SeriesFilter;
 use super::columns::Columns;
 use super::fsutil::{corrupt, io_err, remove_quietly};
 use super::parquet_util::{ColumnLayout, WriteOptions, dict_array, i64_stats, writer_props};
-use crate::{Error, Result, SeriesKey, TimeRange};
+use datanexus_store::{Error, Result, SeriesKey, TimeRange};
 
 /// Rows decoded per record batch when reading.
 const READ_BATCH_ROWS: usize = 16 * 1024;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::events_file::{EventFile, EventRow, from_row};
 use super::{Inner, blocking};
-use crate::{EventPage, EventQuery, Result, StoredEvent};
+use datanexus_store::{EventPage, EventQuery, Result, StoredEvent};
 
 /// One candidate: from a file (payload still text) or from the head.
 enum Found {

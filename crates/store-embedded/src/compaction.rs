@@ -17,7 +17,7 @@ use super::merge::{file_stats, merge_all, read_layers};
 use super::parquet_util::WriteOptions;
 use super::points_file::{self, PointFile, SeriesFilter, SeriesRows};
 use super::{Inner, State, blocking, cutoff_ns};
-use crate::{Result, SeriesKey, TimeRange};
+use datanexus_store::{Result, SeriesKey, TimeRange};
 
 /// The files a compaction or retention run produces, installed under the lock.
 struct Swap<F> {

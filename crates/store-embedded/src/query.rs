@@ -8,8 +8,8 @@ use super::columns::Columns;
 use super::merge::{Layers, memory_layers, merge_all, read_layers};
 use super::points_file::{PointFile, SeriesFilter};
 use super::{Inner, blocking};
-use crate::aggregate::Aggregate;
-use crate::{
+use datanexus_store::aggregate::Aggregate;
+use datanexus_store::{
     AggregateQuery, AggregateResult, DatasetInfo, Error, Latest, QueryResult, Result, Sample,
     Selector, SeriesKey, SeriesQuery, Summary, TimeRange,
 };

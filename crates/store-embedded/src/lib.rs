@@ -10,8 +10,8 @@
 //!                                  timestamp_ns, value — sorted by (series_id, timestamp_ns)
 //!   events-<seq:020>.parquet       raw events: id, source_id, timestamp_ns, payload (JSON)
 //! ```
-//! Column encodings are described in `embedded/points_file.rs` and
-//! `embedded/events_file.rs`; any Parquet reader (pyarrow, DuckDB, …) reads the files.
+//! Column encodings are described in `points_file.rs` and
+//! `events_file.rs`; any Parquet reader (pyarrow, DuckDB, …) reads the files.
 //!
 //! # Invariants
 //! - A file is live iff the manifest names it. A data file is written and fsynced before
@@ -47,7 +47,7 @@ use async_trait::async_trait;
 use datanexus_model::{Point, series_id};
 use parking_lot::RwLock;
 
-use crate::{
+use datanexus_store::{
     AggregateQuery, AggregateResult, DatasetInfo, Error, EventPage, EventQuery, FlushReport,
     Latest, QueryResult, Result, SeriesKey, SeriesQuery, Store, StoredEvent,
 };

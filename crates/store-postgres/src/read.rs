@@ -13,8 +13,8 @@ use tokio_postgres::types::ToSql;
 
 use super::write::{parse_kind, pg_text};
 use super::{Inner, Meta, pg_error};
-use crate::aggregate::Aggregate;
-use crate::{
+use datanexus_store::aggregate::Aggregate;
+use datanexus_store::{
     AggregateQuery, AggregateResult, DatasetInfo, Error, EventPage, EventQuery, Latest,
     QueryResult, Result, Sample, Selector, SeriesKey, SeriesQuery, StoredEvent, Summary, TimeRange,
 };

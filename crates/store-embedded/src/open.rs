@@ -10,12 +10,12 @@ use super::manifest::{Manifest, events_name, points_name};
 use super::merge::file_stats;
 use super::points_file::PointFile;
 use super::{EmbeddedStoreOptions, State};
-use crate::Result;
+use datanexus_store::Result;
 
 /// Loads the state of the store in `dir` (creating the directory if needed).
 ///
 /// # Errors
-/// I/O failures; [`crate::Error::Corrupt`] for an unreadable manifest or live file.
+/// I/O failures; [`datanexus_store::Error::Corrupt`] for an unreadable manifest or live file.
 pub(super) fn load(dir: &Path, _options: &EmbeddedStoreOptions) -> Result<State> {
     std::fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
     let manifest = Manifest::load(dir)?;

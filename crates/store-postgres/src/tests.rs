@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use super::testkit::{PrivateCluster, TestDatabase, with_database};
 use super::*;
-use crate::conformance::point;
-use crate::{EventQuery, Selector, SeriesQuery, TimeRange};
+use datanexus_store::conformance::point;
+use datanexus_store::{EventQuery, Selector, SeriesQuery, TimeRange};
 
 const SECOND: i64 = 1_000_000_000;
 
@@ -34,7 +34,7 @@ async fn reopen(f: &Fixture) -> Arc<dyn Store> {
     Arc::new(open_url(f.db.url()).await)
 }
 
-crate::conformance::conformance_suite!(open, reopen);
+datanexus_store::conformance_suite!(open, reopen);
 
 /// Runs `sql` returning one bigint.
 async fn count(url: &str, sql: &str) -> i64 {
@@ -223,7 +223,7 @@ async fn samples_are_narrow_rows_readable_with_sql() {
     let id = datanexus_model::series_id(
         "sqlview",
         "value",
-        &crate::conformance::labels(&[("host", "a")]),
+        &datanexus_store::conformance::labels(&[("host", "a")]),
     );
     assert_eq!(
         count(
@@ -474,7 +474,7 @@ async fn large_batches_split_over_connections_stay_idempotent() {
         12_000
     );
     let agg = store
-        .aggregate(&crate::AggregateQuery {
+        .aggregate(&datanexus_store::AggregateQuery {
             selector: Selector::metric("sharded"),
             range: TimeRange::default(),
             step_ns: None,

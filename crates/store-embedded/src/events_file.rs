@@ -26,7 +26,7 @@ use super::fsutil::{corrupt, io_err, remove_quietly};
 use super::parquet_util::{
     ColumnLayout, WriteOptions, bytes_stats, dict_array, i64_stats, writer_props,
 };
-use crate::{Error, Result, StoredEvent, TimeRange};
+use datanexus_store::{Error, Result, StoredEvent, TimeRange};
 
 const LAYOUT: ColumnLayout<'static> = ColumnLayout {
     kind: "events/1",

@@ -6,8 +6,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::*;
-use crate::conformance::{labels, point};
-use crate::{AggregateQuery, Selector, SeriesQuery, TimeRange};
+use datanexus_store::conformance::{labels, point};
+use datanexus_store::{AggregateQuery, Selector, SeriesQuery, TimeRange};
 
 struct Fixture {
     dir: tempfile::TempDir,
@@ -30,7 +30,7 @@ async fn reopen(f: &Fixture) -> Arc<dyn Store> {
     Arc::new(EmbeddedStore::open(f.dir.path(), small_options()).expect("reopen"))
 }
 
-crate::conformance::conformance_suite!(open, reopen);
+datanexus_store::conformance_suite!(open, reopen);
 
 const T0: i64 = 1_700_000_000_000_000_000;
 const SECOND: i64 = 1_000_000_000;
@@ -142,7 +142,7 @@ async fn flush_compacts_small_files_beyond_the_threshold() {
             .await
             .unwrap();
         store
-            .write_events(&[crate::StoredEvent {
+            .write_events(&[datanexus_store::StoredEvent {
                 id: format!("e{round}"),
                 source_id: "s".into(),
                 timestamp_ns: T0,
@@ -155,7 +155,7 @@ async fn flush_compacts_small_files_beyond_the_threshold() {
     }
     assert_eq!(store.query(&all("mem")).await.unwrap().total, 3 * 70);
     let page = store
-        .events(&crate::EventQuery {
+        .events(&datanexus_store::EventQuery {
             limit: 100,
             ..Default::default()
         })
@@ -203,7 +203,7 @@ async fn retention_drops_old_data_only() {
         .await
         .unwrap();
     store
-        .write_events(&[crate::StoredEvent {
+        .write_events(&[datanexus_store::StoredEvent {
             id: "old".into(),
             source_id: "s".into(),
             timestamp_ns: old,
@@ -346,7 +346,7 @@ async fn reopen_rebuilds_statistics_when_files_overlap() {
     let latest = store.latest().await.unwrap();
     assert_eq!(
         latest[0].sample,
-        crate::Sample {
+        datanexus_store::Sample {
             timestamp_ns: T0 + 12 * SECOND,
             value: 104.0
         }
@@ -437,7 +437,7 @@ async fn parquet_files_are_readable_by_pyarrow() {
         .write_points(&grid("py", 4, 300, T0, 0.5))
         .await
         .unwrap();
-    let ev = crate::StoredEvent {
+    let ev = datanexus_store::StoredEvent {
         id: "e1".into(),
         source_id: "s".into(),
         timestamp_ns: T0,

@@ -13,7 +13,7 @@ use super::merge::file_stats;
 use super::parquet_util::WriteOptions;
 use super::points_file::{self, PointFile, SeriesRows};
 use super::{EventHead, Head, Inner, State, blocking};
-use crate::{FlushReport, Result, SeriesKey};
+use datanexus_store::{FlushReport, Result, SeriesKey};
 
 pub(super) use super::compaction::{compact_events, compact_points, enforce_retention};
 

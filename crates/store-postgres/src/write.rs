@@ -22,7 +22,7 @@ use tokio_postgres::error::SqlState;
 
 use super::schema::day_of;
 use super::{Inner, Meta, pg_error};
-use crate::{Result, StoredEvent};
+use datanexus_store::{Result, StoredEvent};
 
 /// One sample row.
 #[derive(Debug, Clone, Copy)]
@@ -325,7 +325,7 @@ async fn copy_into(
 /// Maps a sample write's error; a row without a partition (one dropped by another
 /// process's retention) makes this process forget which partitions exist, so that the
 /// retry creates them again.
-fn missing_partition(inner: &Inner, e: tokio_postgres::Error) -> crate::Error {
+fn missing_partition(inner: &Inner, e: tokio_postgres::Error) -> datanexus_store::Error {
     if e.code() == Some(&SqlState::CHECK_VIOLATION) {
         inner.partitions.forget();
     }

@@ -1,14 +1,13 @@
 //! Rough numbers for the embedded store (not a test; run with
-//! `cargo run --release -p datanexus-store --example store_bench`):
+//! `cargo run --release -p datanexus-store-embedded --example store_bench`):
 //! head memory per series, bytes on disk per sample, query and aggregate latency over
 //! 1,000,000 samples in 10,000 series (timestamps 1 s apart, values a random walk).
 
 use std::time::Instant;
 
 use datanexus_model::{Labels, Point};
-use datanexus_store::{
-    AggregateQuery, EmbeddedStore, EmbeddedStoreOptions, Selector, SeriesQuery, Store, TimeRange,
-};
+use datanexus_store::{AggregateQuery, Selector, SeriesQuery, Store, TimeRange};
+use datanexus_store_embedded::{EmbeddedStore, EmbeddedStoreOptions};
 use rand::Rng;
 
 const SERIES: usize = 10_000;
