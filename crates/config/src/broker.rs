@@ -40,6 +40,15 @@ impl BrokerConfig {
         }
     }
 
+    /// Partitions of each topic the program creates on this broker.
+    pub fn partitions(&self) -> u32 {
+        match self {
+            Self::Embedded(e) => e.partitions,
+            Self::Redis(r) => r.partitions,
+            Self::Kafka(k) => k.partitions,
+        }
+    }
+
     /// The default configuration of the backend named `kind`, if known.
     pub(crate) fn default_for_kind(kind: &str) -> Option<Self> {
         match kind {

@@ -162,6 +162,17 @@ impl Default for RedisConfig {
 }
 
 /// What one `datanexus serve` process runs.
+///
+/// | role | servers (gRPC, HTTP) | workers | store |
+/// |---|---|---|---|
+/// | `all` | yes | sinkers, processors, forwarder | opened, queries served |
+/// | `gateway` | yes (ingest, streams) | none | none opened: queries answer 503 naming the `store` role |
+/// | `processor` | yes (ingest works; queries 503) | processors | none opened |
+/// | `store` | yes (queries served here) | sinkers, forwarder | opened |
+///
+/// Separate roles need the Redis result fan-out (`[redis]`, or else the Redis broker's
+/// URL); with the embedded broker and no `[redis]`, results are routed inside the
+/// process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
@@ -178,6 +189,12 @@ pub enum Role {
 }
 
 impl Role {
+    /// Whether a process of this role opens the store (its sinkers and forwarder write
+    /// it, its queries read it).
+    pub fn opens_store(self) -> bool {
+        matches!(self, Role::All | Role::Store)
+    }
+
     /// The lowercase name.
     pub fn as_str(self) -> &'static str {
         match self {

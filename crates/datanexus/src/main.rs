@@ -19,7 +19,6 @@ mod cli;
 mod client;
 mod consume;
 mod logging;
-mod roles;
 mod serve;
 mod tools;
 

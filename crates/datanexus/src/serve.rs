@@ -8,8 +8,8 @@
 //! cut off).
 
 use anyhow::Context;
+use datanexus_broker::Broker;
 use datanexus_broker::embedded::{EmbeddedBroker, EmbeddedOptions};
-use datanexus_broker::{Broker, ConsumerOptions};
 use datanexus_config::{
     BrokerConfig, Config, ConfigOverrides, FsyncPolicy, LogFormat, Role, StoreConfig, StoreKind,
 };
@@ -25,12 +25,12 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 use crate::cli::{LogFormatArg, ServeArgs};
-use crate::roles;
 
 pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let check_only = args.check_config;
     let config = load_config(args)?;
-    if fanout_options(&config).is_none() && config.role != Role::All {
+    let fanout = FanoutOptions::from_config(&config);
+    if fanout.is_none() && config.role != Role::All {
         anyhow::bail!(
             "role `{}` needs the Redis result fan-out: set [redis] url (or use a redis broker)",
             config.role.as_str()
@@ -44,12 +44,11 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let telemetry = Telemetry::new();
     let role = config.role;
     let broker: Arc<dyn Broker> = open_broker(&config).await?;
-    let store: Option<Arc<dyn Store>> = if roles::has_store(role) {
+    let store: Option<Arc<dyn Store>> = if role.opens_store() {
         Some(open_store(&config).await?)
     } else {
         None
     };
-    let fanout = fanout_options(&config);
     // Unique per process even where every process is pid 1 (containers): a shared
     // consumer name would let two processes share a partition.
     let gateway_id = format!("{}-{}-{:08x}", role.as_str(), std::process::id(), {
@@ -72,29 +71,28 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let http = TcpListener::bind(config.http_addr)
         .await
         .with_context(|| format!("cannot bind HTTP on {}", config.http_addr))?;
+    let mut pipeline_config = PipelineConfig::from_config(&config);
+    if config.workers.consumer_name.is_empty() {
+        pipeline_config.consumer_id = gateway_id.clone();
+    }
+    // Topics and every group of the pipeline exist before any consumer joins (roles
+    // start in any order): retention then keeps what each has not consumed.
+    datanexus_pipeline::ensure_topology(
+        broker.as_ref(),
+        &pipeline_config,
+        config.broker.partitions(),
+    )
+    .await
+    .context("cannot create the topics and consumer groups")?;
     let backends = Backends {
         broker: broker.clone(),
         store: store.clone(),
         telemetry: telemetry.clone(),
         mailbox: mailbox.clone().map(|m| Arc::new(m) as Arc<dyn Mailbox>),
     };
-    // The server state creates the topics and loads the stream cursors; its session
-    // registry is where results for this process's clients are delivered.
+    // The server state loads the stream cursors; its session registry is where results
+    // for this process's clients are delivered.
     let state = datanexus_server::AppState::new(backends, options).await?;
-    // Every group of the pipeline exists before any of its consumers joins (roles
-    // start in any order): retention then keeps what each has not consumed.
-    let (t, g) = (&config.topics, &config.groups);
-    for (topic, group) in [
-        (&t.metrics, &g.metrics),
-        (&t.events, &g.events),
-        (&t.events, &g.processors),
-        (&t.results, &g.forwarder),
-    ] {
-        broker
-            .ensure_group(topic, group)
-            .await
-            .with_context(|| format!("cannot create consumer group {group} on {topic}"))?;
-    }
     let router: Arc<dyn ResultRouter> = match &fanout {
         Some(fanout) => Arc::new(
             RedisRouter::connect(fanout)
@@ -103,13 +101,6 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         ),
         None => state.sessions(),
     };
-    let mut pipeline_config = pipeline_config(&config);
-    pipeline_config.workers = roles::workers(role);
-    if !config.workers.consumer_name.is_empty() {
-        pipeline_config.consumer_id = config.workers.consumer_name.clone();
-    } else {
-        pipeline_config.consumer_id = gateway_id.clone();
-    }
     let pipeline = Pipeline::start(
         broker.clone(),
         store.clone(),
@@ -188,44 +179,6 @@ fn print_config_summary(config: &Config) {
         config.data_dir.display(),
         config.auth.tokens.len()
     );
-}
-
-/// The fan-out settings, when Redis is configured for it.
-fn fanout_options(config: &Config) -> Option<FanoutOptions> {
-    let url = roles::fanout_url(config)?;
-    Some(FanoutOptions {
-        url,
-        prefix: config
-            .redis
-            .as_ref()
-            .map_or_else(|| "datanexus".to_owned(), |r| r.prefix.clone()),
-        max_results: config.streams.max_replay_results,
-        max_age: config.streams.max_replay_age,
-        ..FanoutOptions::default()
-    })
-}
-
-fn pipeline_config(config: &Config) -> PipelineConfig {
-    let w = &config.workers;
-    PipelineConfig {
-        metrics_topic: config.topics.metrics.clone(),
-        events_topic: config.topics.events.clone(),
-        results_topic: config.topics.results.clone(),
-        dlq_topic: config.topics.dlq.clone(),
-        metrics_group: config.groups.metrics.clone(),
-        events_group: config.groups.events.clone(),
-        processor_group: config.groups.processors.clone(),
-        forwarder_group: config.groups.forwarder.clone(),
-        batch_size: w.batch_size,
-        flush_interval: w.sinker_interval,
-        max_pending_rows: config.store.max_pending_rows,
-        heartbeat_interval: w.heartbeat_interval,
-        consumer: ConsumerOptions {
-            lease_timeout: w.lease_timeout,
-            session_timeout: w.session_timeout,
-        },
-        ..PipelineConfig::default()
-    }
 }
 
 /// Opens the store named by `[store] kind`.

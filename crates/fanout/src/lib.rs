@@ -38,6 +38,8 @@ mod subscriber;
 
 use std::time::Duration;
 
+use datanexus_config::{BrokerConfig, Config, RedisConfig};
+
 pub use datanexus_pipeline::results::{Mailbox, ResultRouter};
 
 pub use crate::error::{Error, Result};
@@ -61,15 +63,29 @@ pub struct FanoutOptions {
     pub command_timeout: Duration,
 }
 
-impl Default for FanoutOptions {
-    fn default() -> Self {
-        FanoutOptions {
-            url: "redis://127.0.0.1:6379/0".into(),
-            prefix: "datanexus".into(),
-            max_results: 10_000,
-            max_age: Duration::from_secs(7 * 24 * 3600),
-            command_timeout: Duration::from_secs(5),
-        }
+/// Deadline of one Redis command of the fan-out.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl FanoutOptions {
+    /// The fan-out of a process configured by `config`, when Redis is configured for it:
+    /// `[redis]` (URL and prefix), else the Redis broker's URL; mailboxes keep
+    /// `streams.max_replay_results` results for `streams.max_replay_age`. `None`
+    /// without Redis (results are then routed inside the process).
+    pub fn from_config(config: &Config) -> Option<Self> {
+        let (url, prefix) = match (&config.redis, &config.broker) {
+            (Some(redis), _) => (redis.url.clone(), redis.prefix.clone()),
+            (None, BrokerConfig::Redis(broker)) => {
+                (broker.url.clone(), RedisConfig::default().prefix)
+            }
+            (None, _) => return None,
+        };
+        Some(FanoutOptions {
+            url,
+            prefix,
+            max_results: config.streams.max_replay_results,
+            max_age: config.streams.max_replay_age,
+            command_timeout: COMMAND_TIMEOUT,
+        })
     }
 }
 

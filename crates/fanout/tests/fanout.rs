@@ -184,12 +184,16 @@ async fn a_client_that_moves_gateways_gets_missed_results_then_new_ones() {
     let Some(mut redis) = Redis::start() else {
         return;
     };
-    let options = FanoutOptions {
-        url: redis.url(),
-        prefix: format!("t{}", std::process::id()),
-        max_results: 1000,
-        ..FanoutOptions::default()
+    let mut config = datanexus_config::Config {
+        redis: Some(datanexus_config::RedisConfig {
+            url: redis.url(),
+            prefix: format!("t{}", std::process::id()),
+            ..datanexus_config::RedisConfig::default()
+        }),
+        ..datanexus_config::Config::default()
     };
+    config.streams.max_replay_results = 1000;
+    let options = FanoutOptions::from_config(&config).expect("[redis] is set");
     let (_stop_tx, stop) = watch::channel(false);
     let a = gateway(&options, "a", &stop).await;
     let b = gateway(&options, "b", &stop).await;

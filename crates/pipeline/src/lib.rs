@@ -41,6 +41,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use datanexus_broker::{Broker, ConsumerOptions};
+use datanexus_config::{Config, Role};
 use datanexus_store::Store;
 use datanexus_telemetry::Telemetry;
 use tokio::sync::watch;
@@ -97,37 +98,92 @@ pub struct PipelineConfig {
     pub retention_interval: Duration,
     /// How often lag is published.
     pub lag_interval: Duration,
-    /// The processors stream events can name (default: [`Registry::builtin`]).
+    /// The processors stream events can name ([`Registry::builtin`] from a config).
     pub processors: Registry,
-    /// Which workers run (default: [`Workers::ALL`]). The forwarder routes results
+    /// Which workers run (from the role). The forwarder routes results
     /// only when [`Pipeline::start`] gets a router; without one it stores them.
     pub workers: Workers,
 }
 
-impl Default for PipelineConfig {
-    fn default() -> Self {
+/// Processor consumers per process that runs processors.
+const PROCESSOR_CONCURRENCY: usize = 2;
+/// How often retention runs.
+const RETENTION_INTERVAL: Duration = Duration::from_secs(60);
+/// How often lag is published.
+const LAG_INTERVAL: Duration = Duration::from_secs(5);
+
+impl PipelineConfig {
+    /// The pipeline of a process configured by `config`: topics, groups, cadences and
+    /// the role's workers all come from it (so its defaults are the only defaults);
+    /// the consumer id is `workers.consumer_name`, or `datanexus-<pid>` when unset.
+    pub fn from_config(config: &Config) -> Self {
+        let w = &config.workers;
         PipelineConfig {
-            metrics_topic: "metrics".into(),
-            events_topic: "events".into(),
-            results_topic: "results".into(),
-            dlq_topic: "dlq".into(),
-            metrics_group: "sinker".into(),
-            events_group: "event-sinker".into(),
-            processor_group: "processor".into(),
-            forwarder_group: "forwarder".into(),
-            processor_concurrency: 2,
-            consumer_id: format!("datanexus-{}", std::process::id()),
-            batch_size: 10_000,
-            flush_interval: Duration::from_secs(1),
-            max_pending_rows: 500_000,
-            heartbeat_interval: Duration::from_secs(1),
-            consumer: ConsumerOptions::default(),
-            retention_interval: Duration::from_secs(60),
-            lag_interval: Duration::from_secs(5),
+            metrics_topic: config.topics.metrics.clone(),
+            events_topic: config.topics.events.clone(),
+            results_topic: config.topics.results.clone(),
+            dlq_topic: config.topics.dlq.clone(),
+            metrics_group: config.groups.metrics.clone(),
+            events_group: config.groups.events.clone(),
+            processor_group: config.groups.processors.clone(),
+            forwarder_group: config.groups.forwarder.clone(),
+            processor_concurrency: PROCESSOR_CONCURRENCY,
+            consumer_id: if w.consumer_name.is_empty() {
+                format!("datanexus-{}", std::process::id())
+            } else {
+                w.consumer_name.clone()
+            },
+            batch_size: w.batch_size,
+            flush_interval: w.sinker_interval,
+            max_pending_rows: config.store.max_pending_rows,
+            heartbeat_interval: w.heartbeat_interval,
+            consumer: ConsumerOptions {
+                lease_timeout: w.lease_timeout,
+                session_timeout: w.session_timeout,
+            },
+            retention_interval: RETENTION_INTERVAL,
+            lag_interval: LAG_INTERVAL,
             processors: Registry::builtin(),
-            workers: Workers::ALL,
+            workers: Workers::of(config.role),
         }
     }
+
+    /// The (topic, group) pairs of the pipeline's consumer groups.
+    fn groups(&self) -> [(&str, &str); 4] {
+        [
+            (&self.metrics_topic, &self.metrics_group),
+            (&self.events_topic, &self.events_group),
+            (&self.events_topic, &self.processor_group),
+            (&self.results_topic, &self.forwarder_group),
+        ]
+    }
+}
+
+/// Creates what the pipeline and the front ends need on `broker`, whatever the role of
+/// the process (roles start in any order): the four topics (with `partitions` each when
+/// new) and every consumer group of the pipeline, so that retention keeps what each
+/// group has not consumed even before its first consumer joins. The one place topics
+/// and groups are created.
+///
+/// # Errors
+/// The broker is unreachable, or a topic exists with a partition count it refuses.
+pub async fn ensure_topology(
+    broker: &dyn Broker,
+    config: &PipelineConfig,
+    partitions: u32,
+) -> Result<()> {
+    for topic in [
+        &config.metrics_topic,
+        &config.events_topic,
+        &config.results_topic,
+        &config.dlq_topic,
+    ] {
+        broker.ensure_topic(topic, partitions).await?;
+    }
+    for (topic, group) in config.groups() {
+        broker.ensure_group(topic, group).await?;
+    }
+    Ok(())
 }
 
 /// Which workers a process runs (its role).
@@ -142,6 +198,16 @@ pub struct Workers {
 }
 
 impl Workers {
+    /// The workers of `role`.
+    pub fn of(role: Role) -> Workers {
+        match role {
+            Role::All => Workers::ALL,
+            Role::Gateway => Workers::NONE,
+            Role::Processor => Workers::PROCESSORS,
+            Role::Store => Workers::STORE,
+        }
+    }
+
     /// Every worker (one process does everything).
     pub const ALL: Workers = Workers {
         sinks: true,

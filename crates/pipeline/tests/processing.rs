@@ -80,7 +80,7 @@ fn config() -> PipelineConfig {
         consumer_id: "node".into(),
         flush_interval: Duration::from_millis(100),
         heartbeat_interval: Duration::from_millis(100),
-        ..PipelineConfig::default()
+        ..PipelineConfig::from_config(&datanexus_config::Config::default())
     }
 }
 

@@ -41,7 +41,7 @@ fn config() -> PipelineConfig {
             processors: false,
             forwarder: false,
         },
-        ..PipelineConfig::default()
+        ..PipelineConfig::from_config(&datanexus_config::Config::default())
     }
 }
 

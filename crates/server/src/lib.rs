@@ -63,9 +63,7 @@ use tokio::task::{JoinError, JoinSet};
 
 pub use crate::error::{Error, Result};
 pub use crate::http::http_app;
-pub use crate::options::{
-    DEFAULT_DRAIN_GROUP, DEFAULT_PARTITIONS, LOCAL_REPLY_TO, ServerOptions, TopicNames,
-};
+pub use crate::options::{LOCAL_REPLY_TO, ServerOptions, TopicNames};
 pub use crate::sessions::Sessions;
 pub use crate::state::AppState;
 
@@ -101,10 +99,10 @@ const PERSIST_INTERVAL: Duration = Duration::from_secs(1);
 /// `options.shutdown_timeout`; after that `run` returns without waiting for the
 /// remaining requests (the process is expected to exit).
 ///
-/// Before serving, it creates the topics that do not exist yet.
+/// The topics must exist (`datanexus_pipeline::ensure_topology`).
 ///
 /// # Errors
-/// The topics cannot be created, or a server fails (the other one is then shut down
+/// A topic does not exist, or a server fails (the other one is then shut down
 /// too). Draining past the deadline is logged, not an error.
 pub async fn run(
     grpc: TcpListener,

@@ -4,36 +4,21 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use datanexus_config::{BrokerConfig, Config, MetricsConfig, StreamsConfig};
+use datanexus_config::Config;
 use datanexus_model::Limits;
 
-/// Partition count used when the broker configuration does not name one.
-pub const DEFAULT_PARTITIONS: u32 = 8;
-
-const MIB: usize = 1024 * 1024;
-
-/// Names of the broker topics the server writes to or creates.
+/// Names of the broker topics the server writes to (they are created by
+/// `datanexus_pipeline::ensure_topology` before the server starts).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicNames {
     /// Ingested metric points.
     pub metrics: String,
     /// Ingested events.
     pub events: String,
-    /// Processed results (created here, written by the pipeline).
+    /// Processed results (written by the pipeline).
     pub results: String,
-    /// Dead letters (created here, written by the pipeline).
+    /// Dead letters (written by the pipeline).
     pub dlq: String,
-}
-
-impl Default for TopicNames {
-    fn default() -> Self {
-        TopicNames {
-            metrics: "metrics".to_owned(),
-            events: "events".to_owned(),
-            results: "results".to_owned(),
-            dlq: "dlq".to_owned(),
-        }
-    }
 }
 
 /// Options of the gRPC and HTTP front ends.
@@ -43,8 +28,6 @@ pub struct ServerOptions {
     pub auth_tokens: Vec<String>,
     /// Topic names.
     pub topics: TopicNames,
-    /// Partitions per topic when the server creates a topic.
-    pub partitions: u32,
     /// Name, label and value limits applied to every point.
     pub limits: Limits,
     /// Largest HTTP request body, in bytes, after decompression (default 16 MiB).
@@ -90,9 +73,6 @@ pub struct ServerOptions {
 /// Default [`ServerOptions::reply_to`]: results are routed within this process.
 pub const LOCAL_REPLY_TO: &str = "local";
 
-/// Default [`ServerOptions::drain_group`].
-pub const DEFAULT_DRAIN_GROUP: &str = "exposition-drain";
-
 impl std::fmt::Debug for ServerOptions {
     /// Never prints the tokens, only how many there are.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -102,7 +82,6 @@ impl std::fmt::Debug for ServerOptions {
                 &format_args!("<{} redacted>", self.auth_tokens.len()),
             )
             .field("topics", &self.topics)
-            .field("partitions", &self.partitions)
             .field("limits", &self.limits)
             .field("max_http_body_bytes", &self.max_http_body_bytes)
             .field("max_grpc_message_bytes", &self.max_grpc_message_bytes)
@@ -123,41 +102,10 @@ impl std::fmt::Debug for ServerOptions {
     }
 }
 
-impl Default for ServerOptions {
-    /// The same values as `datanexus_config::Config::default()` (but no `state_dir`).
-    fn default() -> Self {
-        let streams = StreamsConfig::default();
-        ServerOptions {
-            auth_tokens: Vec::new(),
-            topics: TopicNames::default(),
-            partitions: DEFAULT_PARTITIONS,
-            limits: Limits::default(),
-            max_http_body_bytes: 16 * MIB,
-            max_grpc_message_bytes: 16 * MIB,
-            max_batch_metrics: 50_000,
-            max_inflight_records: 1_000_000,
-            request_timeout: Duration::from_secs(30),
-            max_concurrent_requests: 1024,
-            shutdown_timeout: Duration::from_secs(20),
-            histogram_buckets: MetricsConfig::default().histogram_buckets,
-            drain_group: DEFAULT_DRAIN_GROUP.to_owned(),
-            state_dir: None,
-            max_replay_results: streams.max_replay_results,
-            max_replay_age: streams.max_replay_age,
-            stream_channel_capacity: streams.channel_capacity,
-            slow_client_timeout: streams.slow_client_timeout,
-            reply_to: LOCAL_REPLY_TO.to_owned(),
-        }
-    }
-}
-
 impl From<&Config> for ServerOptions {
+    /// Everything from the configuration (whose defaults are the only defaults); the
+    /// cursors live in `<data_dir>/sessions`, results are routed in this process.
     fn from(c: &Config) -> Self {
-        let partitions = match &c.broker {
-            BrokerConfig::Embedded(e) => e.partitions,
-            BrokerConfig::Kafka(k) => k.partitions,
-            BrokerConfig::Redis(r) => r.partitions,
-        };
         ServerOptions {
             auth_tokens: c.auth.tokens.clone(),
             topics: TopicNames {
@@ -166,7 +114,6 @@ impl From<&Config> for ServerOptions {
                 results: c.topics.results.clone(),
                 dlq: c.topics.dlq.clone(),
             },
-            partitions,
             limits: Limits {
                 max_labels: c.metrics.max_labels,
                 max_label_value_bytes: c.metrics.max_label_value_bytes,
@@ -196,27 +143,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn defaults_match_the_config_defaults() {
-        let config = Config::default();
-        let from_config = ServerOptions::from(&config);
-        assert_eq!(
-            from_config.state_dir,
-            Some(config.data_dir.join("sessions"))
-        );
-        assert_eq!(
-            ServerOptions {
-                state_dir: None,
-                ..from_config
-            },
-            ServerOptions::default()
-        );
-    }
-
-    #[test]
     fn debug_output_redacts_tokens() {
         let options = ServerOptions {
             auth_tokens: vec!["s3cret".into()],
-            ..ServerOptions::default()
+            ..ServerOptions::from(&Config::default())
         };
         let text = format!("{options:?}");
         assert!(!text.contains("s3cret"), "{text}");

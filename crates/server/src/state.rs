@@ -51,12 +51,13 @@ impl std::fmt::Debug for AppState {
 }
 
 impl AppState {
-    /// Ensures the topics exist (`partitions` each, when created), loads the stream
-    /// cursors from `options.state_dir`, and builds the state.
+    /// Reads the partition counts of the ingest topics (which must exist:
+    /// `datanexus_pipeline::ensure_topology` creates them), loads the stream cursors
+    /// from `options.state_dir`, and builds the state.
     ///
     /// # Errors
-    /// The broker is unreachable, a topic exists with a partition count it refuses, or
-    /// the cursor file cannot be read.
+    /// The broker is unreachable, a topic does not exist, or the cursor file cannot be
+    /// read.
     pub async fn new(backends: Backends, options: ServerOptions) -> Result<Self> {
         let Backends {
             broker,
@@ -65,9 +66,6 @@ impl AppState {
             mailbox,
         } = backends;
         let t = &options.topics;
-        for topic in [&t.metrics, &t.events, &t.results, &t.dlq] {
-            broker.ensure_topic(topic, options.partitions).await?;
-        }
         let metrics = TopicTarget {
             partitions: broker.partitions(&t.metrics).await?,
             name: t.metrics.clone(),

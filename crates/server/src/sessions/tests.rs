@@ -14,6 +14,14 @@ use super::*;
 
 const WAIT: Duration = Duration::from_secs(10);
 
+/// The configuration's defaults, cursors in memory.
+fn defaults() -> ServerOptions {
+    ServerOptions {
+        state_dir: None,
+        ..ServerOptions::from(&datanexus_config::Config::default())
+    }
+}
+
 fn result(client: &str, offset: u64) -> ResultRecord {
     let n = i32::try_from(offset).unwrap();
     ResultRecord {
@@ -104,7 +112,7 @@ fn mailbox(store: &Arc<dyn Store>) -> Arc<dyn Mailbox> {
 
 #[tokio::test]
 async fn routed_results_reach_the_attached_stream_once_and_in_order() {
-    let f = fixture(ServerOptions::default()).await;
+    let f = fixture(defaults()).await;
     let mut stream = f.stream("c1", Protocol::Nimbus).await;
     f.forward(&[result("c1", 0), result("c1", 1), result("other", 2)])
         .await;
@@ -118,7 +126,7 @@ async fn routed_results_reach_the_attached_stream_once_and_in_order() {
 
 #[tokio::test]
 async fn a_reconnecting_client_gets_the_stored_results_above_its_cursor() {
-    let f = fixture(ServerOptions::default()).await;
+    let f = fixture(defaults()).await;
     let mut first = f.stream("c1", Protocol::Nimbus).await;
     f.forward(&[result("c1", 0), result("c1", 1)]).await;
     assert_eq!(next_seq(&mut first).await, 1);
@@ -136,7 +144,7 @@ async fn a_reconnecting_client_gets_the_stored_results_above_its_cursor() {
 async fn replay_keeps_only_the_newest_results_and_counts_the_rest() {
     let options = ServerOptions {
         max_replay_results: 2,
-        ..ServerOptions::default()
+        ..defaults()
     };
     let f = fixture(options).await;
     f.forward(&(0..5).map(|o| result("c1", o)).collect::<Vec<_>>())
@@ -151,7 +159,7 @@ async fn replay_keeps_only_the_newest_results_and_counts_the_rest() {
 async fn replay_leaves_out_results_older_than_the_age_limit_and_counts_them() {
     let options = ServerOptions {
         max_replay_age: Duration::from_secs(3600),
-        ..ServerOptions::default()
+        ..defaults()
     };
     let f = fixture(options).await;
     let mut old = result("c1", 0);
@@ -168,7 +176,7 @@ async fn replay_leaves_out_results_older_than_the_age_limit_and_counts_them() {
 
 #[tokio::test]
 async fn a_second_stream_takes_over_and_the_first_is_aborted() {
-    let f = fixture(ServerOptions::default()).await;
+    let f = fixture(defaults()).await;
     let mut first = f.stream("c1", Protocol::Nimbus).await;
     f.forward(&[result("c1", 0)]).await;
     let mut second = f.stream("c1", Protocol::Nimbus).await;
@@ -186,7 +194,7 @@ async fn a_slow_client_is_disconnected_and_resumes_from_the_store() {
     let options = ServerOptions {
         stream_channel_capacity: 1,
         slow_client_timeout: Duration::from_millis(1),
-        ..ServerOptions::default()
+        ..defaults()
     };
     let f = fixture(options).await;
     let mut slow = f.stream("c1", Protocol::Nimbus).await;
@@ -203,7 +211,7 @@ async fn a_slow_client_is_disconnected_and_resumes_from_the_store() {
 
 #[tokio::test]
 async fn a_rejection_waits_for_the_results_of_earlier_requests() {
-    let f = fixture(ServerOptions::default()).await;
+    let f = fixture(defaults()).await;
     let outbound = f.sessions.attach("c1", Protocol::Nimbus).await.unwrap();
     let tx = outbound.sender();
     let mut stream = Box::pin(outbound.into_stream(|reply| reply));
@@ -234,7 +242,7 @@ async fn a_rejection_waits_for_the_results_of_earlier_requests() {
 
 #[tokio::test]
 async fn native_clients_resume_after_their_acknowledged_results() {
-    let f = fixture(ServerOptions::default()).await;
+    let f = fixture(defaults()).await;
     let native = Protocol::Native { resume_after: 0 };
     let outbound = f.sessions.attach("c1", native).await.unwrap();
     let client = outbound.client();
@@ -269,7 +277,7 @@ async fn cursors_are_persisted_and_reloaded() {
     let dir = tempfile::tempdir().unwrap();
     let options = ServerOptions {
         state_dir: Some(dir.path().join("sessions")),
-        ..ServerOptions::default()
+        ..defaults()
     };
     let f = fixture(options.clone()).await;
     let mut stream = f.stream("c1", Protocol::Nimbus).await;

@@ -10,7 +10,7 @@ use datanexus_broker::Broker;
 use datanexus_server::{AppState, http_app};
 
 use super::support::{
-    Unavailable, app, backends, error_of, get, options, post, post_json, read_all, send,
+    Unavailable, app, backends, error_of, get, options, post, post_json, read_all, send, topology,
 };
 
 #[tokio::test]
@@ -186,6 +186,7 @@ async fn health_and_ready_report_ok() {
 #[tokio::test]
 async fn ready_is_503_with_the_reason_when_the_broker_is_unavailable() {
     let (_dir, mut backends) = backends();
+    topology(backends.broker.as_ref(), &options()).await;
     let unavailable: Arc<dyn Broker> = Arc::new(Unavailable(backends.broker));
     backends.broker = unavailable;
     let app = http_app(AppState::new(backends, options()).await.expect("state"));

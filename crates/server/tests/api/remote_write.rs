@@ -16,7 +16,7 @@ use datanexus_server::{AppState, ServerOptions, http_app};
 
 use super::support::{
     TOKEN, Unavailable, app, backends, bearer, error_of, options, read_all, send, send_text,
-    with_auth,
+    topology, with_auth,
 };
 
 fn label(name: &str, value: &str) -> Label {
@@ -299,6 +299,7 @@ async fn an_empty_request_is_204_and_the_endpoint_requires_the_token_when_config
 #[tokio::test]
 async fn an_unavailable_broker_is_503_so_prometheus_retries() {
     let (_dir, mut backends) = backends();
+    topology(backends.broker.as_ref(), &options()).await;
     let unavailable: Arc<dyn Broker> = Arc::new(Unavailable(backends.broker));
     backends.broker = unavailable;
     let app: Router = http_app(AppState::new(backends, options()).await.expect("state"));

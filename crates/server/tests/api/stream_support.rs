@@ -72,6 +72,7 @@ impl StreamServer {
             telemetry: Arc::clone(&telemetry),
             mailbox: None,
         };
+        super::support::topology(broker.as_ref(), &options).await;
         let state = AppState::new(backends, options).await.expect("state");
         let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind grpc");
         let http = TcpListener::bind("127.0.0.1:0").await.expect("bind http");
@@ -105,7 +106,7 @@ impl StreamServer {
             processor_concurrency: 1,
             consumer_id: "stream-tests".into(),
             flush_interval: Duration::from_millis(50),
-            ..PipelineConfig::default()
+            ..PipelineConfig::from_config(&datanexus_config::Config::default())
         };
         let pipeline = Pipeline::start(
             Arc::clone(&self.broker),

@@ -21,12 +21,28 @@ use tower::ServiceExt;
 
 pub(super) const TOKEN: &str = "test-token-1";
 
-/// Small options for tests: 2 partitions.
+/// The configuration's defaults, cursors in memory (topics get 2 partitions, see
+/// [`topology`]).
 pub(super) fn options() -> ServerOptions {
     ServerOptions {
-        partitions: 2,
-        ..ServerOptions::default()
+        state_dir: None,
+        ..ServerOptions::from(&datanexus_config::Config::default())
     }
+}
+
+/// Creates the topics (2 partitions each) and groups of `options`, as `serve` does
+/// before the server starts.
+pub(super) async fn topology(broker: &dyn Broker, options: &ServerOptions) {
+    let mut config =
+        datanexus_pipeline::PipelineConfig::from_config(&datanexus_config::Config::default());
+    let topics = &options.topics;
+    config.metrics_topic = topics.metrics.clone();
+    config.events_topic = topics.events.clone();
+    config.results_topic = topics.results.clone();
+    config.dlq_topic = topics.dlq.clone();
+    datanexus_pipeline::ensure_topology(broker, &config, 2)
+        .await
+        .expect("topics and groups");
 }
 
 pub(super) fn with_auth(options: ServerOptions) -> ServerOptions {
@@ -62,6 +78,7 @@ pub(super) async fn app(options: ServerOptions) -> (TempDir, Arc<dyn Broker>, Ro
 /// The HTTP app over fresh backends, with the backends.
 pub(super) async fn app_with(options: ServerOptions) -> (TempDir, Backends, Router) {
     let (dir, backends) = backends();
+    topology(backends.broker.as_ref(), &options).await;
     let state = AppState::new(backends.clone(), options)
         .await
         .expect("state");
@@ -113,6 +130,7 @@ pub(super) struct Running {
 impl Running {
     pub(super) async fn start(options: ServerOptions) -> Running {
         let (dir, backends) = backends();
+        topology(backends.broker.as_ref(), &options).await;
         let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind grpc");
         let http = TcpListener::bind("127.0.0.1:0").await.expect("bind http");
         let grpc_url = format!("http://{}", grpc.local_addr().expect("addr"));
