@@ -6,7 +6,6 @@
 //! Redelivery of a dead consumer's work is the log's lease expiry.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -29,7 +28,7 @@ pub struct EmbeddedOptions {
 #[derive(Clone)]
 pub struct EmbeddedBroker {
     log: Log,
-    round_robin: std::sync::Arc<AtomicU32>,
+    placement: std::sync::Arc<crate::Placement>,
 }
 
 impl std::fmt::Debug for EmbeddedBroker {
@@ -46,24 +45,13 @@ impl EmbeddedBroker {
     pub fn open(dir: &Path, options: EmbeddedOptions) -> Result<Self> {
         Ok(EmbeddedBroker {
             log: Log::open(dir, options.log)?,
-            round_robin: Default::default(),
+            placement: Default::default(),
         })
     }
 
     /// The underlying log (for tools that read it back).
     pub fn log(&self) -> &Log {
         &self.log
-    }
-
-    fn pick_partition(&self, record: &ProduceRecord, partitions: u32) -> Result<u32> {
-        match (record.partition, &record.key) {
-            (Some(p), _) if p < partitions => Ok(p),
-            (Some(p), _) => Err(Error::Invalid(format!(
-                "partition {p} out of range (topic has {partitions})"
-            ))),
-            (None, Some(key)) => Ok(datanexus_model::series::partition_of_bytes(key, partitions)),
-            (None, None) => Ok(self.round_robin.fetch_add(1, Ordering::Relaxed) % partitions),
-        }
     }
 }
 
@@ -89,7 +77,7 @@ impl Broker for EmbeddedBroker {
         let mut by_partition: Vec<(Vec<Record>, Vec<usize>)> =
             (0..partitions).map(|_| Default::default()).collect();
         for (i, r) in records.into_iter().enumerate() {
-            let p = self.pick_partition(&r, partitions)? as usize;
+            let p = self.placement.pick(&r, partitions)? as usize;
             let slot = &mut by_partition[p];
             slot.0.push(Record {
                 key: r.key,

@@ -52,7 +52,7 @@
 //! generations `Fenced`.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
@@ -93,7 +93,7 @@ struct Inner {
     produced_ends: Mutex<HashMap<String, Vec<u64>>>,
     /// Clients reading groups' committed offsets (for lag), by group.
     offset_readers: Mutex<HashMap<String, Arc<BaseConsumer>>>,
-    round_robin: AtomicU32,
+    placement: crate::Placement,
     /// Shared with the consumers, which answer `Closed` once the broker stopped.
     closed: Arc<AtomicBool>,
 }
@@ -139,7 +139,7 @@ impl KafkaBroker {
                 partitions: Mutex::default(),
                 produced_ends: Mutex::default(),
                 offset_readers: Mutex::default(),
-                round_robin: AtomicU32::new(0),
+                placement: crate::Placement::default(),
                 closed: Arc::new(AtomicBool::new(false)),
             }),
         })

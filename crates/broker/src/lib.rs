@@ -54,6 +54,34 @@ pub struct ProduceRecord {
     pub timestamp_ms: i64,
 }
 
+/// Where records without an explicit partition go, the same on every backend: the
+/// caller's partition (checked), else the jump hash of the key's xxh3 (so a key lands
+/// on the same partition whichever backend or process produces it), else round-robin.
+#[derive(Debug, Default)]
+pub(crate) struct Placement {
+    round_robin: std::sync::atomic::AtomicU32,
+}
+
+impl Placement {
+    /// The partition of `record` in a topic of `partitions` (at least 1).
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for an explicit partition out of range.
+    pub(crate) fn pick(&self, record: &ProduceRecord, partitions: u32) -> Result<u32> {
+        match (record.partition, &record.key) {
+            (Some(p), _) if p < partitions => Ok(p),
+            (Some(p), _) => Err(Error::Invalid(format!(
+                "partition {p} out of range (topic has {partitions})"
+            ))),
+            (None, Some(key)) => Ok(datanexus_model::series::partition_of_bytes(key, partitions)),
+            (None, None) => Ok(self
+                .round_robin
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                % partitions.max(1)),
+        }
+    }
+}
+
 /// Where a record sits in a partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Position {

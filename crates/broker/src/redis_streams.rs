@@ -124,7 +124,7 @@ mod tests;
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -169,7 +169,7 @@ struct Shared {
     stopped: AtomicBool,
     /// Partition counts of the topics seen so far (they never change).
     topics: RwLock<HashMap<String, u32>>,
-    round_robin: AtomicU32,
+    placement: crate::Placement,
 }
 
 /// Maps a client error: connection failures, timeouts and a server that cannot take
@@ -210,17 +210,14 @@ fn from_redis(e: RedisError) -> Error {
 /// Longest error message kept from a Redis error, in bytes.
 const MAX_ERROR_MESSAGE: usize = 300;
 
-/// Checks a topic or group name (they are parts of keys).
+/// Checks a topic or group name (they are parts of keys): the embedded log's rule.
 fn validate_name(kind: &str, name: &str) -> Result<()> {
-    let ok = (1..=200).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if ok {
+    use datanexus_seglog::{MAX_NAME_LEN, is_valid_name};
+    if is_valid_name(name, MAX_NAME_LEN) {
         Ok(())
     } else {
         Err(Error::Invalid(format!(
-            "invalid {kind} name {name:?}: 1..=200 characters of [A-Za-z0-9._-]"
+            "invalid {kind} name {name:?}: 1..={MAX_NAME_LEN} characters of [A-Za-z0-9._-], not . or .."
         )))
     }
 }
@@ -364,17 +361,6 @@ impl Shared {
         self.cache_partitions(topic, n);
         Ok(n)
     }
-
-    fn pick_partition(&self, record: &ProduceRecord, partitions: u32) -> Result<u32> {
-        match (record.partition, &record.key) {
-            (Some(p), _) if p < partitions => Ok(p),
-            (Some(p), _) => Err(Error::Invalid(format!(
-                "partition {p} out of range (topic has {partitions})"
-            ))),
-            (None, Some(key)) => Ok(datanexus_model::series::partition_of_bytes(key, partitions)),
-            (None, None) => Ok(self.round_robin.fetch_add(1, Ordering::Relaxed) % partitions),
-        }
-    }
 }
 
 impl RedisBroker {
@@ -409,7 +395,7 @@ impl RedisBroker {
                 url,
                 stopped: AtomicBool::new(false),
                 topics: RwLock::new(HashMap::new()),
-                round_robin: AtomicU32::new(0),
+                placement: crate::Placement::default(),
             }),
         })
     }
@@ -485,7 +471,7 @@ impl Broker for RedisBroker {
         let mut placed = Vec::with_capacity(records.len());
         let mut pipe = redis::pipe();
         for record in &records {
-            let p = s.pick_partition(record, partitions)?;
+            let p = s.placement.pick(record, partitions)?;
             let xadd = pipe.cmd("XADD").arg(s.stream_key(topic, p));
             if s.maxlen > 0 {
                 xadd.arg("MAXLEN").arg("~").arg(s.maxlen);

@@ -5,8 +5,6 @@
 //! tweaks the default backend.
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::str::FromStr;
 use std::time::Duration;
 
 use serde::de::Error as _;
@@ -93,43 +91,8 @@ impl<'de> Deserialize<'de> for BrokerConfig {
     }
 }
 
-/// When the embedded log calls `fsync`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FsyncPolicy {
-    /// Before acknowledging every append (durable, slowest).
-    #[default]
-    Always,
-    /// Every `fsync_interval` in the background (bounded loss window).
-    Interval,
-    /// Never; leave it to the OS (fastest, may lose data on power loss).
-    Never,
-}
-
-impl FromStr for FsyncPolicy {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "always" => Ok(Self::Always),
-            "interval" => Ok(Self::Interval),
-            "never" => Ok(Self::Never),
-            other => Err(format!(
-                "unknown fsync policy `{other}`, expected `always`, `interval` or `never`"
-            )),
-        }
-    }
-}
-
-impl fmt::Display for FsyncPolicy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Always => "always",
-            Self::Interval => "interval",
-            Self::Never => "never",
-        })
-    }
-}
+/// When the embedded log calls `fsync` (the log's own type).
+pub use datanexus_seglog::FsyncPolicy;
 
 /// Settings of the built-in segmented log (`kind = "embedded"`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

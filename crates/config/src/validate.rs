@@ -181,14 +181,11 @@ fn validate_topics(topics: &TopicsConfig) -> Result<()> {
         ("topics.dlq", &topics.dlq),
     ];
     for (i, (key, name)) in named.iter().enumerate() {
-        let valid_chars = name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-        if name.is_empty() || name.len() > MAX_TOPIC_NAME_BYTES || !valid_chars {
+        if !datanexus_seglog::is_valid_name(name, MAX_TOPIC_NAME_BYTES) {
             return Err(Error::invalid(
                 *key,
                 format!(
-                    "must be 1..={MAX_TOPIC_NAME_BYTES} characters of [A-Za-z0-9._-], got {name:?}"
+                    "must be 1..={MAX_TOPIC_NAME_BYTES} characters of [A-Za-z0-9._-], not . or .., got {name:?}"
                 ),
             ));
         }
@@ -211,14 +208,11 @@ fn validate_groups(groups: &GroupsConfig) -> Result<()> {
         ("groups.drain", &groups.drain),
     ];
     for (key, name) in named {
-        let valid_chars = name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-        if name.is_empty() || name.len() > MAX_TOPIC_NAME_BYTES || !valid_chars {
+        if !datanexus_seglog::is_valid_name(name, MAX_TOPIC_NAME_BYTES) {
             return Err(Error::invalid(
                 key,
                 format!(
-                    "must be 1..={MAX_TOPIC_NAME_BYTES} characters of [A-Za-z0-9._-], got {name:?}"
+                    "must be 1..={MAX_TOPIC_NAME_BYTES} characters of [A-Za-z0-9._-], not . or .., got {name:?}"
                 ),
             ));
         }

@@ -11,12 +11,12 @@ use anyhow::Context;
 use datanexus_broker::Broker;
 use datanexus_broker::embedded::{EmbeddedBroker, EmbeddedOptions};
 use datanexus_config::{
-    BrokerConfig, Config, ConfigOverrides, FsyncPolicy, LogFormat, Role, StoreConfig, StoreKind,
+    BrokerConfig, Config, ConfigOverrides, LogFormat, Role, StoreConfig, StoreKind,
 };
 use datanexus_fanout::{FanoutOptions, RedisMailbox, RedisRouter};
 use datanexus_pipeline::results::{Mailbox, ResultRouter};
 use datanexus_pipeline::{Pipeline, PipelineConfig};
-use datanexus_seglog::{self as seglog, LogOptions, Retention};
+use datanexus_seglog::{LogOptions, Retention};
 use datanexus_server::Backends;
 use datanexus_store::Store;
 use datanexus_store_embedded::{EmbeddedStore, EmbeddedStoreOptions};
@@ -320,13 +320,9 @@ async fn open_broker(config: &Config) -> anyhow::Result<Arc<dyn Broker>> {
             }
         ),
     };
-    let fsync = match embedded.fsync {
-        FsyncPolicy::Always => seglog::FsyncPolicy::Always,
-        FsyncPolicy::Interval => seglog::FsyncPolicy::Interval(embedded.fsync_interval),
-        FsyncPolicy::Never => seglog::FsyncPolicy::Never,
-    };
     let log = LogOptions {
-        fsync,
+        fsync: embedded.fsync,
+        fsync_interval: embedded.fsync_interval,
         max_segment_bytes: embedded.max_segment_bytes,
         retention: Retention {
             max_age: embedded.retention_max_age,

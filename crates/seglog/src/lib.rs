@@ -67,17 +67,47 @@ pub fn decode_segment_bytes(bytes: &Bytes) -> (Vec<StoredRecord>, usize) {
 pub const MAX_BATCH_BYTES: u64 = segment::codec::MAX_BATCH_BYTES as u64;
 
 /// When appended data is fsynced, and so when an append resolves.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The one definition: the configuration's `broker.fsync` is this type (`always`,
+/// `interval`, `never`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum FsyncPolicy {
     /// Every append resolves only once its batch is fsynced; concurrent appends (to any
     /// partition) share fsyncs (group commit).
+    #[default]
     Always,
     /// Appends resolve once written to the page cache; a background thread fsyncs dirty
-    /// partitions at this interval. Consumers and reads see records only after that
-    /// fsync, so committed offsets never run ahead of what survives an OS crash.
-    Interval(Duration),
+    /// partitions every [`LogOptions::fsync_interval`]. Consumers and reads see records
+    /// only after that fsync, so committed offsets never run ahead of what survives an
+    /// OS crash.
+    Interval,
     /// Appends resolve once written; fsync only happens on [`Log::sync`] / [`Log::close`].
     Never,
+}
+
+impl std::str::FromStr for FsyncPolicy {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "always" => Ok(Self::Always),
+            "interval" => Ok(Self::Interval),
+            "never" => Ok(Self::Never),
+            other => Err(format!(
+                "unknown fsync policy `{other}`, expected `always`, `interval` or `never`"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for FsyncPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Always => "always",
+            Self::Interval => "interval",
+            Self::Never => "never",
+        })
+    }
 }
 
 /// Options of a [`Log`].
@@ -85,6 +115,8 @@ pub enum FsyncPolicy {
 pub struct LogOptions {
     /// The fsync policy.
     pub fsync: FsyncPolicy,
+    /// How often dirty partitions are fsynced under [`FsyncPolicy::Interval`].
+    pub fsync_interval: Duration,
     /// A segment rolls when a batch would make it larger than this (a single batch larger
     /// than this still goes in a segment on its own).
     pub max_segment_bytes: u64,
@@ -98,6 +130,7 @@ impl Default for LogOptions {
     fn default() -> Self {
         Self {
             fsync: FsyncPolicy::Always,
+            fsync_interval: Duration::from_millis(100),
             max_segment_bytes: 128 << 20,
             index_interval_bytes: 4096,
             retention: Retention::default(),
@@ -188,16 +221,24 @@ pub struct RetentionReport {
     pub bytes_deleted: u64,
 }
 
-/// Checks a topic, group or consumer name: 1..=200 characters of `[A-Za-z0-9._-]`,
-/// and not `.` or `..` (they are used as directory and file names).
-pub(crate) fn validate_name(kind: &'static str, name: &str) -> Result<()> {
-    let ok = (1..=200).contains(&name.len())
+/// Longest topic, group or consumer name of the log.
+pub const MAX_NAME_LEN: usize = 200;
+
+/// Whether `name` is a legal topic, group or consumer name: 1..=`max_len` characters of
+/// `[A-Za-z0-9._-]`, and not `.` or `..` (Kafka's rule for topics; here they are also
+/// directory and file names). The one name rule of every broker backend.
+pub fn is_valid_name(name: &str, max_len: usize) -> bool {
+    (1..=max_len).contains(&name.len())
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
         && name != "."
-        && name != "..";
-    if ok {
+        && name != ".."
+}
+
+/// Checks a topic, group or consumer name ([`is_valid_name`] with [`MAX_NAME_LEN`]).
+pub(crate) fn validate_name(kind: &'static str, name: &str) -> Result<()> {
+    if is_valid_name(name, MAX_NAME_LEN) {
         Ok(())
     } else {
         Err(Error::InvalidName {

@@ -82,7 +82,8 @@ impl Log {
         }
         let sync = Arc::new(SyncShared::default());
         let (topics, groups) = load_topics(&dir, &options, &sync)?;
-        let sync_thread = SyncThread::start(Arc::clone(&sync), options.fsync)?;
+        let sync_thread =
+            SyncThread::start(Arc::clone(&sync), options.fsync, options.fsync_interval)?;
         Ok(Log {
             inner: Arc::new(Inner {
                 dir,

@@ -121,7 +121,7 @@ impl Partition {
         st.next_offset = header.next_offset();
         st.dirty = true;
         match self.config.fsync {
-            FsyncPolicy::Always | FsyncPolicy::Interval(_) => {
+            FsyncPolicy::Always | FsyncPolicy::Interval => {
                 if !st.queued {
                     st.queued = true;
                     self.sync.enqueue(Arc::clone(self));

@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
@@ -44,15 +44,20 @@ pub(crate) struct SyncThread {
 }
 
 impl SyncThread {
-    /// Starts the thread for `policy` (no thread for `Never`).
-    pub(crate) fn start(shared: Arc<SyncShared>, policy: FsyncPolicy) -> Result<Self> {
+    /// Starts the thread for `policy` (no thread for `Never`); under `Interval` it
+    /// fsyncs every `interval`.
+    pub(crate) fn start(
+        shared: Arc<SyncShared>,
+        policy: FsyncPolicy,
+        interval: Duration,
+    ) -> Result<Self> {
         let handle = if policy == FsyncPolicy::Never {
             None
         } else {
             let worker = Arc::clone(&shared);
             let handle = std::thread::Builder::new()
                 .name("seglog-sync".into())
-                .spawn(move || run(&worker, policy))
+                .spawn(move || run(&worker, policy, interval))
                 .map_err(|e| Error::io("spawn sync thread for", "", e))?;
             Some(handle)
         };
@@ -74,11 +79,11 @@ impl SyncThread {
     }
 }
 
-fn run(shared: &SyncShared, policy: FsyncPolicy) {
+fn run(shared: &SyncShared, policy: FsyncPolicy, every: Duration) {
     loop {
         let batch = {
             let mut queue = shared.queue.lock();
-            if let FsyncPolicy::Interval(every) = policy {
+            if policy == FsyncPolicy::Interval {
                 let deadline = Instant::now() + every;
                 while !queue.shutdown && Instant::now() < deadline {
                     shared.wake.wait_until(&mut queue, deadline);

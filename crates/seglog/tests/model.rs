@@ -191,6 +191,7 @@ async fn run(seed: u64, fsync: FsyncPolicy) {
     let dir = tempfile::tempdir().unwrap();
     let options = LogOptions {
         fsync,
+        fsync_interval: Duration::from_millis(2),
         max_segment_bytes: 700,
         index_interval_bytes: 100,
         ..LogOptions::default()
@@ -243,6 +244,6 @@ async fn random_operations_with_reboots_match_the_model_under_fsync_never() {
 #[tokio::test]
 async fn random_operations_with_reboots_match_the_model_under_fsync_interval() {
     for seed in 200..203 {
-        run(seed, FsyncPolicy::Interval(Duration::from_millis(2))).await;
+        run(seed, FsyncPolicy::Interval).await;
     }
 }

@@ -32,14 +32,7 @@ where
 /// Checks a topic name as Kafka does: 1..=249 characters of `[A-Za-z0-9._-]`, not `.`
 /// or `..`.
 pub(super) fn validate_topic(topic: &str) -> Result<()> {
-    let valid = !topic.is_empty()
-        && topic.len() <= MAX_TOPIC_LEN
-        && topic != "."
-        && topic != ".."
-        && topic
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if valid {
+    if datanexus_seglog::is_valid_name(topic, MAX_TOPIC_LEN) {
         Ok(())
     } else {
         Err(Error::Invalid(format!(

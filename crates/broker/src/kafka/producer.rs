@@ -1,7 +1,6 @@
 //! `produce`: placement, enqueueing and delivery reports.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use futures::future::try_join_all;
@@ -14,19 +13,10 @@ use crate::{Error, ProduceRecord, RecordId, Result};
 /// How long to wait before enqueueing again when librdkafka's queue is full.
 const QUEUE_FULL_RETRY: Duration = Duration::from_millis(10);
 
-/// The partition of `record` in a topic of `partitions`: the caller's, else the jump
-/// hash of the key (as every backend), else round-robin.
+/// The partition of `record` in a topic of `partitions` ([`crate::Placement`]), as
+/// librdkafka's type.
 fn pick_partition(inner: &Inner, record: &ProduceRecord, partitions: u32) -> Result<i32> {
-    let partition = match (record.partition, &record.key) {
-        (Some(p), _) if p < partitions => p,
-        (Some(p), _) => {
-            return Err(Error::Invalid(format!(
-                "partition {p} out of range (topic has {partitions})"
-            )));
-        }
-        (None, Some(key)) => datanexus_model::series::partition_of_bytes(key, partitions),
-        (None, None) => inner.round_robin.fetch_add(1, Ordering::Relaxed) % partitions,
-    };
+    let partition = inner.placement.pick(record, partitions)?;
     i32::try_from(partition).map_err(|_| Error::Invalid(format!("partition {partition} too large")))
 }
 

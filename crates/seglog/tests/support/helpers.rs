@@ -31,6 +31,7 @@ pub fn values(records: &[StoredRecord]) -> Vec<String> {
 pub fn options(fsync: FsyncPolicy, max_segment_bytes: u64) -> LogOptions {
     LogOptions {
         fsync,
+        fsync_interval: std::time::Duration::from_millis(5),
         max_segment_bytes,
         index_interval_bytes: 64,
         ..LogOptions::default()
