@@ -439,8 +439,10 @@ pub struct LimitsConfig {
     pub max_grpc_message_bytes: usize,
     /// Maximum number of metrics in one ingest batch.
     pub max_batch_metrics: usize,
+    /// Maximum number of events in one `POST /ingest` body.
+    pub max_batch_events: usize,
     /// Backpressure budget: records accepted but not yet durably handled.
-    /// Must be at least `max_batch_metrics`.
+    /// Must be at least `max_batch_metrics` and `max_batch_events`.
     pub max_inflight_records: usize,
     /// Per-request deadline for API calls.
     #[serde(with = "humantime_serde")]
@@ -455,6 +457,7 @@ impl Default for LimitsConfig {
             max_http_body_bytes: 16 * MIB,
             max_grpc_message_bytes: 16 * MIB,
             max_batch_metrics: 50_000,
+            max_batch_events: 50_000,
             max_inflight_records: 1_000_000,
             request_timeout: Duration::from_secs(30),
             max_concurrent_requests: 1024,

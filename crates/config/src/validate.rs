@@ -276,6 +276,7 @@ fn validate_limits(l: &LimitsConfig) -> Result<()> {
     positive("limits.max_http_body_bytes", l.max_http_body_bytes)?;
     positive("limits.max_grpc_message_bytes", l.max_grpc_message_bytes)?;
     positive("limits.max_batch_metrics", l.max_batch_metrics)?;
+    positive("limits.max_batch_events", l.max_batch_events)?;
     positive("limits.max_inflight_records", l.max_inflight_records)?;
     positive("limits.max_concurrent_requests", l.max_concurrent_requests)?;
     positive_duration("limits.request_timeout", l.request_timeout)?;
@@ -285,6 +286,15 @@ fn validate_limits(l: &LimitsConfig) -> Result<()> {
             format!(
                 "must be at least limits.max_batch_metrics ({}), got {}",
                 l.max_batch_metrics, l.max_inflight_records
+            ),
+        ));
+    }
+    if l.max_inflight_records < l.max_batch_events {
+        return Err(Error::invalid(
+            "limits.max_inflight_records",
+            format!(
+                "must be at least limits.max_batch_events ({}), got {}",
+                l.max_batch_events, l.max_inflight_records
             ),
         ));
     }

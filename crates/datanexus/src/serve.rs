@@ -1,7 +1,7 @@
 //! `datanexus serve`: config → broker and store (as the role needs) → workers → gRPC
 //! and HTTP servers → shutdown. Roles and the Redis result fan-out: `roles.rs`.
 //!
-//! Shutdown: the first SIGINT/SIGTERM stops accepting and drains in-flight requests
+//! Shutdown: the first SIGINT/SIGTERM stops accepting and finishes in-flight requests
 //! (bounded by `shutdown_timeout`), then the workers flush the store and acknowledge
 //! what they stored, then the log is fsynced and closed and the store flushed. A second signal
 //! exits at once (acknowledged data is durable already; only unacknowledged requests are
@@ -147,7 +147,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let shutdown = async move {
         let _ = stop.wait_for(|s| *s).await;
     };
-    // `serve` drains in-flight requests within shutdown_timeout after `shutdown` resolves.
+    // `serve` finishes in-flight requests within shutdown_timeout after `shutdown` resolves.
     let served = datanexus_server::serve(grpc, http, state, shutdown).await;
     // Then: workers flush the store and acknowledge, the log and store are closed.
     let stopped = pipeline.stop().await;
@@ -350,7 +350,7 @@ async fn watch_signals(stop: tokio::sync::watch::Sender<bool>) {
         }
         count += 1;
         if count == 1 {
-            tracing::info!("shutting down: draining in-flight requests (signal again to force)");
+            tracing::info!("shutting down: finishing in-flight requests (signal again to force)");
             let _ = stop.send(true);
         } else {
             tracing::warn!("second signal: exiting now");

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use datanexus_broker::Broker;
 use datanexus_store::Store;
-use datanexus_telemetry::{GroupLabels, Telemetry};
+use datanexus_telemetry::{Component, ErrorKind, GroupLabels, Telemetry};
 use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 
@@ -32,13 +32,13 @@ pub(crate) async fn run(
                     Some(store) => Some(store.enforce_retention().await),
                     None => None,
                 } {
-                    telemetry.error("retention", "store");
+                    telemetry.error(Component::Retention, ErrorKind::Store);
                     tracing::warn!(error = %e, "store retention failed");
                 }
                 // The broker never deletes what a group has not committed, so data the
                 // sinker has not stored yet is never dropped here.
                 if let Err(e) = broker.enforce_retention().await {
-                    telemetry.error("retention", "broker");
+                    telemetry.error(Component::Retention, ErrorKind::Broker);
                     tracing::warn!(error = %e, "broker retention failed");
                 }
             }

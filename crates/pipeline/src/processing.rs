@@ -21,7 +21,7 @@ use datanexus_broker::{Broker, Bytes, Delivery, ErrorKind, ProduceRecord, Record
 use datanexus_model::series::partition_of_key;
 use datanexus_model::{Event, codec};
 use datanexus_proto::datanexus::v1::ResultRecord;
-use datanexus_telemetry::Telemetry;
+use datanexus_telemetry::{Component, Telemetry};
 use prost::Message;
 use tokio::sync::{mpsc, watch};
 
@@ -84,7 +84,8 @@ impl ProcessorWorker {
         let group = &config.processor_group;
         let id = format!("{}-{group}-{index}", config.consumer_id);
         let topics = (config.events_topic.as_str(), group.as_str());
-        let member = Member::join("processor", broker, telemetry, config, topics, &id).await?;
+        let member =
+            Member::join(Component::Processor, broker, telemetry, config, topics, &id).await?;
         Ok(ProcessorWorker {
             member: Arc::new(member),
             registry,
@@ -146,7 +147,9 @@ impl ProcessorWorker {
                 Ok(_) => return Ok(()),
                 Err(e) if e.kind() == ErrorKind::Closed => return Err(e.into()),
                 Err(e) => {
-                    self.member.telemetry.error("processor", "broker");
+                    self.member
+                        .telemetry
+                        .error(Component::Processor, datanexus_telemetry::ErrorKind::Broker);
                     tracing::warn!(error = %e, topic = %self.results_topic, count = records.len(), "results produce failed; retrying");
                     backoff.wait().await;
                 }

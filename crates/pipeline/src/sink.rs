@@ -19,7 +19,7 @@ use datanexus_broker::{Broker, Delivery, RecordId};
 use datanexus_model::{Point, codec};
 use datanexus_proto::datanexus::v1::ResultRecord;
 use datanexus_store::{Store, StoredEvent};
-use datanexus_telemetry::Telemetry;
+use datanexus_telemetry::{Component, ErrorKind, Telemetry};
 use prost::Message;
 use tokio::sync::{mpsc, watch};
 
@@ -30,7 +30,7 @@ use crate::{PipelineConfig, Result};
 /// Most records written to the store in one call when polled batches queue up.
 const MAX_WRITE_RECORDS: usize = 20_000;
 
-/// Which topic a sink drains and how its records are decoded.
+/// Which topic a sink consumes and how its records are decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SinkKind {
     /// `metrics` → points.
@@ -44,10 +44,10 @@ pub enum SinkKind {
 
 impl SinkKind {
     /// The worker's name in logs and error counters.
-    fn component(self) -> &'static str {
+    fn component(self) -> Component {
         match self {
-            SinkKind::Metrics | SinkKind::Events => "sinker",
-            SinkKind::Results => "forwarder",
+            SinkKind::Metrics | SinkKind::Events => Component::Sinker,
+            SinkKind::Results => Component::Forwarder,
         }
     }
 }
@@ -189,7 +189,8 @@ impl SinkContext {
             match result {
                 Ok(()) => return,
                 Err(e) => {
-                    self.telemetry.error(self.kind.component(), "store");
+                    self.telemetry
+                        .error(self.kind.component(), ErrorKind::Store);
                     tracing::warn!(error = %e, topic = %self.member.topic(), "store write failed; retrying");
                     backoff.wait().await;
                 }
@@ -210,7 +211,8 @@ impl SinkContext {
                     break;
                 }
                 Err(e) => {
-                    self.telemetry.error(self.kind.component(), "flush");
+                    self.telemetry
+                        .error(self.kind.component(), ErrorKind::Flush);
                     tracing::warn!(error = %e, topic = %self.member.topic(), "store flush failed; retrying");
                     backoff.wait().await;
                 }

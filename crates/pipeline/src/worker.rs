@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use datanexus_broker::{Broker, Bytes, Consumer, Delivery, ProduceRecord, RecordId};
-use datanexus_telemetry::{GroupLabels, Telemetry};
+use datanexus_telemetry::{Component, ErrorKind, GroupLabels, Telemetry};
 use tokio::sync::{mpsc, watch};
 
 use crate::{PipelineConfig, Result};
@@ -58,7 +58,7 @@ pub(crate) struct Member {
     /// Topic and group (also the telemetry labels).
     pub(crate) labels: GroupLabels,
     /// Worker name in logs and error counters (`sinker`, `processor`, `forwarder`).
-    pub(crate) component: &'static str,
+    pub(crate) component: Component,
     dlq: String,
     batch_size: usize,
     heartbeat_interval: Duration,
@@ -67,7 +67,7 @@ pub(crate) struct Member {
 impl Member {
     /// Joins `group` on `topic` as `id`.
     pub(crate) async fn join(
-        component: &'static str,
+        component: Component,
         broker: &Arc<dyn Broker>,
         telemetry: &Arc<Telemetry>,
         config: &PipelineConfig,
@@ -120,7 +120,7 @@ impl Member {
                     }
                 }
                 Err(e) => {
-                    self.telemetry.error(self.component, "broker");
+                    self.telemetry.error(self.component, ErrorKind::Broker);
                     tracing::warn!(error = %e, topic = %self.topic(), "poll failed; backing off");
                     backoff.wait().await;
                 }
@@ -165,7 +165,7 @@ impl Member {
             if let Err(e) = self.consumer.ack(&ids).await {
                 // Fenced: another consumer got these records and will repeat the work
                 // (idempotently). Anything else: they will be redelivered.
-                self.telemetry.error("acker", "broker");
+                self.telemetry.error(Component::Acker, ErrorKind::Broker);
                 tracing::warn!(error = %e, topic = %self.topic(), count = ids.len(), "ack failed; records will be redelivered");
             }
         }
@@ -173,7 +173,7 @@ impl Member {
 
     /// Sends a poison record to the dlq with the reason (retrying until it is durable).
     pub(crate) async fn dead_letter(&self, d: &Delivery, reason: &str) {
-        self.telemetry.error(self.component, "poison");
+        self.telemetry.error(self.component, ErrorKind::Poison);
         tracing::warn!(id = %d.id, topic = %self.topic(), reason, "undecodable record sent to the dlq");
         let body = dlq_body(&self.labels, &d.id.to_string(), reason, &d.value);
         let record = ProduceRecord {

@@ -15,7 +15,7 @@ use serde::de::{self, Deserializer, Visitor};
 use crate::{Error, Result};
 
 /// A plain metric sample as the seed protocols send it.
-pub(crate) struct Sample<L> {
+pub(crate) struct SeedSample<L> {
     pub(crate) name: String,
     pub(crate) value: f64,
     pub(crate) kind: MetricType,
@@ -24,7 +24,7 @@ pub(crate) struct Sample<L> {
     pub(crate) help: Option<String>,
 }
 
-impl<L: IntoIterator<Item = (String, String)>> Sample<L> {
+impl<L: IntoIterator<Item = (String, String)>> SeedSample<L> {
     /// Validates the sample (name, value, labels) and makes it a one-field point.
     ///
     /// # Errors
@@ -149,8 +149,8 @@ mod tests {
         name: &str,
         value: f64,
         labels: Vec<(String, String)>,
-    ) -> Sample<Vec<(String, String)>> {
-        Sample {
+    ) -> SeedSample<Vec<(String, String)>> {
+        SeedSample {
             name: name.into(),
             value,
             kind: MetricType::Counter,

@@ -28,7 +28,7 @@ use bytes::Bytes;
 use datanexus_broker::{Broker, Consumer, ConsumerOptions, RecordId};
 use datanexus_model::Point;
 use datanexus_model::codec::decode_point;
-use datanexus_telemetry::Telemetry;
+use datanexus_telemetry::{Component, ErrorKind, Telemetry};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use crate::{Error, Result, ServerOptions};
@@ -128,7 +128,8 @@ impl Drainer {
                     Ok(point) => points.push(point),
                     Err(e) => {
                         tracing::warn!(record = %delivery.id, error = %e, "drained record is not a point: skipping it");
-                        self.telemetry.error("exposition", "invalid_input");
+                        self.telemetry
+                            .error(Component::Exposition, ErrorKind::InvalidInput);
                     }
                 }
             }
@@ -261,8 +262,8 @@ async fn next_chunk(mut state: BodyState) -> Option<(Result<Bytes>, BodyState)> 
     let records = lease.len();
     if let Err(e) = lease.ack().await {
         tracing::warn!(error = %e, records, "could not acknowledge drained records: they may be drained again");
-        let kind = Error::from(e).kind_label();
-        state.telemetry.error("exposition", kind);
+        let kind = Error::from(e).kind();
+        state.telemetry.error(Component::Exposition, kind);
     }
     None
 }

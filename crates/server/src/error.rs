@@ -5,6 +5,7 @@
 //! [`Error::public_message`] replaces the text of internal faults by `internal error`
 //! and the details go to the log instead.
 
+use datanexus_telemetry::ErrorKind as TelemetryKind;
 use std::time::Duration;
 
 use axum::Json;
@@ -104,21 +105,26 @@ impl Error {
         }
     }
 
-    /// The kind of this error as a telemetry label (`errors{kind=…}`), derived from
+    /// The kind of this error for telemetry (`errors{kind=…}`), derived from
     /// [`Error::status`] so that both always agree.
-    pub fn kind_label(&self) -> &'static str {
+    pub fn kind(&self) -> TelemetryKind {
         match self.status() {
-            (_, tonic::Code::DeadlineExceeded) => "timeout",
-            (StatusCode::BAD_REQUEST, _) => "invalid_input",
-            (StatusCode::UNAUTHORIZED, _) => "unauthenticated",
-            (StatusCode::NOT_FOUND, _) => "not_found",
-            (StatusCode::CONFLICT, _) => "conflict",
-            (StatusCode::PAYLOAD_TOO_LARGE, _) => "payload_too_large",
-            (StatusCode::UNSUPPORTED_MEDIA_TYPE, _) => "unsupported_media_type",
-            (StatusCode::TOO_MANY_REQUESTS, _) => "overloaded",
-            (StatusCode::SERVICE_UNAVAILABLE, _) => "unavailable",
-            _ => "internal",
+            (_, tonic::Code::DeadlineExceeded) => TelemetryKind::Timeout,
+            (StatusCode::BAD_REQUEST, _) => TelemetryKind::InvalidInput,
+            (StatusCode::UNAUTHORIZED, _) => TelemetryKind::Unauthenticated,
+            (StatusCode::NOT_FOUND, _) => TelemetryKind::NotFound,
+            (StatusCode::CONFLICT, _) => TelemetryKind::Conflict,
+            (StatusCode::PAYLOAD_TOO_LARGE, _) => TelemetryKind::PayloadTooLarge,
+            (StatusCode::UNSUPPORTED_MEDIA_TYPE, _) => TelemetryKind::UnsupportedMediaType,
+            (StatusCode::TOO_MANY_REQUESTS, _) => TelemetryKind::Overloaded,
+            (StatusCode::SERVICE_UNAVAILABLE, _) => TelemetryKind::Unavailable,
+            _ => TelemetryKind::Internal,
         }
+    }
+
+    /// [`Error::kind`] as its label value.
+    pub fn kind_label(&self) -> &'static str {
+        self.kind().as_str()
     }
 
     /// Whether this is a fault of the server rather than of the client or the load.
@@ -173,7 +179,7 @@ fn store_status(e: &datanexus_store::Error) -> (StatusCode, tonic::Code) {
 /// ([`Error::kind_label`]), so that the telemetry layer counts it once, whoever
 /// produced it (handler, extractor, auth or limit layer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct ErrorKindTag(pub(crate) &'static str);
+pub(crate) struct ErrorKindTag(pub(crate) TelemetryKind);
 
 /// `{"error": "..."}` with `status`, the body of every HTTP error.
 pub(crate) fn json_error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -184,9 +190,7 @@ impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let (status, _) = self.status();
         let mut response = json_error(status, self.log_and_publish());
-        response
-            .extensions_mut()
-            .insert(ErrorKindTag(self.kind_label()));
+        response.extensions_mut().insert(ErrorKindTag(self.kind()));
         let headers = response.headers_mut();
         match self {
             Error::Overloaded(_) => {
@@ -332,7 +336,7 @@ mod tests {
         let response = Error::NotFound("x".into()).into_response();
         assert_eq!(
             response.extensions().get::<ErrorKindTag>(),
-            Some(&ErrorKindTag("not_found"))
+            Some(&ErrorKindTag(TelemetryKind::NotFound))
         );
     }
 

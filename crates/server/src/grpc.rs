@@ -11,7 +11,7 @@
 //!   `RESOURCE_EXHAUSTED` at once when all request slots are busy; each request has a
 //!   deadline of `request_timeout` (`CANCELLED` when exceeded).
 //! - Health reports every service `SERVING` while running and `NOT_SERVING` once
-//!   shutdown begins (in-flight requests are still drained).
+//!   shutdown begins (in-flight requests still finish).
 //!
 //! # Layout
 //! - `data_nexus.rs`, `raftmetrics.rs`, `nimbus.rs`: one file per seed service.
@@ -30,6 +30,7 @@ use datanexus_proto::data_nexus::metrics_service_server::MetricsServiceServer as
 use datanexus_proto::datanexus::v1::event_stream_server::EventStreamServer;
 use datanexus_proto::nimbus::nimbus_service_server::NimbusServiceServer;
 use datanexus_proto::raftmetrics::v1::metrics_service_server::MetricsServiceServer as RaftMetricsServer;
+use datanexus_telemetry::Component;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::codec::CompressionEncoding;
@@ -56,7 +57,8 @@ const RAFTMETRICS: &str = <RaftMetricsServer<RaftMetricsService> as NamedService
 const NIMBUS: &str = <NimbusServiceServer<NimbusStreams> as NamedService>::NAME;
 const EVENT_STREAM: &str = <EventStreamServer<NativeStreams> as NamedService>::NAME;
 
-/// Serves the gRPC services on `listener` until `shutdown` resolves, then drains.
+/// Serves the gRPC services on `listener` until `shutdown` resolves, then finishes the
+/// requests in flight.
 pub(crate) async fn serve(
     listener: TcpListener,
     state: AppState,
@@ -136,7 +138,7 @@ impl tonic::service::Interceptor for GrpcAuth {
             .get("authorization")
             .map(|v| v.as_bytes());
         if let Err(e) = self.0.auth().check(header) {
-            self.0.count_error("ingest", &e);
+            self.0.count_error(Component::Ingest, &e);
             return Err(e.into());
         }
         Ok(request)
@@ -145,7 +147,7 @@ impl tonic::service::Interceptor for GrpcAuth {
 
 /// Resolves with `shutdown`, after marking every service `NOT_SERVING` and closing the
 /// event streams (`UNAVAILABLE`: reconnect to resume), which would otherwise keep the
-/// server draining until `shutdown_timeout`.
+/// server waiting for them until `shutdown_timeout`.
 async fn not_serving_after(
     shutdown: impl Future<Output = ()>,
     reporter: HealthReporter,

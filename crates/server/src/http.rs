@@ -107,7 +107,7 @@ pub fn http_app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves [`http_app`] on `listener` until `shutdown` resolves, then drains.
+/// Serves [`http_app`] on `listener` until `shutdown` resolves, then finishes the requests in flight.
 pub(crate) async fn serve(
     listener: TcpListener,
     state: AppState,

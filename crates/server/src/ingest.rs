@@ -27,7 +27,7 @@ use datanexus_broker::{Broker, ProduceRecord, RecordId};
 use datanexus_model::codec::{encode_event, encode_point, point_key};
 use datanexus_model::series::partition_of_key;
 use datanexus_model::{Event, Point, jump_hash};
-use datanexus_telemetry::{QueueLabels, Telemetry};
+use datanexus_telemetry::{Queue, QueueLabels, Telemetry};
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{Semaphore, SemaphorePermit};
 
@@ -86,7 +86,7 @@ impl Ingestor {
         let inflight = telemetry
             .queue_depth
             .get_or_create(&QueueLabels {
-                queue: "inflight_records".to_owned(),
+                queue: Queue::InflightRecords,
             })
             .clone();
         Ingestor {
@@ -275,7 +275,7 @@ mod tests {
             telemetry
                 .queue_depth
                 .get_or_create(&QueueLabels {
-                    queue: "inflight_records".into(),
+                    queue: Queue::InflightRecords,
                 })
                 .get()
         };

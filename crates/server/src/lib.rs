@@ -12,7 +12,7 @@
 //! forwarder routes results to (see [`AppState::sessions`]).
 //!
 //! [`run`] serves both APIs on listeners the caller binds (tests use port 0) until a
-//! shutdown future resolves, then stops accepting and drains in-flight requests within
+//! shutdown future resolves, then stops accepting and finishes in-flight requests within
 //! `shutdown_timeout`; [`serve`] does the same with an [`AppState`] built beforehand
 //! (to hand its [`Sessions`] to the pipeline first). [`http_app`] exposes the HTTP
 //! router for `oneshot` tests.
@@ -95,7 +95,7 @@ impl std::fmt::Debug for Backends {
 const PERSIST_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Serves gRPC on `grpc` and HTTP on `http` until `shutdown` resolves; then stops
-/// accepting, drains in-flight requests and returns. Draining waits at most
+/// accepting, finishes in-flight requests and returns. That waits at most
 /// `options.shutdown_timeout`; after that `run` returns without waiting for the
 /// remaining requests (the process is expected to exit).
 ///
@@ -103,7 +103,7 @@ const PERSIST_INTERVAL: Duration = Duration::from_secs(1);
 ///
 /// # Errors
 /// A topic does not exist, or a server fails (the other one is then shut down
-/// too). Draining past the deadline is logged, not an error.
+/// too). Requests still running at the deadline are logged, not an error.
 pub async fn run(
     grpc: TcpListener,
     http: TcpListener,
@@ -146,15 +146,15 @@ pub async fn serve(
 
     let mut outcome = Ok(());
     tokio::select! {
-        () = shutdown => tracing::info!("shutdown requested: draining in-flight requests"),
+        () = shutdown => tracing::info!("shutdown requested: finishing in-flight requests"),
         Some(joined) = servers.join_next() => {
             outcome = flatten(joined);
             tracing::error!(result = ?outcome, "a server stopped unexpectedly: shutting down the other");
         }
     }
     stop.send_replace(true);
-    drain(servers, &mut outcome, state.options().shutdown_timeout).await;
-    state.close_drain().await;
+    finish_in_flight(servers, &mut outcome, state.options().shutdown_timeout).await;
+    state.leave_drain_group().await;
     stop_persist.send_replace(true);
     if let Err(e) = persister.await {
         tracing::error!(error = %e, "the cursor persister failed");
@@ -163,7 +163,11 @@ pub async fn serve(
 }
 
 /// Waits for the servers to finish, at most `timeout`; keeps the first error.
-async fn drain(mut servers: JoinSet<Result<()>>, outcome: &mut Result<()>, timeout: Duration) {
+async fn finish_in_flight(
+    mut servers: JoinSet<Result<()>>,
+    outcome: &mut Result<()>,
+    timeout: Duration,
+) {
     let finish = async {
         while let Some(joined) = servers.join_next().await {
             let result = flatten(joined);

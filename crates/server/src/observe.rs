@@ -15,53 +15,12 @@ use axum::extract::{Request, State};
 use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
-use datanexus_telemetry::IngestLabels;
+use datanexus_telemetry::{Component, IngestLabels};
 
 use crate::error::ErrorKindTag;
 use crate::{AppState, Error, Result};
 
-/// The ingest APIs, as telemetry labels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Api {
-    /// `data_nexus.MetricsService`.
-    GrpcDataNexus,
-    /// `raftmetrics.v1.MetricsService`.
-    GrpcRaftmetrics,
-    /// `nimbus.NimbusService.ProcessEvent`.
-    GrpcNimbus,
-    /// `datanexus.v1.EventStream.Stream`.
-    GrpcEventStream,
-    /// `POST /metrics`.
-    HttpMetrics,
-    /// `POST /ingest`.
-    HttpIngest,
-    /// `POST /write` and `POST /api/v2/write` (InfluxDB line protocol).
-    HttpWrite,
-    /// `POST /api/v1/write` (Prometheus remote write).
-    HttpRemoteWrite,
-}
-
-impl Api {
-    pub(crate) fn label(self) -> &'static str {
-        match self {
-            Api::GrpcDataNexus => "grpc_data_nexus",
-            Api::GrpcRaftmetrics => "grpc_raftmetrics",
-            Api::GrpcNimbus => "grpc_nimbus",
-            Api::GrpcEventStream => "grpc_event_stream",
-            Api::HttpMetrics => "http_metrics",
-            Api::HttpIngest => "http_ingest",
-            Api::HttpWrite => "http_write",
-            Api::HttpRemoteWrite => "http_remote_write",
-        }
-    }
-
-    fn is_grpc(self) -> bool {
-        matches!(
-            self,
-            Api::GrpcDataNexus | Api::GrpcRaftmetrics | Api::GrpcNimbus | Api::GrpcEventStream
-        )
-    }
-}
+pub(crate) use datanexus_telemetry::Api;
 
 impl AppState {
     /// Counts one answered ingest request of `api` and, when it succeeded, its records
@@ -74,36 +33,34 @@ impl AppState {
         records: impl FnOnce(&T) -> usize,
     ) -> Result<T> {
         let telemetry = self.telemetry();
-        let labels = IngestLabels {
-            api: api.label().to_owned(),
-        };
+        let labels = IngestLabels { api };
         telemetry.ingest_requests.get_or_create(&labels).inc();
         match &outcome {
             Ok(value) => {
                 let n = u64::try_from(records(value)).unwrap_or(u64::MAX);
                 telemetry.ingested_records.get_or_create(&labels).inc_by(n);
             }
-            Err(e) if api.is_grpc() => self.count_error("ingest", e),
+            Err(e) if api.is_grpc() => self.count_error(Component::Ingest, e),
             Err(_) => {}
         }
         outcome
     }
 
     /// Counts an error of `component` by its kind.
-    pub(crate) fn count_error(&self, component: &str, e: &Error) {
-        self.telemetry().error(component, e.kind_label());
+    pub(crate) fn count_error(&self, component: Component, e: &Error) {
+        self.telemetry().error(component, e.kind());
     }
 }
 
 /// The component an HTTP request belongs to, for `errors{component}`.
-fn component(method: &Method, path: &str) -> &'static str {
+fn component(method: &Method, path: &str) -> Component {
     match (method, path) {
-        (&Method::POST, "/metrics" | "/ingest") => "ingest",
-        (_, "/metrics" | "/internal/metrics") => "exposition",
+        (&Method::POST, "/metrics" | "/ingest") => Component::Ingest,
+        (_, "/metrics" | "/internal/metrics") => Component::Exposition,
         (_, p) if p.starts_with("/metrics/") || p == "/data" || p.starts_with("/datasets") => {
-            "query"
+            Component::Query
         }
-        _ => "http",
+        _ => Component::Http,
     }
 }
 
@@ -116,7 +73,7 @@ pub(crate) async fn count_http_errors(
     let component = component(request.method(), request.uri().path());
     let response = next.run(request).await;
     if let Some(ErrorKindTag(kind)) = response.extensions().get::<ErrorKindTag>() {
-        state.telemetry().error(component, kind);
+        state.telemetry().error(component, *kind);
     }
     response
 }
@@ -127,6 +84,7 @@ mod tests {
 
     #[test]
     fn requests_are_attributed_to_components() {
+        let component = |m, p| component(m, p).as_str();
         assert_eq!(component(&Method::POST, "/metrics"), "ingest");
         assert_eq!(component(&Method::POST, "/ingest"), "ingest");
         assert_eq!(component(&Method::GET, "/metrics"), "exposition");
@@ -147,7 +105,7 @@ mod tests {
             Api::HttpMetrics,
             Api::HttpIngest,
         ]
-        .map(Api::label)
+        .map(Api::as_str)
         .to_vec();
         assert_eq!(
             labels,

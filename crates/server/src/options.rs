@@ -37,6 +37,8 @@ pub struct ServerOptions {
     pub max_grpc_message_bytes: usize,
     /// Most metrics in one ingest batch.
     pub max_batch_metrics: usize,
+    /// Most events in one `POST /ingest` body.
+    pub max_batch_events: usize,
     /// Backpressure budget: records accepted but not yet durable. A request that does
     /// not fit is refused (`429` / `RESOURCE_EXHAUSTED`), never queued.
     pub max_inflight_records: usize,
@@ -86,6 +88,7 @@ impl std::fmt::Debug for ServerOptions {
             .field("max_http_body_bytes", &self.max_http_body_bytes)
             .field("max_grpc_message_bytes", &self.max_grpc_message_bytes)
             .field("max_batch_metrics", &self.max_batch_metrics)
+            .field("max_batch_events", &self.max_batch_events)
             .field("max_inflight_records", &self.max_inflight_records)
             .field("request_timeout", &self.request_timeout)
             .field("max_concurrent_requests", &self.max_concurrent_requests)
@@ -122,6 +125,7 @@ impl From<&Config> for ServerOptions {
             max_http_body_bytes: c.limits.max_http_body_bytes,
             max_grpc_message_bytes: c.limits.max_grpc_message_bytes,
             max_batch_metrics: c.limits.max_batch_metrics,
+            max_batch_events: c.limits.max_batch_events,
             max_inflight_records: c.limits.max_inflight_records,
             request_timeout: c.limits.request_timeout,
             max_concurrent_requests: c.limits.max_concurrent_requests,

@@ -47,7 +47,12 @@ pub(crate) fn decode(
     max_decompressed_bytes: usize,
     limits: &Limits,
 ) -> Result<Vec<Point>> {
-    let decoded = decode_request(body, max_decompressed_bytes, limits, &Families::default())?;
+    let decoded = decode_request(
+        body,
+        max_decompressed_bytes,
+        limits,
+        &AnnouncedMetadata::default(),
+    )?;
     match decoded.first_rejection {
         Some(e) => Err(e),
         None => Ok(decoded.points),
@@ -62,7 +67,7 @@ pub(crate) fn decode_request(
     body: &[u8],
     max_decompressed_bytes: usize,
     limits: &Limits,
-    families: &Families,
+    families: &AnnouncedMetadata,
 ) -> Result<Decoded> {
     let len = snap::raw::decompress_len(body)
         .map_err(|e| Error::Invalid(format!("invalid snappy block: {e}")))?;
@@ -85,11 +90,11 @@ const MAX_FAMILIES: usize = 100_000;
 
 /// Type and help of metric families, as remote write metadata announced them.
 #[derive(Debug, Default)]
-pub(crate) struct Families {
+pub(crate) struct AnnouncedMetadata {
     known: parking_lot::RwLock<HashMap<String, (MetricType, Option<String>)>>,
 }
 
-impl Families {
+impl AnnouncedMetadata {
     fn remember(&self, list: &[MetricMetadata]) {
         if list.is_empty() {
             return;
@@ -120,7 +125,7 @@ pub(crate) struct Decoded {
     pub(crate) first_rejection: Option<Error>,
 }
 
-fn to_points(request: WriteRequest, limits: &Limits, families: &Families) -> Decoded {
+fn to_points(request: WriteRequest, limits: &Limits, families: &AnnouncedMetadata) -> Decoded {
     let samples = request.timeseries.iter().map(|s| s.samples.len()).sum();
     let mut out = Decoded {
         points: Vec::with_capacity(samples),
@@ -143,7 +148,7 @@ fn series_points(
     index: usize,
     series: TimeSeries,
     limits: &Limits,
-    families: &Families,
+    families: &AnnouncedMetadata,
     points: &mut Vec<Point>,
 ) -> Result<()> {
     let mut name = None;

@@ -48,7 +48,7 @@ use async_trait::async_trait;
 use datanexus_broker::RecordId;
 use datanexus_pipeline::results::{Mailbox, Replay, ResultRouter, event_position, result_seq};
 use datanexus_proto::datanexus::v1::ResultRecord;
-use datanexus_telemetry::{ErrorLabels, Telemetry};
+use datanexus_telemetry::{Component, ErrorKind, Telemetry};
 use parking_lot::Mutex;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -57,9 +57,6 @@ use tonic::Status;
 pub(crate) use self::cursors::Cursors;
 pub(crate) use self::outbound::{Outbound, Outgoing, Rejection, Reply};
 use crate::{Result, ServerOptions};
-
-/// The telemetry component of stream errors (`errors{component="streams"}`).
-const COMPONENT: &str = "streams";
 
 /// Which protocol a stream speaks: it decides the resume cursor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,7 +107,7 @@ impl Attached {
 
 /// Limits of the streams (from [`ServerOptions`]).
 #[derive(Debug, Clone, Copy)]
-struct Limits {
+struct StreamLimits {
     max_replay_results: usize,
     max_replay_age: Duration,
     channel_capacity: usize,
@@ -124,7 +121,7 @@ pub struct Sessions {
     /// Where a reattaching client's results are read back from.
     mailbox: Arc<dyn Mailbox>,
     telemetry: Arc<Telemetry>,
-    limits: Limits,
+    limits: StreamLimits,
     next_generation: AtomicU64,
     /// Where the cursors are persisted, if anywhere.
     state_dir: Option<PathBuf>,
@@ -169,7 +166,7 @@ impl Sessions {
             clients: Mutex::new(clients),
             mailbox,
             telemetry,
-            limits: Limits {
+            limits: StreamLimits {
                 max_replay_results: options.max_replay_results,
                 max_replay_age: options.max_replay_age,
                 channel_capacity: options.stream_channel_capacity.max(1),
@@ -226,7 +223,7 @@ impl Sessions {
         }
         let replay = self.claim_and_replay(client_id, cursor).await?;
         if replay.dropped > 0 {
-            self.count("replay_dropped", replay.dropped);
+            self.count(ErrorKind::ReplayDropped, replay.dropped);
         }
         let (tx, rx) = mpsc::channel(self.limits.channel_capacity);
         let (close, closed) = oneshot::channel();
@@ -356,7 +353,7 @@ impl Sessions {
                     continue;
                 }
                 if let Err(e) = self.mailbox.claim(&client.id).await {
-                    self.count("claim", 1);
+                    self.count(ErrorKind::Claim, 1);
                     tracing::warn!(error = %e, client_id = %client.id, "cannot renew a client's claim; retrying later");
                 }
             }
@@ -400,7 +397,7 @@ impl Sessions {
                 match tokio::time::timeout(wait, stream.tx.send(item)).await {
                     Ok(sent) => sent.is_ok(),
                     Err(_) => {
-                        self.count("slow_client", 1);
+                        self.count(ErrorKind::SlowClient, 1);
                         tracing::info!(client_id = %client.id, "stream client too slow: disconnecting it");
                         if let Some(slow) = attached.take() {
                             slow.close(Status::resource_exhausted(
@@ -418,14 +415,8 @@ impl Sessions {
         }
     }
 
-    fn count(&self, kind: &str, n: u64) {
-        self.telemetry
-            .errors
-            .get_or_create(&ErrorLabels {
-                component: COMPONENT.to_owned(),
-                kind: kind.to_owned(),
-            })
-            .inc_by(n);
+    fn count(&self, kind: ErrorKind, n: u64) {
+        self.telemetry.error_n(Component::Streams, kind, n);
     }
 
     /// Writes the cursors to `state_dir` now (atomically), if there is one.
@@ -479,7 +470,7 @@ impl Sessions {
 
     async fn persist_or_log(&self) {
         if let Err(e) = self.persist().await {
-            self.count("persist", 1);
+            self.count(ErrorKind::Persist, 1);
             tracing::warn!(error = %e, "cannot persist the stream cursors; retrying");
         }
     }

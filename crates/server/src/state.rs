@@ -29,7 +29,7 @@ struct Shared {
     auth: Auth,
     sessions: Arc<Sessions>,
     /// Metric families announced by remote write metadata.
-    families: crate::remote_write::Families,
+    announced: crate::remote_write::AnnouncedMetadata,
     /// This gateway's id in traces (`datanexus-<pid>`).
     instance_id: String,
     options: ServerOptions,
@@ -107,7 +107,7 @@ impl AppState {
                 drainer,
                 auth,
                 sessions,
-                families: crate::remote_write::Families::default(),
+                announced: crate::remote_write::AnnouncedMetadata::default(),
                 instance_id: format!("datanexus-{}", std::process::id()),
                 options,
                 requests,
@@ -116,8 +116,8 @@ impl AppState {
     }
 
     /// Metric families announced by remote write metadata.
-    pub(crate) fn remote_write_families(&self) -> &crate::remote_write::Families {
-        &self.inner.families
+    pub(crate) fn remote_write_metadata(&self) -> &crate::remote_write::AnnouncedMetadata {
+        &self.inner.announced
     }
 
     /// The options the state was built with.
@@ -127,7 +127,7 @@ impl AppState {
 
     /// Leaves the drain consumer group (if a drain scrape ever joined it), so that its
     /// unacknowledged records go back to the group at once.
-    pub(crate) async fn close_drain(&self) {
+    pub(crate) async fn leave_drain_group(&self) {
         self.inner.drainer.close().await;
     }
 

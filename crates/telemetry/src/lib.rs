@@ -8,27 +8,172 @@
 
 use std::sync::Arc;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use std::fmt::Write as _;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+/// Declares a label-value enum with its exposition names (one place each).
+macro_rules! label_enum {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident => $text:literal,)+ }) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+        pub enum $name {
+            $($(#[$vdoc])* $variant,)+
+        }
+
+        impl $name {
+            /// Every value.
+            pub const ALL: &'static [$name] = &[$($name::$variant,)+];
+
+            /// The label value as exposed.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)+
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl EncodeLabelValue for $name {
+            fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+                encoder.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+label_enum! {
+    /// The ingest APIs (`api` label).
+    Api {
+        /// `data_nexus.MetricsService`.
+        GrpcDataNexus => "grpc_data_nexus",
+        /// `raftmetrics.v1.MetricsService`.
+        GrpcRaftmetrics => "grpc_raftmetrics",
+        /// `nimbus.NimbusService.ProcessEvent`.
+        GrpcNimbus => "grpc_nimbus",
+        /// `datanexus.v1.EventStream.Stream`.
+        GrpcEventStream => "grpc_event_stream",
+        /// `POST /metrics`.
+        HttpMetrics => "http_metrics",
+        /// `POST /ingest`.
+        HttpIngest => "http_ingest",
+        /// `POST /write` and `POST /api/v2/write` (InfluxDB line protocol).
+        HttpWrite => "http_write",
+        /// `POST /api/v1/write` (Prometheus remote write).
+        HttpRemoteWrite => "http_remote_write",
+    }
+}
+
+impl Api {
+    /// Whether this is a gRPC API.
+    pub fn is_grpc(self) -> bool {
+        matches!(
+            self,
+            Api::GrpcDataNexus | Api::GrpcRaftmetrics | Api::GrpcNimbus | Api::GrpcEventStream
+        )
+    }
+}
+
+label_enum! {
+    /// Where an error happened (`component` label).
+    Component {
+        /// The ingest APIs.
+        Ingest => "ingest",
+        /// Queries (`/metrics/{name}`, `/data`, `/datasets`).
+        Query => "query",
+        /// The exposition (`GET /metrics`, `/internal/metrics`) and drain scrapes.
+        Exposition => "exposition",
+        /// Any other HTTP route.
+        Http => "http",
+        /// The client event streams.
+        Streams => "streams",
+        /// The metrics and events sinkers.
+        Sinker => "sinker",
+        /// The result forwarder.
+        Forwarder => "forwarder",
+        /// The processors.
+        Processor => "processor",
+        /// The acknowledging stage of a worker.
+        Acker => "acker",
+        /// Retention (store and broker).
+        Retention => "retention",
+    }
+}
+
+label_enum! {
+    /// What went wrong (`kind` label).
+    ErrorKind {
+        /// A bad request.
+        InvalidInput => "invalid_input",
+        /// No or a wrong token.
+        Unauthenticated => "unauthenticated",
+        /// No such resource.
+        NotFound => "not_found",
+        /// A conflicting request.
+        Conflict => "conflict",
+        /// A body over the limit.
+        PayloadTooLarge => "payload_too_large",
+        /// A body in a format the endpoint does not take.
+        UnsupportedMediaType => "unsupported_media_type",
+        /// The in-flight budget or the concurrency limit was exhausted.
+        Overloaded => "overloaded",
+        /// A backend was unavailable.
+        Unavailable => "unavailable",
+        /// A deadline passed.
+        Timeout => "timeout",
+        /// A fault of the program.
+        Internal => "internal",
+        /// A broker call failed (workers).
+        Broker => "broker",
+        /// A store write failed (workers).
+        Store => "store",
+        /// A store flush failed (workers).
+        Flush => "flush",
+        /// A record that cannot be handled went to the dead-letter topic.
+        Poison => "poison",
+        /// Results older or beyond the replay bounds were not replayed.
+        ReplayDropped => "replay_dropped",
+        /// A stream could not be claimed in the mailbox.
+        Claim => "claim",
+        /// A stream was closed because its client read too slowly.
+        SlowClient => "slow_client",
+        /// The stream cursors could not be persisted.
+        Persist => "persist",
+    }
+}
+
+label_enum! {
+    /// A bounded in-process queue (`queue` label).
+    Queue {
+        /// Ingest records accepted but not yet durable (the backpressure budget).
+        InflightRecords => "inflight_records",
+    }
+}
+
 /// Labels of ingest counters.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct IngestLabels {
-    /// `grpc_data_nexus`, `grpc_raftmetrics`, `http_metrics`, `http_ingest`, …
-    pub api: String,
+    /// The API.
+    pub api: Api,
 }
 
 /// Labels of error counters.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
-    /// Where: `ingest`, `sinker`, `exposition`, …
-    pub component: String,
-    /// What: `invalid_input`, `overloaded`, `unavailable`, `internal`, …
-    pub kind: String,
+    /// Where.
+    pub component: Component,
+    /// What.
+    pub kind: ErrorKind,
 }
 
 /// Labels of per-group metrics.
@@ -44,7 +189,7 @@ pub struct GroupLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct QueueLabels {
     /// Which queue.
-    pub queue: String,
+    pub queue: Queue,
 }
 
 /// Every metric of the program.
@@ -137,13 +282,22 @@ impl Telemetry {
     }
 
     /// Counts an error.
-    pub fn error(&self, component: &str, kind: &str) {
+    pub fn error(&self, component: Component, kind: ErrorKind) {
+        self.error_n(component, kind, 1);
+    }
+
+    /// Counts `n` errors.
+    pub fn error_n(&self, component: Component, kind: ErrorKind, n: u64) {
         self.errors
-            .get_or_create(&ErrorLabels {
-                component: component.to_owned(),
-                kind: kind.to_owned(),
-            })
-            .inc();
+            .get_or_create(&ErrorLabels { component, kind })
+            .inc_by(n);
+    }
+
+    /// How many errors were counted.
+    pub fn errors_counted(&self, component: Component, kind: ErrorKind) -> u64 {
+        self.errors
+            .get_or_create(&ErrorLabels { component, kind })
+            .get()
     }
 
     /// The Prometheus text exposition (format 0.0.4 compatible, ends with `# EOF`
@@ -169,10 +323,10 @@ mod tests {
         let t = Telemetry::new();
         t.ingested_records
             .get_or_create(&IngestLabels {
-                api: "grpc_data_nexus".into(),
+                api: Api::GrpcDataNexus,
             })
             .inc_by(3);
-        t.error("ingest", "invalid_input");
+        t.error(Component::Ingest, ErrorKind::InvalidInput);
         let text = t.encode();
         assert!(
             text.contains("# TYPE datanexus_ingested_records counter"),

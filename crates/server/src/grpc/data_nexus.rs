@@ -15,7 +15,7 @@ use datanexus_proto::data_nexus::metrics_service_server::MetricsService;
 use datanexus_proto::data_nexus::{BatchIngestResponse, BatchMetrics, IngestResponse, Metric};
 use tonic::{Request, Response, Status};
 
-use crate::convert::{Sample, check_batch_len, convert_batch, unix_seconds_or};
+use crate::convert::{SeedSample, check_batch_len, convert_batch, unix_seconds_or};
 use crate::observe::Api;
 use crate::{AppState, Error};
 
@@ -61,7 +61,7 @@ pub(crate) fn metric_to_point(
 ) -> datanexus_model::Result<Point> {
     let kind = MetricType::parse_lenient(&m.r#type)?;
     let timestamp_ns = unix_seconds_or(m.timestamp, now_ns)?;
-    Sample {
+    SeedSample {
         name: m.name,
         value: m.value,
         kind,

@@ -18,7 +18,6 @@
 //! - A second stream with the same client id takes over (the older one ends with
 //!   `ABORTED`); half-closing ends the stream once every event sent was answered.
 
-use datanexus_model::time;
 use datanexus_pipeline::results::result_seq;
 use datanexus_proto::datanexus::v1::event_stream_server::EventStream;
 use datanexus_proto::datanexus::v1::result_record::Outcome;
@@ -28,13 +27,14 @@ use datanexus_proto::datanexus::v1::{
 };
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::streams::{self, append, check_client_id, stream_event};
+use super::streams::stream_event;
+use super::streams::{Refusal, RequestSide, Step, StreamProtocol, check_client_id};
 use crate::observe::Api;
-use crate::sessions::{Client, Outgoing, Protocol, Rejection, Reply};
+use crate::sessions::{Client, Protocol, Rejection, Reply};
 use crate::{AppState, Error};
+use datanexus_telemetry::Component;
 
 type Responses = BoxStream<'static, Result<StreamResponse, Status>>;
 
@@ -75,7 +75,7 @@ async fn open(
     mut requests: Streaming<StreamRequest>,
 ) -> Result<Responses, Status> {
     let fail = |e: Error| {
-        state.count_error("streams", &e);
+        state.count_error(Component::Streams, &e);
         Status::from(e)
     };
     let hello = hello(&mut requests).await?.map_err(fail)?;
@@ -89,14 +89,18 @@ async fn open(
         .attach(&client_id, protocol)
         .await
         .map_err(fail)?;
-    let inbound = Inbound {
-        client: outbound.client(),
+    let side = RequestSide {
+        protocol: Native {
+            state: state.clone(),
+            client: outbound.client(),
+            client_id: client_id.clone(),
+        },
         tx: outbound.sender(),
         state,
         client_id,
         last_seq: 0,
     };
-    tokio::spawn(streams::drive(inbound, requests));
+    tokio::spawn(side.drive(requests));
     Ok(outbound.into_stream(stream_response).boxed())
 }
 
@@ -110,105 +114,68 @@ async fn hello(requests: &mut Streaming<StreamRequest>) -> Result<Result<Hello, 
     })
 }
 
-/// The request side of one stream.
-struct Inbound {
+/// The native half of a stream's request side: events are answered with `Accepted`,
+/// refusals at once with an error naming the correlation id, acknowledgements are
+/// recorded on the spot.
+struct Native {
     state: AppState,
     client: std::sync::Arc<Client>,
     client_id: String,
-    tx: mpsc::Sender<Outgoing>,
-    last_seq: u64,
 }
 
-impl streams::Inbound<StreamRequest> for Inbound {
-    fn tx(&self) -> &mpsc::Sender<Outgoing> {
-        &self.tx
-    }
+impl StreamProtocol for Native {
+    type Message = StreamRequest;
+    type Request = EventRequest;
+    const API: Api = Api::GrpcEventStream;
 
-    fn client_id(&self) -> &str {
-        &self.client_id
-    }
-
-    fn last_seq(&self) -> u64 {
-        self.last_seq
-    }
-
-    /// Handles one batch in order; false when the stream is over.
-    async fn handle(&mut self, batch: Vec<StreamRequest>) -> bool {
-        let received_ns = time::now_ns();
-        let mut run = Vec::new();
-        for request in batch {
-            let refusal = match request.kind {
-                Some(stream_request::Kind::Event(e)) => {
-                    match stream_event(
-                        &self.client_id,
-                        &e.event_name,
-                        e.number,
-                        received_ns,
-                        &self.state.options().reply_to,
-                    ) {
-                        Ok(event) => {
-                            run.push((event, e));
-                            continue;
-                        }
-                        Err(err) => refusal(&e, &err),
-                    }
-                }
-                Some(stream_request::Kind::Ack(seq)) => {
-                    self.state.sessions().ack(&self.client, seq);
-                    continue;
-                }
-                Some(stream_request::Kind::Hello(_)) => "Hello must be sent only once".to_owned(),
-                None => "empty request".to_owned(),
-            };
-            if !self.append(std::mem::take(&mut run)).await || !self.refuse(refusal).await {
-                return false;
+    fn step(&mut self, request: StreamRequest, received_ns: i64) -> Step<EventRequest> {
+        match request.kind {
+            Some(stream_request::Kind::Event(e)) => match stream_event(
+                &self.client_id,
+                &e.event_name,
+                e.number,
+                received_ns,
+                &self.state.options().reply_to,
+            ) {
+                Ok(event) => Step::Append(event, e),
+                Err(err) => Step::Refuse(Refusal::Request(e, err)),
+            },
+            Some(stream_request::Kind::Ack(seq)) => {
+                self.state.sessions().ack(&self.client, seq);
+                Step::Done
             }
+            Some(stream_request::Kind::Hello(_)) => {
+                Step::Refuse(Refusal::Message("Hello must be sent only once".to_owned()))
+            }
+            None => Step::Refuse(Refusal::Message("empty request".to_owned())),
         }
-        self.append(run).await
-    }
-}
-
-impl Inbound {
-    async fn append(&mut self, run: Vec<(datanexus_model::Event, EventRequest)>) -> bool {
-        if run.is_empty() {
-            return true;
-        }
-        let (events, requests): (Vec<_>, Vec<_>) = run.into_iter().unzip();
-        let replies: Vec<Reply> = match append(&self.state, Api::GrpcEventStream, &events).await {
-            Ok(seqs) => {
-                self.last_seq = seqs.last().copied().unwrap_or(self.last_seq);
-                let accepted = requests.iter().zip(seqs);
-                accepted
-                    .map(|(e, seq)| Reply::Accepted {
-                        correlation_id: e.correlation_id,
-                        seq,
-                    })
-                    .collect()
-            }
-            Err(err @ Error::Overloaded(_)) => requests
-                .iter()
-                .map(|e| Reply::Rejected(rejection(refusal(e, &err))))
-                .collect(),
-            Err(err) => {
-                let _ = self.tx.send(Outgoing::Abort(err.into())).await;
-                return false;
-            }
-        };
-        for reply in replies {
-            if self.tx.send(Outgoing::Reply(reply)).await.is_err() {
-                return false;
-            }
-        }
-        true
     }
 
-    async fn refuse(&self, message: String) -> bool {
-        let reply = Outgoing::Reply(Reply::Rejected(rejection(message)));
-        self.tx.send(reply).await.is_ok()
+    fn accepted(&self, requests: Vec<EventRequest>, seqs: &[u64]) -> Vec<Reply> {
+        requests
+            .iter()
+            .zip(seqs)
+            .map(|(e, &seq)| Reply::Accepted {
+                correlation_id: e.correlation_id,
+                seq,
+            })
+            .collect()
+    }
+
+    fn refused(
+        &self,
+        refusal: Refusal<EventRequest>,
+        _received_ns: i64,
+        _last_seq: u64,
+    ) -> Rejection {
+        match refusal {
+            Refusal::Request(e, err) => rejection(refusal_message(&e, &err)),
+            Refusal::Message(message) => rejection(message),
+        }
     }
 }
 
-fn refusal(e: &EventRequest, err: &Error) -> String {
+fn refusal_message(e: &EventRequest, err: &Error) -> String {
     format!(
         "correlation_id {}: {}",
         e.correlation_id,

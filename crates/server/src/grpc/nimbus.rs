@@ -35,13 +35,13 @@ use datanexus_proto::nimbus::{EventRequest, EventResponse, LogEntry, TraceStep};
 use datanexus_proto::prost_types::Timestamp;
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::streams::{self, append, check_client_id, stream_event};
+use super::streams::{Refusal, RequestSide, Step, StreamProtocol, check_client_id, stream_event};
 use crate::observe::Api;
-use crate::sessions::{Outgoing, Protocol, Rejection, Reply};
+use crate::sessions::{Protocol, Rejection, Reply};
 use crate::{AppState, Error};
+use datanexus_telemetry::Component;
 
 const SERVICE_NAME: &str = "datanexus";
 const NANOS_PER_SECOND: i64 = 1_000_000_000;
@@ -58,7 +58,7 @@ impl NimbusStreams {
     }
 
     fn fail(&self, e: Error) -> Status {
-        self.state.count_error("streams", &e);
+        self.state.count_error(Component::Streams, &e);
         e.into()
     }
 }
@@ -83,106 +83,73 @@ impl NimbusService for NimbusStreams {
             .attach(&client_id, Protocol::Nimbus)
             .await
             .map_err(|e| self.fail(e))?;
-        let inbound = Inbound {
+        let requests = RequestSide {
+            protocol: Nimbus {
+                client_id: client_id.clone(),
+                reply_to: self.state.options().reply_to.clone(),
+            },
             state: self.state.clone(),
             client_id,
             tx: outbound.sender(),
             last_seq: 0,
         };
-        tokio::spawn(streams::drive(inbound, request.into_inner()));
+        tokio::spawn(requests.drive(request.into_inner()));
         let instance = self.state.instance_id().to_owned();
         let responses = outbound.into_stream(move |reply| response(reply, &instance));
         Ok(Response::new(responses.boxed()))
     }
 }
 
-/// The request side of one stream: appends the events, answers refused ones in-band.
-struct Inbound {
-    state: AppState,
+/// The nimbus half of a stream's request side: every request is an event; refusals
+/// are answered like results (after the result of the last appended event), and
+/// accepted requests get no reply of their own.
+struct Nimbus {
     client_id: String,
-    tx: mpsc::Sender<Outgoing>,
-    /// The seq of the last event appended.
-    last_seq: u64,
+    reply_to: String,
 }
 
-impl streams::Inbound<EventRequest> for Inbound {
-    fn tx(&self) -> &mpsc::Sender<Outgoing> {
-        &self.tx
-    }
+impl StreamProtocol for Nimbus {
+    type Message = EventRequest;
+    type Request = EventRequest;
+    const API: Api = Api::GrpcNimbus;
 
-    fn client_id(&self) -> &str {
-        &self.client_id
-    }
-
-    fn last_seq(&self) -> u64 {
-        self.last_seq
-    }
-
-    /// Appends the valid requests of `batch` (in runs, so that refusals stay in
-    /// order); false when the stream is over.
-    async fn handle(&mut self, batch: Vec<EventRequest>) -> bool {
-        let received_ns = time::now_ns();
-        let mut run = Vec::new();
-        for request in batch {
-            match stream_event(
-                &self.client_id,
-                &request.event_name,
-                request.number,
-                received_ns,
-                &self.state.options().reply_to,
-            ) {
-                Ok(event) => run.push((event, request)),
-                Err(e) => {
-                    if !self.append(std::mem::take(&mut run)).await
-                        || !self.reject(request, &e, received_ns).await
-                    {
-                        return false;
-                    }
-                }
-            }
-        }
-        self.append(run).await
-    }
-}
-
-impl Inbound {
-    async fn append(&mut self, run: Vec<(datanexus_model::Event, EventRequest)>) -> bool {
-        if run.is_empty() {
-            return true;
-        }
-        let (events, requests): (Vec<_>, Vec<_>) = run.into_iter().unzip();
-        match append(&self.state, Api::GrpcNimbus, &events).await {
-            Ok(seqs) => {
-                self.last_seq = seqs.last().copied().unwrap_or(self.last_seq);
-                true
-            }
-            Err(e @ Error::Overloaded(_)) => {
-                let received_ns = events.first().map_or(0, |e| e.timestamp_ns);
-                for request in requests {
-                    if !self.reject(request, &e, received_ns).await {
-                        return false;
-                    }
-                }
-                true
-            }
-            Err(e) => {
-                let _ = self.tx.send(Outgoing::Abort(e.into())).await;
-                false
-            }
-        }
-    }
-
-    async fn reject(&self, request: EventRequest, e: &Error, received_ns: i64) -> bool {
-        let rejection = Rejection {
-            after_seq: self.last_seq,
-            event_name: request.event_name,
-            number: request.number,
-            correlation_id: 0,
-            message: e.public_message(),
+    fn step(&mut self, request: EventRequest, received_ns: i64) -> Step<EventRequest> {
+        match stream_event(
+            &self.client_id,
+            &request.event_name,
+            request.number,
             received_ns,
+            &self.reply_to,
+        ) {
+            Ok(event) => Step::Append(event, request),
+            Err(e) => Step::Refuse(Refusal::Request(request, e)),
+        }
+    }
+
+    fn accepted(&self, _requests: Vec<EventRequest>, _seqs: &[u64]) -> Vec<Reply> {
+        Vec::new()
+    }
+
+    fn refused(
+        &self,
+        refusal: Refusal<EventRequest>,
+        received_ns: i64,
+        last_seq: u64,
+    ) -> Rejection {
+        let (event_name, number, message) = match refusal {
+            Refusal::Request(request, e) => {
+                (request.event_name, request.number, e.public_message())
+            }
+            Refusal::Message(message) => (String::new(), 0, message),
         };
-        let reply = Outgoing::Reply(Reply::Rejected(rejection));
-        self.tx.send(reply).await.is_ok()
+        Rejection {
+            after_seq: last_seq,
+            event_name,
+            number,
+            correlation_id: 0,
+            message,
+            received_ns,
+        }
     }
 }
 

@@ -17,7 +17,7 @@ use datanexus_proto::raftmetrics::v1::metrics_service_server::MetricsService;
 use datanexus_proto::raftmetrics::v1::{MetricBatch, MetricEntry, MetricResponse};
 use tonic::{Request, Response, Status};
 
-use crate::convert::{Sample, check_batch_len, convert_batch};
+use crate::convert::{SeedSample, check_batch_len, convert_batch};
 use crate::observe::Api;
 use crate::{AppState, Error};
 
@@ -65,7 +65,7 @@ fn entry_to_point(e: MetricEntry, now_ns: i64, limits: &Limits) -> datanexus_mod
         Some(ts) => time::from_seconds_nanos(ts.seconds, ts.nanos)?,
         None => now_ns,
     };
-    Sample {
+    SeedSample {
         name: e.metric_name,
         value: e.value,
         kind: MetricType::Untyped,

@@ -1,15 +1,17 @@
 //! What the two event-stream protocols share: the client id, turning a request into a
-//! stream event, reading requests in batches, and appending events durably.
+//! stream event, and the whole request side ([`RequestSide`]: reading requests in
+//! batches, appending events durably, answering refusals in order); each protocol
+//! supplies a [`StreamProtocol`].
 
 use datanexus_model::event::MAX_SOURCE_ID_BYTES;
-use datanexus_model::{Event, StreamEvent};
+use datanexus_model::{Event, StreamEvent, time};
 use futures::FutureExt;
 use serde_json::json;
 use tokio::sync::mpsc;
 use tonic::Streaming;
 
 use crate::observe::Api;
-use crate::sessions::{Outgoing, event_seq};
+use crate::sessions::{Outgoing, Rejection, Reply, event_seq};
 use crate::{AppState, Error, Result};
 
 /// Longest accepted `event_name`, in bytes.
@@ -90,48 +92,152 @@ pub(super) async fn next_batch<T>(
     Ok(Some(batch))
 }
 
-/// The request side of a stream, per protocol.
-pub(super) trait Inbound<T>: Send + 'static {
-    /// The response side's sender (closed once the response stream is dropped).
-    fn tx(&self) -> &mpsc::Sender<Outgoing>;
-    /// The client, for logs.
-    fn client_id(&self) -> &str;
-    /// The seq of the last event appended (0: none).
-    fn last_seq(&self) -> u64;
-    /// Handles one batch in order; false when the stream is over.
-    fn handle(&mut self, batch: Vec<T>) -> impl Future<Output = bool> + Send;
+/// What one request of a stream asks the shared flow for.
+pub(super) enum Step<R> {
+    /// Append this event; `R` is kept to answer the request once appended.
+    Append(Event, R),
+    /// Refuse in-band, in request order (after the events before it were appended).
+    Refuse(Refusal<R>),
+    /// Nothing to append or answer (handled on the spot, e.g. an acknowledgement).
+    Done,
 }
 
-/// Reads requests in batches until the client half-closes — then tells the response
-/// side the seq of the last event, so it can end once that is answered — or either side
-/// goes away.
-pub(super) async fn drive<T: Send + 'static>(
-    mut inbound: impl Inbound<T>,
-    mut requests: Streaming<T>,
-) {
-    loop {
-        let batch = tokio::select! {
-            batch = next_batch(&mut requests) => batch,
-            // The response side ended: stop reading, so the call can finish.
-            () = inbound.tx().closed() => return,
-        };
-        match batch {
-            Ok(Some(batch)) => {
-                if !inbound.handle(batch).await {
+/// Why a request is refused.
+pub(super) enum Refusal<R> {
+    /// The request could not be accepted (invalid, or the broker is overloaded).
+    Request(R, Error),
+    /// A protocol error not tied to an event (e.g. a second `Hello`).
+    Message(String),
+}
+
+/// What differs between the two event-stream protocols on the request side: how a
+/// request becomes a [`Step`] and how acceptances and refusals are answered. The flow
+/// (runs of events appended in one broker call, refusals answered in order, overload
+/// answered per request, broker failures ending the stream) is [`RequestSide`]'s.
+pub(super) trait StreamProtocol: Send + 'static {
+    /// A message of the request stream.
+    type Message: Send + 'static;
+    /// What is kept of an appended request to answer it.
+    type Request: Send + 'static;
+    /// The API label of the appends.
+    const API: Api;
+
+    /// What `message`, received at `received_ns`, asks for.
+    fn step(&mut self, message: Self::Message, received_ns: i64) -> Step<Self::Request>;
+
+    /// The replies to the `requests` that were appended with `seqs` (one each).
+    fn accepted(&self, requests: Vec<Self::Request>, seqs: &[u64]) -> Vec<Reply>;
+
+    /// The in-band answer to a refusal; `last_seq` is the seq of the last event
+    /// appended on the stream (the answer comes after its result).
+    fn refused(
+        &self,
+        refusal: Refusal<Self::Request>,
+        received_ns: i64,
+        last_seq: u64,
+    ) -> Rejection;
+}
+
+/// The request side of one stream: reads requests in batches, appends their events and
+/// answers refusals in-band, in request order.
+pub(super) struct RequestSide<P> {
+    pub(super) protocol: P,
+    pub(super) state: AppState,
+    pub(super) client_id: String,
+    pub(super) tx: mpsc::Sender<Outgoing>,
+    /// The seq of the last event appended (0: none).
+    pub(super) last_seq: u64,
+}
+
+impl<P: StreamProtocol> RequestSide<P> {
+    /// Reads requests in batches until the client half-closes — then tells the response
+    /// side the seq of the last event, so it can end once that is answered — or either
+    /// side goes away.
+    pub(super) async fn drive(mut self, mut requests: Streaming<P::Message>) {
+        loop {
+            let batch = tokio::select! {
+                batch = next_batch(&mut requests) => batch,
+                // The response side ended: stop reading, so the call can finish.
+                () = self.tx.closed() => return,
+            };
+            match batch {
+                Ok(Some(batch)) => {
+                    if !self.handle(batch).await {
+                        return;
+                    }
+                }
+                Ok(None) => break,
+                Err(status) => {
+                    tracing::debug!(client_id = %self.client_id, %status, "request stream failed");
                     return;
                 }
             }
-            Ok(None) => break,
-            Err(status) => {
-                tracing::debug!(client_id = %inbound.client_id(), %status, "request stream failed");
-                return;
+        }
+        let finished = Outgoing::Finished {
+            last_seq: self.last_seq,
+        };
+        let _ = self.tx.send(finished).await;
+    }
+
+    /// Handles one batch in order: runs of events are appended in one call; false when
+    /// the stream is over.
+    async fn handle(&mut self, batch: Vec<P::Message>) -> bool {
+        let received_ns = time::now_ns();
+        let mut run = Vec::new();
+        for message in batch {
+            match self.protocol.step(message, received_ns) {
+                Step::Append(event, request) => run.push((event, request)),
+                Step::Done => {}
+                Step::Refuse(refusal) => {
+                    if !self.append(std::mem::take(&mut run), received_ns).await
+                        || !self.refuse(refusal, received_ns).await
+                    {
+                        return false;
+                    }
+                }
+            }
+        }
+        self.append(run, received_ns).await
+    }
+
+    /// Appends a run of events and answers them; an overload refuses each of them
+    /// in-band (the client resends), any other failure ends the stream with its status.
+    async fn append(&mut self, run: Vec<(Event, P::Request)>, received_ns: i64) -> bool {
+        if run.is_empty() {
+            return true;
+        }
+        let (events, requests): (Vec<_>, Vec<_>) = run.into_iter().unzip();
+        match append(&self.state, P::API, &events).await {
+            Ok(seqs) => {
+                self.last_seq = seqs.last().copied().unwrap_or(self.last_seq);
+                for reply in self.protocol.accepted(requests, &seqs) {
+                    if self.tx.send(Outgoing::Reply(reply)).await.is_err() {
+                        return false;
+                    }
+                }
+                true
+            }
+            Err(Error::Overloaded(why)) => {
+                for request in requests {
+                    let refusal = Refusal::Request(request, Error::Overloaded(why.clone()));
+                    if !self.refuse(refusal, received_ns).await {
+                        return false;
+                    }
+                }
+                true
+            }
+            Err(e) => {
+                let _ = self.tx.send(Outgoing::Abort(e.into())).await;
+                false
             }
         }
     }
-    let finished = Outgoing::Finished {
-        last_seq: inbound.last_seq(),
-    };
-    let _ = inbound.tx().send(finished).await;
+
+    async fn refuse(&self, refusal: Refusal<P::Request>, received_ns: i64) -> bool {
+        let rejection = self.protocol.refused(refusal, received_ns, self.last_seq);
+        let reply = Outgoing::Reply(Reply::Rejected(rejection));
+        self.tx.send(reply).await.is_ok()
+    }
 }
 
 /// Appends stream events durably; returns the seqs their results will carry.

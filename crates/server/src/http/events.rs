@@ -68,7 +68,7 @@ async fn append_events(
     let events = match body? {
         OneOrMany::One(e) => vec![e.into_event(now_ns)?],
         OneOrMany::Many(items) => {
-            check_batch_len(items.len(), state.options().max_batch_metrics, "events")?;
+            check_batch_len(items.len(), state.options().max_batch_events, "events")?;
             convert_batch(items, "events", now_ns, |e, now_ns| e.into_event(now_ns))?
         }
     };

@@ -16,6 +16,7 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use datanexus_model::Labels;
 use datanexus_store::{AggregateQuery, Sample, Selector, SeriesQuery, TimeRange};
+use datanexus_telemetry::{Component, ErrorKind};
 
 use crate::exposition::{
     Families, Family, Rendered, SeriesValue, observation_spec, render, summarise, to_text_format,
@@ -76,7 +77,9 @@ fn text_response(body: Body) -> Response {
 fn report_dropped(state: &AppState, rendered: &Rendered) {
     if !rendered.dropped.is_empty() {
         tracing::warn!(families = ?rendered.dropped, "metric families left out of the exposition: their names collide with others");
-        state.telemetry().error("exposition", "invalid_input");
+        state
+            .telemetry()
+            .error(Component::Exposition, ErrorKind::InvalidInput);
     }
 }
 

@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use datanexus_model::{Limits, MetricType, Point, time};
 use serde::{Deserialize, Serialize};
 
-use crate::convert::{JsonTimestamp, Sample, check_batch_len, convert_batch};
+use crate::convert::{JsonTimestamp, SeedSample, check_batch_len, convert_batch};
 use crate::http::body::OneOrMany;
 use crate::observe::Api;
 use crate::{AppState, Error, Result};
@@ -43,7 +43,7 @@ impl MetricBody {
             Some(k) => MetricType::parse_lenient(k)?,
             None => MetricType::Untyped,
         };
-        Sample {
+        SeedSample {
             name: self.metric_name,
             value: self.value,
             kind,

@@ -38,7 +38,7 @@ async fn write_samples(state: &AppState, request: Request) -> Result<usize> {
         &body,
         options.max_http_body_bytes,
         &options.limits,
-        state.remote_write_families(),
+        state.remote_write_metadata(),
     )?;
     let points = decoded.points;
     if !points.is_empty() {

@@ -80,13 +80,13 @@ impl Fixture {
     }
 
     fn errors(&self, kind: &str) -> u64 {
+        let kind = datanexus_telemetry::ErrorKind::ALL
+            .iter()
+            .copied()
+            .find(|k| k.as_str() == kind)
+            .expect("a known error kind");
         self.telemetry
-            .errors
-            .get_or_create(&ErrorLabels {
-                component: COMPONENT.into(),
-                kind: kind.into(),
-            })
-            .get()
+            .errors_counted(datanexus_telemetry::Component::Streams, kind)
     }
 }
 
