@@ -3,12 +3,18 @@
 #![no_main]
 
 use datanexus_model::{Limits, validate};
-use datanexus_server::decode::data_nexus_batch;
+use datanexus_ingest::seed;
+use datanexus_proto::data_nexus::BatchMetrics;
+use datanexus_proto::prost::Message;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let limits = Limits::default();
-    if let Ok(points) = data_nexus_batch(data, &limits) {
+    // tonic decodes the message, then the handler converts it with this function.
+    let Ok(batch) = BatchMetrics::decode(data) else {
+        return;
+    };
+    if let Ok(points) = seed::data_nexus_batch(batch.metrics, &limits, usize::MAX, 1) {
         for p in &points {
             assert_eq!(validate::point(p, &limits), Ok(()));
         }

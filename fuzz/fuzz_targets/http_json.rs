@@ -3,17 +3,17 @@
 #![no_main]
 
 use datanexus_model::{Limits, validate};
-use datanexus_server::decode::{events_json, metrics_json};
+use datanexus_ingest::json;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let limits = Limits::default();
-    if let Ok(points) = metrics_json(data, &limits) {
-        for p in &points {
+    if let Ok(points) = json::metrics(data, &limits, usize::MAX, 1) {
+        for p in &points.items {
             assert_eq!(validate::point(p, &limits), Ok(()));
         }
     }
-    if let Ok(events) = events_json(data) {
-        assert!(events.iter().all(|e| !e.source_id.is_empty()));
+    if let Ok(events) = json::events(data, usize::MAX, 1) {
+        assert!(events.items.iter().all(|e| !e.source_id.is_empty()));
     }
 });

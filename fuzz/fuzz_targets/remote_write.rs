@@ -4,7 +4,7 @@
 #![no_main]
 
 use datanexus_model::{Limits, validate};
-use datanexus_server::decode::remote_write;
+use datanexus_ingest::remote_write::{AnnouncedMetadata, decode_request};
 use libfuzzer_sys::fuzz_target;
 
 const LIMIT: usize = 1 << 20;
@@ -22,8 +22,10 @@ fuzz_target!(|data: &[u8]| {
             Err(_) => return,
         }
     };
-    if let Ok(points) = remote_write(&body, LIMIT, &limits) {
-        for p in &points {
+    // What the handler calls, with a fresh metadata memory and no batch cap.
+    let announced = AnnouncedMetadata::default();
+    if let Ok(decoded) = decode_request(&body, LIMIT, &limits, &announced, usize::MAX) {
+        for p in &decoded.points {
             assert_eq!(validate::point(p, &limits), Ok(()));
             assert!(p.timestamp_ns >= 0);
         }

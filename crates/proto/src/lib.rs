@@ -1,4 +1,5 @@
-//! Protobuf definitions and generated gRPC code.
+//! Protobuf definitions and generated gRPC code (the service code with the default
+//! feature `grpc`; without it, the messages only, and no tonic).
 //!
 //! The three seed services are wire-compatible with their upstream projects, field for
 //! field; `datanexus.v1` holds the record formats written to broker topics.
@@ -17,19 +18,19 @@
 
 /// `data_nexus` package (Data Nexus seed).
 pub mod data_nexus {
-    tonic::include_proto!("data_nexus");
+    include!(concat!(env!("OUT_DIR"), "/data_nexus.rs"));
 }
 
 /// `nimbus` package (NimbusGRPC seed).
 pub mod nimbus {
-    tonic::include_proto!("nimbus");
+    include!(concat!(env!("OUT_DIR"), "/nimbus.rs"));
 }
 
 /// `raftmetrics.v1` package (RaftMetrics seed).
 pub mod raftmetrics {
     /// `raftmetrics.v1`.
     pub mod v1 {
-        tonic::include_proto!("raftmetrics.v1");
+        include!(concat!(env!("OUT_DIR"), "/raftmetrics.v1.rs"));
     }
 }
 
@@ -37,13 +38,13 @@ pub mod raftmetrics {
 pub mod datanexus {
     /// `datanexus.v1`.
     pub mod v1 {
-        tonic::include_proto!("datanexus.v1");
+        include!(concat!(env!("OUT_DIR"), "/datanexus.v1.rs"));
     }
 }
 
 /// `prometheus`: the remote write 1.0 messages (`POST /api/v1/write`).
 pub mod prometheus {
-    tonic::include_proto!("prometheus");
+    include!(concat!(env!("OUT_DIR"), "/prometheus.rs"));
 }
 
 /// Encoded `FileDescriptorSet` of every service and message here, for server reflection.

@@ -65,6 +65,15 @@ pub enum Error {
     Transport(#[from] tonic::transport::Error),
 }
 
+impl From<datanexus_ingest::Error> for Error {
+    fn from(e: datanexus_ingest::Error) -> Self {
+        match e {
+            datanexus_ingest::Error::PayloadTooLarge { limit } => Error::PayloadTooLarge { limit },
+            e => Error::Invalid(e.to_string()),
+        }
+    }
+}
+
 impl From<datanexus_model::Error> for Error {
     fn from(e: datanexus_model::Error) -> Self {
         Error::Invalid(e.to_string())

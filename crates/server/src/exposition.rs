@@ -25,9 +25,11 @@
 //!   others are left out and reported in [`Rendered::dropped`], never rendered twice.
 //!
 //! # Layout
+//! - `drain.rs`: drain-on-scrape (`GET /metrics?drain=true`).
 //! - `text.rs`: escaping, value formatting and legal label names.
 //! - `openmetrics.rs`: OpenMetrics text (the telemetry registry's) to format 0.0.4.
 
+pub(crate) mod drain;
 mod openmetrics;
 mod text;
 

@@ -15,14 +15,13 @@
 //!
 //! # Layout
 //! - `data_nexus.rs`, `raftmetrics.rs`, `nimbus.rs`: one file per seed service.
-//! - `event_stream.rs`: the native acknowledged event stream.
-//! - `streams.rs`: what both event-stream protocols share.
+//! - `event_stream.rs`: the native acknowledged event stream (what both stream
+//!   protocols share is `crate::streams::requests`).
 
 pub(crate) mod data_nexus;
 mod event_stream;
 mod nimbus;
 mod raftmetrics;
-pub(crate) mod streams;
 
 use std::future::Future;
 
@@ -154,7 +153,7 @@ async fn not_serving_after(
     state: AppState,
 ) {
     shutdown.await;
-    let closing = tonic::Status::unavailable(streams::SHUTTING_DOWN);
+    let closing = tonic::Status::unavailable(crate::streams::requests::SHUTTING_DOWN);
     state.sessions().close_all(&closing).await;
     for service in std::iter::once("").chain(SERVICES) {
         reporter

@@ -17,7 +17,7 @@
 //!    decompressed size too.
 //!
 //! # Layout
-//! - `body.rs`: the JSON (one object or an array) extractor with our error shape.
+//! - `body.rs`: the body extractors (JSON content type, size limit) with our error shape.
 //! - `params.rs`: the query-string extractor of the read endpoints.
 //! - `metrics.rs`: `POST /metrics`. `events.rs`: `POST /ingest`.
 //! - `write.rs`: `POST /write`, `POST /api/v2/write` (InfluxDB line protocol).

@@ -18,26 +18,24 @@
 //! router for `oneshot` tests.
 //!
 //! # Layout
+//! By concept, with thin transport adapters; decoding request bodies and messages is
+//! `datanexus_ingest`'s (no decoder lives here):
 //! - `options.rs`: [`ServerOptions`] (built from `datanexus_config::Config`).
 //! - `state.rs`: [`AppState`], shared by every handler.
 //! - `error.rs`: [`Error`] and its one mapping to HTTP status and gRPC code.
 //! - `auth.rs`: bearer tokens, compared in constant time (both APIs).
-//! - `convert.rs`: samples to validated points, batch checks, timestamps.
-//! - `decode.rs`: the body decoders, public for the fuzz targets.
 //! - `ingest.rs`: the one place points and events become broker records.
 //! - `observe.rs`: telemetry of the front ends (ingest counts, errors by kind).
-//! - `exposition.rs` + `exposition/`: pure Prometheus text rendering (format 0.0.4).
-//! - `drain.rs`: drain-on-scrape: the lazily subscribed consumer and the response body
-//!   that acknowledges what it carried only once it was fully written.
-//! - `sessions.rs` + `sessions/`: the client-stream registry (routing, replay from the
-//!   store, takeover, slow clients, persisted resume cursors).
+//! - `exposition.rs` + `exposition/`: pure Prometheus text rendering (format 0.0.4), and
+//!   `exposition/drain.rs`, drain-on-scrape: the lazily subscribed consumer and the
+//!   response body that acknowledges what it carried only once it was fully written.
+//! - `streams.rs` + `streams/`: the client event streams: the registry (routing, replay
+//!   from the store, takeover, slow clients, persisted resume cursors) and
+//!   `streams/requests.rs`, the request side both protocols share.
 //! - `grpc.rs` + `grpc/`: tonic services, one file per protocol.
 //! - `http.rs` + `http/`: axum routes, one file per endpoint family, and the layers.
 
 mod auth;
-mod convert;
-pub mod decode;
-mod drain;
 mod error;
 mod exposition;
 mod grpc;
@@ -45,9 +43,8 @@ mod http;
 mod ingest;
 mod observe;
 mod options;
-mod remote_write;
-mod sessions;
 mod state;
+mod streams;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -64,7 +61,7 @@ use tokio::task::{JoinError, JoinSet};
 pub use crate::error::{Error, Result};
 pub use crate::http::http_app;
 pub use crate::options::{LOCAL_REPLY_TO, ServerOptions, TopicNames};
-pub use crate::sessions::Sessions;
+pub use crate::streams::Sessions;
 pub use crate::state::AppState;
 
 /// The engines the front ends work over.

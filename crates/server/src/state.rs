@@ -9,9 +9,9 @@ use datanexus_telemetry::Telemetry;
 use tokio::sync::Semaphore;
 
 use crate::auth::Auth;
-use crate::drain::Drainer;
+use crate::exposition::drain::Drainer;
 use crate::ingest::{Ingestor, TopicTarget};
-use crate::sessions::Sessions;
+use crate::streams::Sessions;
 use crate::{Backends, Error, Result, ServerOptions};
 
 /// Shared state of the gRPC and HTTP front ends; cheap to clone.
@@ -29,7 +29,7 @@ struct Shared {
     auth: Auth,
     sessions: Arc<Sessions>,
     /// Metric families announced by remote write metadata.
-    announced: crate::remote_write::AnnouncedMetadata,
+    announced: datanexus_ingest::remote_write::AnnouncedMetadata,
     /// This gateway's id in traces (`datanexus-<pid>`).
     instance_id: String,
     options: ServerOptions,
@@ -107,7 +107,7 @@ impl AppState {
                 drainer,
                 auth,
                 sessions,
-                announced: crate::remote_write::AnnouncedMetadata::default(),
+                announced: datanexus_ingest::remote_write::AnnouncedMetadata::default(),
                 instance_id: format!("datanexus-{}", std::process::id()),
                 options,
                 requests,
@@ -116,7 +116,9 @@ impl AppState {
     }
 
     /// Metric families announced by remote write metadata.
-    pub(crate) fn remote_write_metadata(&self) -> &crate::remote_write::AnnouncedMetadata {
+    pub(crate) fn remote_write_metadata(
+        &self,
+    ) -> &datanexus_ingest::remote_write::AnnouncedMetadata {
         &self.inner.announced
     }
 

@@ -29,10 +29,10 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::streams::stream_event;
-use super::streams::{Refusal, RequestSide, Step, StreamProtocol, check_client_id};
+use crate::streams::requests::stream_event;
+use crate::streams::requests::{Refusal, RequestSide, Step, StreamProtocol, check_client_id};
 use crate::observe::Api;
-use crate::sessions::{Client, Protocol, Rejection, Reply};
+use crate::streams::{Client, Protocol, Rejection, Reply};
 use crate::{AppState, Error};
 use datanexus_telemetry::Component;
 

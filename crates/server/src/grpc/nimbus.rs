@@ -37,9 +37,9 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::streams::{Refusal, RequestSide, Step, StreamProtocol, check_client_id, stream_event};
+use crate::streams::requests::{Refusal, RequestSide, Step, StreamProtocol, check_client_id, stream_event};
 use crate::observe::Api;
-use crate::sessions::{Protocol, Rejection, Reply};
+use crate::streams::{Protocol, Rejection, Reply};
 use crate::{AppState, Error};
 use datanexus_telemetry::Component;
 

@@ -1,32 +1,28 @@
-//! The JSON body extractor of the ingest endpoints: checks the content type, reads the
-//! (already decompressed) body up to `max_http_body_bytes`, and parses either one object
-//! or an array of them. Every failure is an [`Error`], so clients get our
-//! `{"error": "..."}` shape with serde's message and the path of the offending field
-//! (`invalid JSON body: [2].value: invalid type: string "1", expected f64 at …`), not
-//! axum's plain-text rejections.
+//! The body extractors of the ingest endpoints: [`JsonBody`] checks the content type
+//! and reads the (already decompressed) body up to `max_http_body_bytes`;
+//! [`read_body`] reads any body under the same limit. Decoding is
+//! `datanexus_ingest`'s. Every failure is an [`Error`], so clients get our
+//! `{"error": "..."}` shape, not axum's plain-text rejections.
 
 use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderMap, header};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
-use serde::de::DeserializeOwned;
 
 use crate::{AppState, Error, Result};
 
-/// One JSON object, or an array of them.
+/// A JSON request body (content type checked, size bounded), to be decoded by
+/// `datanexus_ingest::json`.
 #[derive(Debug)]
-pub(crate) enum OneOrMany<T> {
-    One(T),
-    Many(Vec<T>),
-}
+pub(crate) struct JsonBody(pub(crate) Bytes);
 
-impl<T: DeserializeOwned + Send> FromRequest<AppState> for OneOrMany<T> {
+impl FromRequest<AppState> for JsonBody {
     type Rejection = Error;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self> {
         require_json(req.headers())?;
         let bytes = read_body(req, state.options().max_http_body_bytes).await?;
-        parse_one_or_many(&bytes)
+        Ok(JsonBody(bytes))
     }
 }
 
@@ -78,75 +74,9 @@ pub(crate) async fn read_body(req: Request, limit: usize) -> Result<Bytes> {
     Ok(buf.freeze())
 }
 
-pub(crate) fn parse_one_or_many<T: DeserializeOwned>(bytes: &[u8]) -> Result<OneOrMany<T>> {
-    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
-        None => Err(Error::Invalid(
-            "empty request body, expected a JSON object or array".into(),
-        )),
-        Some(b'[') => parse(bytes).map(OneOrMany::Many),
-        Some(_) => parse(bytes).map(OneOrMany::One),
-    }
-}
-
-fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if path == "." {
-            Error::Invalid(format!("invalid JSON body: {inner}"))
-        } else {
-            Error::Invalid(format!("invalid JSON body: {path}: {inner}"))
-        }
-    })?;
-    de.end()
-        .map_err(|e| Error::Invalid(format!("invalid JSON body: {e}")))?;
-    Ok(value)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[derive(Debug, serde::Deserialize, PartialEq)]
-    struct Item {
-        value: f64,
-    }
-
-    #[test]
-    fn parses_one_object_or_an_array() {
-        assert!(matches!(
-            parse_one_or_many::<Item>(br#" {"value": 1}"#),
-            Ok(OneOrMany::One(Item { value: 1.0 }))
-        ));
-        let many = parse_one_or_many::<Item>(br#"[{"value": 1}, {"value": 2}]"#).unwrap();
-        assert!(matches!(many, OneOrMany::Many(v) if v.len() == 2));
-    }
-
-    #[test]
-    fn errors_name_the_path_and_the_problem() {
-        let e = parse_one_or_many::<Item>(br#"[{"value": 1}, {"value": "2"}]"#)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("[1].value") && e.contains("invalid type: string \"2\""),
-            "{e}"
-        );
-        let e = parse_one_or_many::<Item>(b"{\"value\": ")
-            .unwrap_err()
-            .to_string();
-        assert!(e.starts_with("invalid JSON body: "), "{e}");
-        let e = parse_one_or_many::<Item>(br#"{"value": 1} x"#)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("trailing characters"), "{e}");
-        assert!(
-            parse_one_or_many::<Item>(b"  ")
-                .unwrap_err()
-                .to_string()
-                .contains("empty request body")
-        );
-    }
 
     #[test]
     fn content_type_must_be_json() {

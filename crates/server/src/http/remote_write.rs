@@ -18,7 +18,6 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::convert::check_batch_len;
 use crate::http::body::read_body;
 use crate::observe::Api;
 use crate::{AppState, Error, Result};
@@ -34,15 +33,15 @@ async fn write_samples(state: &AppState, request: Request) -> Result<usize> {
     check_headers(request.headers())?;
     let options = state.options();
     let body = read_body(request, options.max_http_body_bytes).await?;
-    let decoded = crate::remote_write::decode_request(
+    let decoded = datanexus_ingest::remote_write::decode_request(
         &body,
         options.max_http_body_bytes,
         &options.limits,
         state.remote_write_metadata(),
+        options.max_batch_metrics,
     )?;
     let points = decoded.points;
     if !points.is_empty() {
-        check_batch_len(points.len(), options.max_batch_metrics, "samples")?;
         state.ingestor().points(&points).await?;
     }
     match decoded.first_rejection {

@@ -21,8 +21,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use datanexus_model::lineproto::Precision;
 
-use crate::convert::check_batch_len;
-use crate::decode::line_protocol;
+use datanexus_model::time;
+
 use crate::http::body::read_body;
 use crate::http::params::Params;
 use crate::observe::Api;
@@ -44,11 +44,16 @@ async fn write_points(state: &AppState, params: Result<Params>, request: Request
     let precision = precision(&mut params?)?;
     let options = state.options();
     let body = read_body(request, options.max_http_body_bytes).await?;
-    let points = line_protocol(&body, precision, &options.limits)?;
+    let points = datanexus_ingest::lineproto::points(
+        &body,
+        precision,
+        &options.limits,
+        options.max_batch_metrics,
+        time::now_ns(),
+    )?;
     if points.is_empty() {
         return Ok(0);
     }
-    check_batch_len(points.len(), options.max_batch_metrics, "lines")?;
     state.ingestor().points(&points).await?;
     Ok(points.len())
 }

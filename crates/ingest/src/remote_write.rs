@@ -28,6 +28,7 @@ use datanexus_proto::prometheus::metric_metadata::MetricType as PromType;
 use datanexus_proto::prometheus::{MetricMetadata, TimeSeries, WriteRequest};
 use datanexus_proto::prost::Message;
 
+use crate::convert::check_batch_len;
 use crate::{Error, Result};
 
 /// The label that names the metric.
@@ -36,12 +37,9 @@ const NAME_LABEL: &str = "__name__";
 /// Prometheus' staleness marker: a NaN with this exact bit pattern.
 const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
 
-/// Decompresses and decodes a remote write body into points.
-///
-/// # Errors
-/// [`Error::PayloadTooLarge`] when the declared decompressed size exceeds
-/// `max_decompressed_bytes`; [`Error::Invalid`] for a broken snappy block, an
-/// undecodable message, or a series that breaks a rule.
+/// [`decode_request`] without remembered metadata, where any refused series is an
+/// error (tests).
+#[cfg(test)]
 pub(crate) fn decode(
     body: &[u8],
     max_decompressed_bytes: usize,
@@ -52,6 +50,7 @@ pub(crate) fn decode(
         max_decompressed_bytes,
         limits,
         &AnnouncedMetadata::default(),
+        usize::MAX,
     )?;
     match decoded.first_rejection {
         Some(e) => Err(e),
@@ -59,15 +58,23 @@ pub(crate) fn decode(
     }
 }
 
-/// Decodes like [`decode`], giving samples without metadata in their own request the
-/// type and help remembered in `families`, and remembering this request's metadata
-/// there. (Prometheus sends metadata in requests of their own, every
-/// `metadata_config.send_interval`.)
-pub(crate) fn decode_request(
+/// Decompresses and decodes a remote write body into points (at most `max_batch`),
+/// giving samples without metadata in their own request the type and help
+/// remembered in `families`, and remembering this request's metadata there.
+/// (Prometheus sends metadata in requests of their own, every
+/// `metadata_config.send_interval`.) A series that breaks a rule is left out and
+/// counted in [`Decoded`]; the other series' points are returned.
+///
+/// # Errors
+/// [`Error::PayloadTooLarge`] when the declared decompressed size exceeds
+/// `max_decompressed_bytes`; [`Error::Invalid`] for a broken snappy block, an
+/// undecodable message, or more than `max_batch` samples.
+pub fn decode_request(
     body: &[u8],
     max_decompressed_bytes: usize,
     limits: &Limits,
     families: &AnnouncedMetadata,
+    max_batch: usize,
 ) -> Result<Decoded> {
     let len = snap::raw::decompress_len(body)
         .map_err(|e| Error::Invalid(format!("invalid snappy block: {e}")))?;
@@ -82,7 +89,16 @@ pub(crate) fn decode_request(
     let request = WriteRequest::decode(raw.as_slice())
         .map_err(|e| Error::Invalid(format!("undecodable prometheus.WriteRequest: {e}")))?;
     families.remember(&request.metadata);
-    Ok(to_points(request, limits, families))
+    let decoded = to_points(request, limits, families);
+    if !decoded.points.is_empty() {
+        check_batch_len(
+            decoded.points.len(),
+            max_batch,
+            "samples",
+            "max_batch_metrics",
+        )?;
+    }
+    Ok(decoded)
 }
 
 /// Most metric families whose metadata is remembered.
@@ -90,7 +106,7 @@ const MAX_FAMILIES: usize = 100_000;
 
 /// Type and help of metric families, as remote write metadata announced them.
 #[derive(Debug, Default)]
-pub(crate) struct AnnouncedMetadata {
+pub struct AnnouncedMetadata {
     known: parking_lot::RwLock<HashMap<String, (MetricType, Option<String>)>>,
 }
 
@@ -116,13 +132,13 @@ impl AnnouncedMetadata {
 /// The points of a decoded request.
 /// The points of a request's valid series, and the series refused.
 #[derive(Debug, Default)]
-pub(crate) struct Decoded {
+pub struct Decoded {
     /// Points of every valid series.
-    pub(crate) points: Vec<Point>,
+    pub points: Vec<Point>,
     /// How many series were refused.
-    pub(crate) rejected: usize,
+    pub rejected: usize,
     /// Why the first refused series was refused.
-    pub(crate) first_rejection: Option<Error>,
+    pub first_rejection: Option<Error>,
 }
 
 fn to_points(request: WriteRequest, limits: &Limits, families: &AnnouncedMetadata) -> Decoded {

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tonic::Streaming;
 
 use crate::observe::Api;
-use crate::sessions::{Outgoing, Rejection, Reply, event_seq};
+use crate::streams::{Outgoing, Rejection, Reply, event_seq};
 use crate::{AppState, Error, Result};
 
 /// Longest accepted `event_name`, in bytes.
@@ -27,7 +27,7 @@ pub(crate) const SHUTTING_DOWN: &str = "server shutting down; reconnect to resum
 ///
 /// # Errors
 /// [`Error::Invalid`] when it is missing, empty or too long.
-pub(super) fn check_client_id(client_id: Option<&str>, missing: &str) -> Result<String> {
+pub(crate) fn check_client_id(client_id: Option<&str>, missing: &str) -> Result<String> {
     match client_id {
         None | Some("") => Err(Error::Invalid(missing.to_owned())),
         Some(id) if id.len() > MAX_SOURCE_ID_BYTES => Err(Error::Invalid(format!(
@@ -43,7 +43,7 @@ pub(super) fn check_client_id(client_id: Option<&str>, missing: &str) -> Result<
 ///
 /// # Errors
 /// [`Error::Invalid`] for an empty or too long event name.
-pub(super) fn stream_event(
+pub(crate) fn stream_event(
     client_id: &str,
     event_name: &str,
     number: i32,
@@ -75,7 +75,7 @@ pub(super) fn stream_event(
 ///
 /// # Errors
 /// The request stream failed (the client went away or sent garbage).
-pub(super) async fn next_batch<T>(
+pub(crate) async fn next_batch<T>(
     requests: &mut Streaming<T>,
 ) -> Result<Option<Vec<T>>, tonic::Status> {
     let Some(first) = requests.message().await? else {
@@ -93,7 +93,7 @@ pub(super) async fn next_batch<T>(
 }
 
 /// What one request of a stream asks the shared flow for.
-pub(super) enum Step<R> {
+pub(crate) enum Step<R> {
     /// Append this event; `R` is kept to answer the request once appended.
     Append(Event, R),
     /// Refuse in-band, in request order (after the events before it were appended).
@@ -103,7 +103,7 @@ pub(super) enum Step<R> {
 }
 
 /// Why a request is refused.
-pub(super) enum Refusal<R> {
+pub(crate) enum Refusal<R> {
     /// The request could not be accepted (invalid, or the broker is overloaded).
     Request(R, Error),
     /// A protocol error not tied to an event (e.g. a second `Hello`).
@@ -114,7 +114,7 @@ pub(super) enum Refusal<R> {
 /// request becomes a [`Step`] and how acceptances and refusals are answered. The flow
 /// (runs of events appended in one broker call, refusals answered in order, overload
 /// answered per request, broker failures ending the stream) is [`RequestSide`]'s.
-pub(super) trait StreamProtocol: Send + 'static {
+pub(crate) trait StreamProtocol: Send + 'static {
     /// A message of the request stream.
     type Message: Send + 'static;
     /// What is kept of an appended request to answer it.
@@ -140,20 +140,20 @@ pub(super) trait StreamProtocol: Send + 'static {
 
 /// The request side of one stream: reads requests in batches, appends their events and
 /// answers refusals in-band, in request order.
-pub(super) struct RequestSide<P> {
-    pub(super) protocol: P,
-    pub(super) state: AppState,
-    pub(super) client_id: String,
-    pub(super) tx: mpsc::Sender<Outgoing>,
+pub(crate) struct RequestSide<P> {
+    pub(crate) protocol: P,
+    pub(crate) state: AppState,
+    pub(crate) client_id: String,
+    pub(crate) tx: mpsc::Sender<Outgoing>,
     /// The seq of the last event appended (0: none).
-    pub(super) last_seq: u64,
+    pub(crate) last_seq: u64,
 }
 
 impl<P: StreamProtocol> RequestSide<P> {
     /// Reads requests in batches until the client half-closes — then tells the response
     /// side the seq of the last event, so it can end once that is answered — or either
     /// side goes away.
-    pub(super) async fn drive(mut self, mut requests: Streaming<P::Message>) {
+    pub(crate) async fn drive(mut self, mut requests: Streaming<P::Message>) {
         loop {
             let batch = tokio::select! {
                 batch = next_batch(&mut requests) => batch,
@@ -244,7 +244,7 @@ impl<P: StreamProtocol> RequestSide<P> {
 ///
 /// # Errors
 /// [`Error::Overloaded`] (retry later) and broker failures.
-pub(super) async fn append(state: &AppState, api: Api, events: &[Event]) -> Result<Vec<u64>> {
+pub(crate) async fn append(state: &AppState, api: Api, events: &[Event]) -> Result<Vec<u64>> {
     let outcome = state.ingestor().stream_events(events).await;
     let ids = state.observe_ingest(api, outcome, Vec::len)?;
     Ok(ids.iter().map(event_seq).collect())

@@ -1,5 +1,7 @@
-//! The client-stream registry: which client is connected on which stream, what it has
-//! been sent, and the cursors that say where it resumes.
+//! The client event streams. This file: the registry — which client is connected on
+//! which stream, what it has been sent, and the cursors that say where it resumes;
+//! `requests.rs`: the request side (appending events, answering refusals in order)
+//! that the nimbus and native protocols share.
 //!
 //! Results reach a client on two paths that meet under one per-client lock:
 //!
@@ -28,6 +30,8 @@
 //! is lost, every result is replayed until acknowledged).
 //!
 //! # Layout
+//! - `requests.rs`: [`requests::RequestSide`] and the [`requests::StreamProtocol`] each
+//!   gRPC protocol implements.
 //! - `outbound.rs`: [`Outbound`], the response side of one stream (replay, buffer,
 //!   in-band replies in order, takeover and close).
 //! - `cursors.rs`: the cursor file (atomic writes) and its periodic flush.
@@ -35,6 +39,7 @@
 
 mod cursors;
 mod outbound;
+pub(crate) mod requests;
 #[cfg(test)]
 mod tests;
 

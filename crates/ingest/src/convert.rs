@@ -49,7 +49,7 @@ impl<L: IntoIterator<Item = (String, String)>> SeedSample<L> {
 ///
 /// # Errors
 /// [`Error::Invalid`] naming the count and the limit.
-pub(crate) fn check_batch_len(len: usize, max: usize, what: &str) -> Result<()> {
+pub(crate) fn check_batch_len(len: usize, max: usize, what: &str, limit: &str) -> Result<()> {
     if len == 0 {
         return Err(Error::Invalid(format!(
             "empty batch: at least one of {what} is required"
@@ -57,7 +57,7 @@ pub(crate) fn check_batch_len(len: usize, max: usize, what: &str) -> Result<()> 
     }
     if len > max {
         return Err(Error::Invalid(format!(
-            "batch of {len} {what} exceeds the limit of {max} (max_batch_metrics)"
+            "batch of {len} {what} exceeds the limit of {max} ({limit})"
         )));
     }
     Ok(())
@@ -100,7 +100,7 @@ pub(crate) fn unix_seconds_or(secs: i64, now_ns: i64) -> datanexus_model::Result
 
 /// A timestamp in a JSON body: an RFC 3339 string or Unix seconds, as nanoseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct JsonTimestamp(pub(crate) i64);
+pub struct JsonTimestamp(pub i64);
 
 impl<'de> serde::Deserialize<'de> for JsonTimestamp {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
@@ -208,12 +208,14 @@ mod tests {
             "{e}"
         );
         assert!(
-            check_batch_len(0, 5, "metrics")
+            check_batch_len(0, 5, "metrics", "max_batch_metrics")
                 .unwrap_err()
                 .to_string()
                 .contains("empty batch")
         );
-        let e = check_batch_len(6, 5, "metrics").unwrap_err().to_string();
+        let e = check_batch_len(6, 5, "metrics", "max_batch_metrics")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("limit of 5"), "{e}");
     }
 
