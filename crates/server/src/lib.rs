@@ -61,8 +61,8 @@ use tokio::task::{JoinError, JoinSet};
 pub use crate::error::{Error, Result};
 pub use crate::http::http_app;
 pub use crate::options::{LOCAL_REPLY_TO, ServerOptions, TopicNames};
-pub use crate::streams::Sessions;
 pub use crate::state::AppState;
+pub use crate::streams::Sessions;
 
 /// The engines the front ends work over.
 #[derive(Clone)]

@@ -12,10 +12,11 @@ use super::catalog::{FileStats, MeasurementMeta};
 use super::columns::Columns;
 use super::events_file::{self, EventFile, EventRow};
 use super::maintenance::{manifest_of, write_options};
-use super::manifest::{events_name, points_name};
+use super::manifest::{events_name, points_name, results_name};
 use super::merge::{file_stats, merge_all, read_layers};
 use super::parquet_util::WriteOptions;
 use super::points_file::{self, PointFile, SeriesFilter, SeriesRows};
+use super::results_file::{self, ResultFile};
 use super::{Inner, State, blocking, cutoff_ns};
 use datanexus_store::{Result, SeriesKey, TimeRange};
 
@@ -36,6 +37,7 @@ struct Plan<F> {
     keys: HashMap<u64, Arc<SeriesKey>>,
     points: Vec<Arc<PointFile>>,
     events: Vec<Arc<EventFile>>,
+    results: Vec<Arc<ResultFile>>,
     next_seq: u64,
     measurements: BTreeMap<String, MeasurementMeta>,
 }
@@ -77,6 +79,7 @@ fn plan<F>(inner: &Inner, st: &mut State, files: Vec<Arc<F>>, start: usize) -> P
         keys: HashMap::new(),
         points: st.points.clone(),
         events: st.event_files.clone(),
+        results: st.result_files.clone(),
         next_seq: st.next_seq,
         measurements: st.catalog.measurements.clone(),
     }
@@ -148,7 +151,14 @@ fn merge_points(plan: Plan<PointFile>) -> Result<Swap<PointFile>> {
     }
     let touched: Vec<u64> = plan.keys.keys().copied().collect();
     let stats = file_stats(&touched, &files)?;
-    manifest_of(&files, &plan.events, plan.next_seq, plan.measurements).store(&plan.dir)?;
+    manifest_of(
+        &files,
+        &plan.events,
+        &plan.results,
+        plan.next_seq,
+        plan.measurements,
+    )
+    .store(&plan.dir)?;
     Ok(Swap {
         files,
         retired: plan.merge,
@@ -211,6 +221,12 @@ impl Retire for EventFile {
     }
 }
 
+impl Retire for ResultFile {
+    fn retire_file(&self) {
+        self.retire();
+    }
+}
+
 /// Compacts events files like [`compact_points`].
 pub(crate) async fn compact_events(inner: &Inner, full: bool) -> Result<()> {
     let plan = {
@@ -255,7 +271,73 @@ fn merge_events(plan: Plan<EventFile>) -> Result<Swap<EventFile>> {
             }
         }
     }
-    manifest_of(&plan.points, &files, plan.next_seq, plan.measurements).store(&plan.dir)?;
+    manifest_of(
+        &plan.points,
+        &files,
+        &plan.results,
+        plan.next_seq,
+        plan.measurements,
+    )
+    .store(&plan.dir)?;
+    Ok(Swap {
+        files,
+        retired: plan.merge,
+        stats: HashMap::new(),
+    })
+}
+
+/// Compacts results files like [`compact_points`]; results processed before the
+/// retention cutoff are dropped.
+pub(crate) async fn compact_results(inner: &Inner, full: bool) -> Result<()> {
+    let plan = {
+        let mut st = inner.state.write();
+        let sizes: Vec<u64> = st.result_files.iter().map(|f| f.rows).collect();
+        let min_ts = st.result_files.iter().map(|f| f.min_processed_ns).min();
+        let cutoff = inner.options.retention_max_age.map(cutoff_ns);
+        let Some(start) = merge_start(&sizes, full, inner, min_ts, cutoff) else {
+            return Ok(());
+        };
+        let files = st.result_files.clone();
+        plan(inner, &mut st, files, start)
+    };
+    let swap = blocking(move || merge_results(plan)).await?;
+    let retired = {
+        let mut st = inner.state.write();
+        st.result_files = swap.files;
+        swap.retired
+    };
+    retire(retired).await
+}
+
+fn merge_results(plan: Plan<ResultFile>) -> Result<Swap<ResultFile>> {
+    let mut rows: HashMap<(String, u64), datanexus_store::StoredResult> = HashMap::new();
+    // Oldest file first: a newer copy of a (client, seq) replaces an older one.
+    for f in &plan.merge {
+        for r in f.read_all()? {
+            if plan.cutoff.is_none_or(|c| r.processed_ns >= c) {
+                rows.insert((r.client_id.clone(), r.seq), r);
+            }
+        }
+    }
+    let mut files = plan.keep.clone();
+    if !rows.is_empty() {
+        let path = plan.dir.join(results_name(plan.seq));
+        match results_file::write(&path, plan.seq, rows.into_values().collect(), &plan.write) {
+            Ok(f) => files.push(Arc::new(f)),
+            Err(e) => {
+                super::fsutil::remove_quietly(&path);
+                return Err(e);
+            }
+        }
+    }
+    manifest_of(
+        &plan.points,
+        &plan.events,
+        &files,
+        plan.next_seq,
+        plan.measurements,
+    )
+    .store(&plan.dir)?;
     Ok(Swap {
         files,
         retired: plan.merge,
@@ -266,7 +348,7 @@ fn merge_events(plan: Plan<EventFile>) -> Result<Swap<EventFile>> {
 /// Drops head data older than `cutoff` and files entirely older; rows of partially
 /// expired files go at their next compaction. The caller holds the maintenance lock.
 pub(crate) async fn enforce_retention(inner: &Inner, cutoff: i64) -> Result<()> {
-    let (dir, keep_p, drop_p, keep_e, drop_e, next_seq, measurements) = {
+    let (dir, keep_p, drop_p, keep_e, drop_e, keep_r, drop_r, next_seq, measurements) = {
         let mut guard = inner.state.write();
         let st: &mut State = &mut guard;
         st.head.values_mut().for_each(|c| {
@@ -274,6 +356,15 @@ pub(crate) async fn enforce_retention(inner: &Inner, cutoff: i64) -> Result<()> 
         });
         st.head.retain(|_, c: &mut Columns| !c.is_empty());
         st.events.retain(|_, e| e.timestamp_ns >= cutoff);
+        for by_seq in st.results.values_mut() {
+            by_seq.retain(|_, r| r.processed_ns >= cutoff);
+        }
+        st.results.retain(|_, by_seq| !by_seq.is_empty());
+        let (drop_r, keep_r): (Vec<_>, Vec<_>) = st
+            .result_files
+            .iter()
+            .cloned()
+            .partition(|f| f.max_processed_ns < cutoff);
         let (drop_p, keep_p): (Vec<_>, Vec<_>) =
             st.points.iter().cloned().partition(|f| f.max_ts < cutoff);
         let (drop_e, keep_e): (Vec<_>, Vec<_>) = st
@@ -287,6 +378,8 @@ pub(crate) async fn enforce_retention(inner: &Inner, cutoff: i64) -> Result<()> 
             drop_p,
             keep_e,
             drop_e,
+            keep_r,
+            drop_r,
             st.next_seq,
             st.catalog.measurements.clone(),
         )
@@ -297,21 +390,22 @@ pub(crate) async fn enforce_retention(inner: &Inner, cutoff: i64) -> Result<()> 
         .collect::<HashSet<_>>()
         .into_iter()
         .collect();
-    let (keep_p2, keep_e2) = (keep_p.clone(), keep_e.clone());
+    let (keep_p2, keep_e2, keep_r2) = (keep_p.clone(), keep_e.clone(), keep_r.clone());
     let stats = blocking(move || {
         let stats = file_stats(&touched, &keep_p2)?;
-        if !drop_p.is_empty() || !drop_e.is_empty() {
-            manifest_of(&keep_p2, &keep_e2, next_seq, measurements).store(&dir)?;
+        if !drop_p.is_empty() || !drop_e.is_empty() || !drop_r.is_empty() {
+            manifest_of(&keep_p2, &keep_e2, &keep_r2, next_seq, measurements).store(&dir)?;
         }
-        Ok((stats, drop_p, drop_e))
+        Ok((stats, drop_p, drop_e, drop_r))
     })
     .await?;
-    let (stats, drop_p, drop_e) = stats;
+    let (stats, drop_p, drop_e, drop_r) = stats;
     {
         let mut guard = inner.state.write();
         let st: &mut State = &mut guard;
         st.points = keep_p;
         st.event_files = keep_e;
+        st.result_files = keep_r;
         apply_stats(st, stats);
         let dead: Vec<u64> = st
             .catalog
@@ -323,5 +417,6 @@ pub(crate) async fn enforce_retention(inner: &Inner, cutoff: i64) -> Result<()> 
         dead.into_iter().for_each(|id| st.catalog.remove_series(id));
     }
     retire(drop_p).await?;
-    retire(drop_e).await
+    retire(drop_e).await?;
+    retire(drop_r).await
 }

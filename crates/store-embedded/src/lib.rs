@@ -9,9 +9,11 @@
 //!   points-<seq:020>.parquet       samples: series_id, measurement, field, labels,
 //!                                  timestamp_ns, value — sorted by (series_id, timestamp_ns)
 //!   events-<seq:020>.parquet       raw events: id, source_id, timestamp_ns, payload (JSON)
+//!   results-<seq:020>.parquet      stream results: client_id, seq, event, outcome, times —
+//!                                  sorted by (client_id, seq), indexed in memory on both
 //! ```
-//! Column encodings are described in `points_file.rs` and
-//! `events_file.rs`; any Parquet reader (pyarrow, DuckDB, …) reads the files.
+//! Column encodings are described in `points_file.rs`, `events_file.rs` and
+//! `results_file.rs`; any Parquet reader (pyarrow, DuckDB, …) reads the files.
 //!
 //! # Invariants
 //! - A file is live iff the manifest names it. A data file is written and fsynced before
@@ -36,7 +38,8 @@
 //! `store_bench` example: about 3.3 KB of RSS per series holding 100 samples, of which
 //! about 2 KB are the sample buffers (capacity 128), so roughly 1 KB fixed per series.
 //! The catalog keeps the key and file statistics (~200 bytes plus the key) for every
-//! known series, flushed or not.
+//! known series, flushed or not. The results index keeps 8 bytes per stored result
+//! (its seq) plus one entry per client and file.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -49,7 +52,8 @@ use parking_lot::RwLock;
 
 use datanexus_store::{
     AggregateQuery, AggregateResult, DatasetInfo, Error, EventPage, EventQuery, FlushReport,
-    Latest, QueryResult, Result, SeriesKey, SeriesQuery, Store, StoredEvent,
+    Latest, QueryResult, Result, ResultPage, ResultQuery, SeriesKey, SeriesQuery, Store,
+    StoredEvent, StoredResult,
 };
 
 mod catalog;
@@ -65,6 +69,8 @@ mod open;
 mod parquet_util;
 mod points_file;
 mod query;
+mod results;
+mod results_file;
 #[cfg(test)]
 mod tests;
 
@@ -72,6 +78,7 @@ use catalog::Catalog;
 use columns::Columns;
 use events_file::EventFile;
 use points_file::PointFile;
+use results_file::ResultFile;
 
 /// Tuning of the embedded store. `Default` is the single source of truth.
 #[derive(Debug, Clone, PartialEq)]
@@ -105,6 +112,8 @@ impl Default for EmbeddedStoreOptions {
 type Head = HashMap<u64, Columns>;
 /// Buffered events by id.
 type EventHead = HashMap<String, StoredEvent>;
+/// Buffered results by client, then seq.
+type ResultHead = std::collections::BTreeMap<String, std::collections::BTreeMap<u64, StoredResult>>;
 
 /// Everything behind the state lock.
 #[derive(Debug, Default)]
@@ -115,10 +124,14 @@ struct State {
     frozen: Option<Arc<Head>>,
     events: EventHead,
     frozen_events: Option<Arc<EventHead>>,
+    results: ResultHead,
+    frozen_results: Option<Arc<ResultHead>>,
     /// Live points files, oldest first.
     points: Vec<Arc<PointFile>>,
     /// Live events files, oldest first.
     event_files: Vec<Arc<EventFile>>,
+    /// Live results files, oldest first.
+    result_files: Vec<Arc<ResultFile>>,
     next_seq: u64,
     stopped: bool,
 }
@@ -159,13 +172,14 @@ impl EmbeddedStore {
         })
     }
 
-    /// The live Parquet files (points, then events), oldest first.
+    /// The live Parquet files (points, events, then results), oldest first.
     pub fn files(&self) -> Vec<PathBuf> {
         let st = self.inner.state.read();
         st.points
             .iter()
             .map(|f| f.path.clone())
             .chain(st.event_files.iter().map(|f| f.path.clone()))
+            .chain(st.result_files.iter().map(|f| f.path.clone()))
             .collect()
     }
 
@@ -178,7 +192,8 @@ impl EmbeddedStore {
     pub async fn compact(&self) -> Result<()> {
         let _guard = self.inner.maintenance.lock().await;
         maintenance::compact_points(&self.inner, true).await?;
-        maintenance::compact_events(&self.inner, true).await
+        maintenance::compact_events(&self.inner, true).await?;
+        maintenance::compact_results(&self.inner, true).await
     }
 
     /// Samples and events buffered in the head (not yet flushed).
@@ -226,6 +241,24 @@ impl Store for EmbeddedStore {
             st.events.insert(e.id.clone(), e.clone());
         }
         Ok(())
+    }
+
+    async fn write_results(&self, results: &[StoredResult]) -> Result<()> {
+        let mut st = self.inner.state.write();
+        if st.stopped {
+            return Err(Error::Closed);
+        }
+        for r in results {
+            st.results
+                .entry(r.client_id.clone())
+                .or_default()
+                .insert(r.seq, r.clone());
+        }
+        Ok(())
+    }
+
+    async fn results(&self, query: &ResultQuery) -> Result<ResultPage> {
+        results::results(&self.inner, query).await
     }
 
     async fn flush(&self) -> Result<FlushReport> {

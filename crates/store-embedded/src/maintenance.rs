@@ -8,14 +8,17 @@ use super::catalog::{FileStats, MeasurementMeta};
 use super::columns::Columns;
 use super::events_file::{self, EventFile};
 use super::fsutil::remove_quietly;
-use super::manifest::{FileEntry, Manifest, events_name, points_name};
+use super::manifest::{FileEntry, Manifest, events_name, points_name, results_name};
 use super::merge::file_stats;
 use super::parquet_util::WriteOptions;
 use super::points_file::{self, PointFile, SeriesRows};
-use super::{EventHead, Head, Inner, State, blocking};
+use super::results_file::{self, ResultFile};
+use super::{EventHead, Head, Inner, ResultHead, State, blocking};
 use datanexus_store::{FlushReport, Result, SeriesKey};
 
-pub(super) use super::compaction::{compact_events, compact_points, enforce_retention};
+pub(super) use super::compaction::{
+    compact_events, compact_points, compact_results, enforce_retention,
+};
 
 /// What a flush writes, taken from the state under the lock.
 struct FlushJob {
@@ -23,12 +26,15 @@ struct FlushJob {
     write: WriteOptions,
     points_seq: u64,
     events_seq: u64,
+    results_seq: u64,
     frozen: Arc<Head>,
     /// Series of `frozen` with samples, sorted by id.
     keys: Vec<(u64, Arc<SeriesKey>)>,
     frozen_events: Arc<EventHead>,
+    frozen_results: Arc<ResultHead>,
     points: Vec<Arc<PointFile>>,
     events: Vec<Arc<EventFile>>,
+    results: Vec<Arc<ResultFile>>,
     next_seq: u64,
     measurements: std::collections::BTreeMap<String, MeasurementMeta>,
 }
@@ -37,6 +43,7 @@ struct FlushJob {
 struct FlushDone {
     point: Option<Arc<PointFile>>,
     event: Option<Arc<EventFile>>,
+    result: Option<Arc<ResultFile>>,
     stats: HashMap<u64, Option<FileStats>>,
     report: FlushReport,
 }
@@ -49,10 +56,11 @@ pub(super) fn write_options(inner: &Inner) -> WriteOptions {
     }
 }
 
-/// The manifest listing `points` and `events`.
+/// The manifest listing `points`, `events` and `results`.
 pub(super) fn manifest_of(
     points: &[Arc<PointFile>],
     events: &[Arc<EventFile>],
+    results: &[Arc<ResultFile>],
     next_seq: u64,
     measurements: std::collections::BTreeMap<String, MeasurementMeta>,
 ) -> Manifest {
@@ -68,6 +76,14 @@ pub(super) fn manifest_of(
             })
             .collect(),
         events: events
+            .iter()
+            .map(|f| FileEntry {
+                seq: f.seq,
+                rows: f.rows,
+                bytes: f.bytes,
+            })
+            .collect(),
+        results: results
             .iter()
             .map(|f| FileEntry {
                 seq: f.seq,
@@ -95,6 +111,9 @@ pub(super) async fn flush(inner: &Inner) -> Result<FlushReport> {
             if let Err(e) = compact_events(inner, false).await {
                 tracing::warn!(error = %e, "compacting events files after a flush failed");
             }
+            if let Err(e) = compact_results(inner, false).await {
+                tracing::warn!(error = %e, "compacting results files after a flush failed");
+            }
             Ok(report)
         }
         Err(e) => {
@@ -107,31 +126,36 @@ pub(super) async fn flush(inner: &Inner) -> Result<FlushReport> {
 fn begin(inner: &Inner) -> Option<FlushJob> {
     let mut guard = inner.state.write();
     let st: &mut State = &mut guard;
-    if st.head.values().all(Columns::is_empty) && st.events.is_empty() {
+    if st.head.values().all(Columns::is_empty) && st.events.is_empty() && st.results.is_empty() {
         return None;
     }
     let frozen = Arc::new(std::mem::take(&mut st.head));
     let frozen_events = Arc::new(std::mem::take(&mut st.events));
+    let frozen_results = Arc::new(std::mem::take(&mut st.results));
     let mut keys: Vec<(u64, Arc<SeriesKey>)> = frozen
         .iter()
         .filter(|(_, c)| !c.is_empty())
         .filter_map(|(id, _)| Some((*id, Arc::clone(&st.catalog.series.get(id)?.key))))
         .collect();
     keys.sort_unstable_by_key(|(id, _)| *id);
-    let (points_seq, events_seq) = (st.next_seq, st.next_seq + 1);
-    st.next_seq += 2;
+    let (points_seq, events_seq, results_seq) = (st.next_seq, st.next_seq + 1, st.next_seq + 2);
+    st.next_seq += 3;
     st.frozen = Some(Arc::clone(&frozen));
     st.frozen_events = Some(Arc::clone(&frozen_events));
+    st.frozen_results = Some(Arc::clone(&frozen_results));
     Some(FlushJob {
         dir: inner.dir.clone(),
         write: write_options(inner),
         points_seq,
         events_seq,
+        results_seq,
         frozen,
         keys,
         frozen_events,
+        frozen_results,
         points: st.points.clone(),
         events: st.event_files.clone(),
+        results: st.result_files.clone(),
         next_seq: st.next_seq,
         measurements: st.catalog.measurements.clone(),
     })
@@ -141,7 +165,7 @@ fn begin(inner: &Inner) -> Option<FlushJob> {
 fn write_files(job: FlushJob) -> Result<FlushDone> {
     let mut written = Vec::new();
     let files = write_data(&job, &mut written);
-    let (point, event) = match files {
+    let (point, event, result) = match files {
         Ok(f) => f,
         Err(e) => {
             written.iter().for_each(|p| remove_quietly(p));
@@ -152,22 +176,38 @@ fn write_files(job: FlushJob) -> Result<FlushDone> {
     points.extend(point.iter().cloned());
     let mut events = job.events.clone();
     events.extend(event.iter().cloned());
+    let mut results = job.results.clone();
+    results.extend(result.iter().cloned());
     let ids: Vec<u64> = job.keys.iter().map(|(id, _)| *id).collect();
     let stats = file_stats(&ids, &points)?;
-    manifest_of(&points, &events, job.next_seq, job.measurements.clone()).store(&job.dir)?;
-    let rows =
-        point.iter().map(|f| f.rows).sum::<u64>() + event.iter().map(|f| f.rows).sum::<u64>();
-    let bytes =
-        point.iter().map(|f| f.bytes).sum::<u64>() + event.iter().map(|f| f.bytes).sum::<u64>();
+    manifest_of(
+        &points,
+        &events,
+        &results,
+        job.next_seq,
+        job.measurements.clone(),
+    )
+    .store(&job.dir)?;
+    let rows = point.iter().map(|f| f.rows).sum::<u64>()
+        + event.iter().map(|f| f.rows).sum::<u64>()
+        + result.iter().map(|f| f.rows).sum::<u64>();
+    let bytes = point.iter().map(|f| f.bytes).sum::<u64>()
+        + event.iter().map(|f| f.bytes).sum::<u64>()
+        + result.iter().map(|f| f.bytes).sum::<u64>();
     Ok(FlushDone {
         point,
         event,
+        result,
         stats,
         report: FlushReport { rows, bytes },
     })
 }
 
-type NewFiles = (Option<Arc<PointFile>>, Option<Arc<EventFile>>);
+type NewFiles = (
+    Option<Arc<PointFile>>,
+    Option<Arc<EventFile>>,
+    Option<Arc<ResultFile>>,
+);
 
 fn write_data(job: &FlushJob, written: &mut Vec<PathBuf>) -> Result<NewFiles> {
     let mut point = None;
@@ -208,15 +248,33 @@ fn write_data(job: &FlushJob, written: &mut Vec<PathBuf>) -> Result<NewFiles> {
             &job.write,
         )?));
     }
-    Ok((point, event))
+    let mut result = None;
+    if !job.frozen_results.is_empty() {
+        let rows = job
+            .frozen_results
+            .values()
+            .flat_map(|by_seq| by_seq.values().cloned())
+            .collect();
+        let path = job.dir.join(results_name(job.results_seq));
+        written.push(path.clone());
+        result = Some(Arc::new(results_file::write(
+            &path,
+            job.results_seq,
+            rows,
+            &job.write,
+        )?));
+    }
+    Ok((point, event, result))
 }
 
 fn finish(inner: &Inner, done: FlushDone) {
     let mut st = inner.state.write();
     st.points.extend(done.point);
     st.event_files.extend(done.event);
+    st.result_files.extend(done.result);
     st.frozen = None;
     st.frozen_events = None;
+    st.frozen_results = None;
     for (id, stats) in done.stats {
         if let Some(entry) = st.catalog.series.get_mut(&id) {
             entry.files = stats;
@@ -239,6 +297,15 @@ fn abort(inner: &Inner) {
         let frozen = Arc::try_unwrap(frozen).unwrap_or_else(|shared| (*shared).clone());
         for (id, e) in frozen {
             st.events.entry(id).or_insert(e);
+        }
+    }
+    if let Some(frozen) = st.frozen_results.take() {
+        let frozen = Arc::try_unwrap(frozen).unwrap_or_else(|shared| (*shared).clone());
+        for (client, older) in frozen {
+            let newer = st.results.entry(client).or_default();
+            for (seq, r) in older {
+                newer.entry(seq).or_insert(r);
+            }
         }
     }
 }

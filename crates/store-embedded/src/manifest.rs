@@ -38,6 +38,9 @@ pub(crate) struct Manifest {
     pub(crate) points: Vec<FileEntry>,
     /// Live events files, oldest first.
     pub(crate) events: Vec<FileEntry>,
+    /// Live results files, oldest first (absent in manifests of older versions).
+    #[serde(default)]
+    pub(crate) results: Vec<FileEntry>,
     /// Measurement metadata.
     pub(crate) measurements: BTreeMap<String, MeasurementMeta>,
 }
@@ -45,6 +48,11 @@ pub(crate) struct Manifest {
 /// File name of the points file with `seq`.
 pub(crate) fn points_name(seq: u64) -> String {
     format!("points-{seq:020}.parquet")
+}
+
+/// File name of the results file with `seq`.
+pub(crate) fn results_name(seq: u64) -> String {
+    format!("results-{seq:020}.parquet")
 }
 
 /// File name of the events file with `seq`.
@@ -81,6 +89,7 @@ impl Manifest {
         if m.points
             .iter()
             .chain(&m.events)
+            .chain(&m.results)
             .any(|f| f.seq >= m.next_seq)
         {
             return Err(corrupt(&path)(format!(
@@ -113,12 +122,15 @@ impl Manifest {
             .iter()
             .map(|f| points_name(f.seq))
             .chain(self.events.iter().map(|f| events_name(f.seq)))
+            .chain(self.results.iter().map(|f| results_name(f.seq)))
             .collect();
         let mut removed = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(io_err("list", dir))? {
             let entry = entry.map_err(io_err("list", dir))?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            let ours = (name.starts_with("points-") || name.starts_with("events-"))
+            let ours = ["points-", "events-", "results-"]
+                .iter()
+                .any(|kind| name.starts_with(kind))
                 && name.ends_with(".parquet");
             if (ours && !live.contains(&name)) || name == format!("{MANIFEST}.tmp") {
                 tracing::info!(file = %name, "deleting a store file the manifest does not list");

@@ -6,9 +6,10 @@ use std::sync::Arc;
 use super::catalog::Catalog;
 use super::events_file::EventFile;
 use super::fsutil::{corrupt, io_err};
-use super::manifest::{Manifest, events_name, points_name};
+use super::manifest::{Manifest, events_name, points_name, results_name};
 use super::merge::file_stats;
 use super::points_file::PointFile;
+use super::results_file::ResultFile;
 use super::{EmbeddedStoreOptions, State};
 use datanexus_store::Result;
 
@@ -44,6 +45,14 @@ pub(super) fn load(dir: &Path, _options: &EmbeddedStoreOptions) -> Result<State>
         }
         event_files.push(Arc::new(EventFile::open(&path, f.seq)?));
     }
+    let mut result_files = Vec::with_capacity(manifest.results.len());
+    for f in &manifest.results {
+        let path = dir.join(results_name(f.seq));
+        if !path.exists() {
+            return Err(corrupt(&path)("listed in the manifest but missing".into()));
+        }
+        result_files.push(Arc::new(ResultFile::open(&path, f.seq)?));
+    }
     let ids: Vec<u64> = catalog.series.keys().copied().collect();
     for (id, stats) in file_stats(&ids, &points)? {
         if let Some(entry) = catalog.series.get_mut(&id) {
@@ -54,6 +63,7 @@ pub(super) fn load(dir: &Path, _options: &EmbeddedStoreOptions) -> Result<State>
         catalog,
         points,
         event_files,
+        result_files,
         next_seq: manifest.next_seq,
         ..State::default()
     })

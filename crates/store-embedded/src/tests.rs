@@ -466,3 +466,77 @@ print(total)
 "#;
     assert_eq!(pyarrow_rows(&store.files(), script), "1201");
 }
+
+fn replay(client: &str, after_seq: u64, limit: usize) -> datanexus_store::ResultQuery {
+    datanexus_store::ResultQuery {
+        client_id: client.to_owned(),
+        after_seq,
+        limit,
+    }
+}
+
+/// The replay index: whatever a client's history, a replay reads the rows it returns
+/// and no others (counted by the store), from files and the head alike, before and
+/// after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_reads_only_the_results_it_returns_whatever_the_history() {
+    use datanexus_store::Outcome;
+    use datanexus_store::conformance::result;
+    const N: u64 = 1_000_000;
+    const CHUNK: u64 = 100_000;
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path(), EmbeddedStoreOptions::default()).unwrap();
+    for chunk in 0..N / CHUNK {
+        let batch: Vec<StoredResult> = (chunk * CHUNK + 1..=(chunk + 1) * CHUNK)
+            .map(|seq| result("busy", seq, Outcome::Value(7)))
+            .collect();
+        store.write_results(&batch).await.unwrap();
+        store.flush().await.unwrap();
+    }
+    let quiet: Vec<StoredResult> = (1..=10)
+        .map(|seq| result("quiet", seq, Outcome::Value(1)))
+        .collect();
+    store.write_results(&quiet).await.unwrap();
+    store.flush().await.unwrap();
+    // Two newer copies in the head: they win over the files' and are not read there.
+    store
+        .write_results(&[
+            result("busy", N, Outcome::Value(8)),
+            result("busy", N + 1, Outcome::Value(9)),
+        ])
+        .await
+        .unwrap();
+    let check = |page: datanexus_store::ResultPage,
+                 want: std::ops::RangeInclusive<u64>,
+                 total,
+                 rows_read| {
+        let seqs: Vec<u64> = page.results.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, want.collect::<Vec<_>>());
+        assert_eq!((page.total, page.rows_read), (total, rows_read));
+    };
+    // A client that acknowledged all but its last 10: 10 read (2 of them in the head).
+    let page = store
+        .results(&replay("busy", N - 9, 100_000))
+        .await
+        .unwrap();
+    assert_eq!(page.results[8].outcome, Outcome::Value(8));
+    check(page, N - 8..=N + 1, 10, 8);
+    // A reconnect after everything: the newest 100 of 1,000,001, 98 read from files.
+    let page = store.results(&replay("busy", 0, 100)).await.unwrap();
+    check(page, N - 98..=N + 1, N + 1, 98);
+    // A client with 10 results reads 10.
+    let page = store.results(&replay("quiet", 0, 1000)).await.unwrap();
+    check(page, 1..=10, 10, 10);
+    store.stop().await.unwrap();
+    drop(store);
+    // After a restart the index is rebuilt from the files.
+    let store = EmbeddedStore::open(dir.path(), EmbeddedStoreOptions::default()).unwrap();
+    let page = store
+        .results(&replay("busy", N - 9, 100_000))
+        .await
+        .unwrap();
+    assert_eq!(page.results[8].outcome, Outcome::Value(8));
+    check(page, N - 8..=N + 1, 10, 10);
+    let page = store.results(&replay("busy", 0, 100)).await.unwrap();
+    check(page, N - 98..=N + 1, N + 1, 100);
+}

@@ -53,7 +53,8 @@ use parking_lot::Mutex;
 
 use datanexus_store::{
     AggregateQuery, AggregateResult, DatasetInfo, Error, EventPage, EventQuery, FlushReport,
-    Latest, QueryResult, Result, SeriesQuery, Store, StoredEvent,
+    Latest, QueryResult, Result, ResultPage, ResultQuery, SeriesQuery, Store, StoredEvent,
+    StoredResult,
 };
 
 mod connect;
@@ -225,6 +226,14 @@ impl Store for PostgresStore {
         write::write_events(&self.inner, events).await
     }
 
+    async fn write_results(&self, results: &[StoredResult]) -> Result<()> {
+        write::write_results(&self.inner, results).await
+    }
+
+    async fn results(&self, query: &ResultQuery) -> Result<ResultPage> {
+        read::results(&self.inner, query).await
+    }
+
     async fn flush(&self) -> Result<FlushReport> {
         let rows = self.inner.written.swap(0, Ordering::AcqRel);
         if let Err(e) = write::flush(&self.inner).await {
@@ -281,8 +290,17 @@ impl Store for PostgresStore {
             .execute("DELETE FROM dn_events WHERE ts < $1", &[&cutoff])
             .await
             .map_err(|e| pg_error(target, e))?;
-        if dropped > 0 || events > 0 {
-            tracing::info!(partitions = dropped, events, "postgres store retention");
+        let results = client
+            .execute("DELETE FROM dn_results WHERE processed_ns < $1", &[&cutoff])
+            .await
+            .map_err(|e| pg_error(target, e))?;
+        if dropped > 0 || events > 0 || results > 0 {
+            tracing::info!(
+                partitions = dropped,
+                events,
+                results,
+                "postgres store retention"
+            );
         }
         Ok(())
     }

@@ -15,8 +15,9 @@ use super::write::{parse_kind, pg_text};
 use super::{Inner, Meta, pg_error};
 use datanexus_store::aggregate::Aggregate;
 use datanexus_store::{
-    AggregateQuery, AggregateResult, DatasetInfo, Error, EventPage, EventQuery, Latest,
-    QueryResult, Result, Sample, Selector, SeriesKey, SeriesQuery, StoredEvent, Summary, TimeRange,
+    AggregateQuery, AggregateResult, DatasetInfo, Error, EventPage, EventQuery, Latest, Outcome,
+    QueryResult, Result, ResultPage, ResultQuery, Sample, Selector, SeriesKey, SeriesQuery,
+    StoredEvent, StoredResult, Summary, TimeRange,
 };
 
 /// `NOT NaN`: PostgreSQL orders NaN above every number and `NaN = NaN`.
@@ -314,6 +315,57 @@ pub(super) async fn events(inner: &Inner, q: &EventQuery) -> Result<EventPage> {
     Ok(EventPage {
         total: u64::try_from(total.get::<_, i64>(0)).unwrap_or(0),
         events,
+    })
+}
+
+/// A client's newest results above a seq, by the primary key (client_id, seq): the
+/// rows returned are the rows read; the total is counted from the index.
+pub(super) async fn results(inner: &Inner, q: &ResultQuery) -> Result<ResultPage> {
+    let client = inner.client().await?;
+    let id = pg_text(&q.client_id);
+    let id: &str = &id;
+    let after = i64::try_from(q.after_seq).unwrap_or(i64::MAX);
+    let limit = sql_count(q.limit);
+    let page_params: [&(dyn ToSql + Sync); 3] = [&id, &after, &limit];
+    let total_params: [&(dyn ToSql + Sync); 2] = [&id, &after];
+    let page = client.query(
+        "SELECT client_id, seq, event_partition, event_offset, event_name, number, value, \
+             error, received_ns, processed_ns, processor_id \
+         FROM dn_results WHERE client_id = $1 AND seq > $2 ORDER BY seq DESC LIMIT $3",
+        &page_params,
+    );
+    let total = client.query_one(
+        "SELECT count(*) FROM dn_results WHERE client_id = $1 AND seq > $2",
+        &total_params,
+    );
+    let (page, total) = futures::try_join!(page, total).map_err(|e| pg_error(&inner.target, e))?;
+    let results: Vec<StoredResult> = page
+        .iter()
+        .rev()
+        .map(|r| {
+            let value: Option<i32> = r.get(6);
+            let error: Option<String> = r.get(7);
+            StoredResult {
+                client_id: r.get(0),
+                seq: u64::try_from(r.get::<_, i64>(1)).unwrap_or(0),
+                event_partition: u32::try_from(r.get::<_, i32>(2)).unwrap_or(0),
+                event_offset: u64::try_from(r.get::<_, i64>(3)).unwrap_or(0),
+                event_name: r.get(4),
+                number: r.get(5),
+                outcome: match value {
+                    Some(v) => Outcome::Value(v),
+                    None => Outcome::Error(error.unwrap_or_default()),
+                },
+                received_ns: r.get(8),
+                processed_ns: r.get(9),
+                processor_id: r.get(10),
+            }
+        })
+        .collect();
+    Ok(ResultPage {
+        rows_read: u64::try_from(results.len()).unwrap_or(u64::MAX),
+        results,
+        total: u64::try_from(total.get::<_, i64>(0)).unwrap_or(0),
     })
 }
 

@@ -11,10 +11,13 @@ use super::pg_error;
 use datanexus_store::{Error, Result};
 
 /// Migrations in order: (version, SQL). Each runs in one transaction, once.
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("migrations/0001_initial.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("migrations/0001_initial.sql")),
+    (2, include_str!("migrations/0002_results.sql")),
+];
 
 /// The schema version this program writes.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// Advisory lock keys (ASCII "dnmigrat" and "dnpartit").
 const MIGRATION_LOCK: i64 = 0x646e_6d69_6772_6174;

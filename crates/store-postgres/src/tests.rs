@@ -54,9 +54,10 @@ async fn migrating_twice_applies_each_version_once() {
     first.stop().await.unwrap();
     let second = open_url(db.url()).await;
     second.stop().await.unwrap();
+    // One row per version: each applied once.
     assert_eq!(
         count(db.url(), "SELECT count(*) FROM dn_schema_version").await,
-        1
+        i64::from(SCHEMA_VERSION)
     );
     assert_eq!(
         count(
@@ -78,9 +79,10 @@ async fn stores_starting_at_once_do_not_corrupt_the_schema() {
     for s in &stores {
         assert!(s.is_ok(), "{:?}", s.as_ref().err());
     }
+    // One row per version: each applied once.
     assert_eq!(
         count(db.url(), "SELECT count(*) FROM dn_schema_version").await,
-        1
+        i64::from(SCHEMA_VERSION)
     );
     // And they all write to the same partitions without conflict.
     let writes = stores.iter().enumerate().map(|(i, s)| {
@@ -486,4 +488,80 @@ async fn large_batches_split_over_connections_stay_idempotent() {
     assert_eq!(agg.total.count, 12_000);
     assert_eq!(agg.series_count, 1000);
     assert_eq!(agg.total.quantiles, vec![(0.5, Some(2.0))]);
+}
+
+/// Results that schema version 1 kept as events move to `dn_results` when the schema
+/// is migrated, so a client reconnecting after the upgrade still gets them replayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_kept_as_events_by_version_1_are_migrated() {
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    open_url(db.url()).await.stop().await.unwrap();
+    // Back to version 1, with two results as version 1 wrote them.
+    let (client, conn) = tokio_postgres::connect(db.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+        .batch_execute(
+            r#"DROP VIEW dn_results_v; DROP TABLE dn_results;
+               DELETE FROM dn_schema_version WHERE version = 2;
+               INSERT INTO dn_events (id, source_id, ts, payload) VALUES
+                 ('result/3/41', 'c1', 2000, '{"kind":"result","seq":42,"event_name":"square","number":6,"result":36,"received_ns":1000,"processor_id":"p1"}'),
+                 ('result/3/42', 'c1', 2001, '{"kind":"result","seq":43,"event_name":"nope","number":1,"error":"unknown processor","received_ns":1001,"processor_id":"p1"}'),
+                 ('e1', 'c1', 1000, '{"event_name":"square","number":6}');"#,
+        )
+        .await
+        .unwrap();
+    let store = open_url(db.url()).await;
+    let page = store
+        .results(&ResultQuery {
+            client_id: "c1".into(),
+            after_seq: 0,
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        page.results,
+        vec![
+            StoredResult {
+                client_id: "c1".into(),
+                seq: 42,
+                event_partition: 3,
+                event_offset: 41,
+                event_name: "square".into(),
+                number: 6,
+                outcome: datanexus_store::Outcome::Value(36),
+                received_ns: 1000,
+                processed_ns: 2000,
+                processor_id: "p1".into(),
+            },
+            StoredResult {
+                client_id: "c1".into(),
+                seq: 43,
+                event_partition: 3,
+                event_offset: 42,
+                event_name: "nope".into(),
+                number: 1,
+                outcome: datanexus_store::Outcome::Error("unknown processor".into()),
+                received_ns: 1001,
+                processed_ns: 2001,
+                processor_id: "p1".into(),
+            },
+        ]
+    );
+    // The event stays an event; the results are no longer events.
+    let events = store
+        .events(&EventQuery {
+            source_id: Some("c1".into()),
+            limit: 10,
+            ..EventQuery::default()
+        })
+        .await
+        .unwrap();
+    let ids: Vec<&str> = events.events.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(ids, ["e1"]);
+    store.stop().await.unwrap();
 }

@@ -22,7 +22,7 @@ use tokio_postgres::error::SqlState;
 
 use super::schema::day_of;
 use super::{Inner, Meta, pg_error};
-use datanexus_store::{Result, StoredEvent};
+use datanexus_store::{Outcome, Result, StoredEvent, StoredResult};
 
 /// One sample row.
 #[derive(Debug, Clone, Copy)]
@@ -374,6 +374,89 @@ pub(super) async fn write_events(inner: &Inner, events: &[StoredEvent]) -> Resul
     .map_err(pg)?;
     tx.commit().await.map_err(pg)?;
     inner.note_written(events.len());
+    Ok(())
+}
+
+/// Writes stream results with one `INSERT … ON CONFLICT (client_id, seq) DO UPDATE`
+/// (a redelivery rewrites the row).
+pub(super) async fn write_results(inner: &Inner, results: &[StoredResult]) -> Result<()> {
+    if results.is_empty() {
+        return Ok(());
+    }
+    // The last copy of a (client, seq) wins, as in the embedded store.
+    let mut by_key: std::collections::HashMap<(&str, u64), &StoredResult> =
+        std::collections::HashMap::with_capacity(results.len());
+    for r in results {
+        by_key.insert((&r.client_id, r.seq), r);
+    }
+    let rows: Vec<&StoredResult> = by_key.into_values().collect();
+    let text = |f: fn(&StoredResult) -> &str| -> Vec<String> {
+        rows.iter().map(|r| pg_text(f(r)).into_owned()).collect()
+    };
+    let clients = text(|r| &r.client_id);
+    let names = text(|r| &r.event_name);
+    let processors = text(|r| &r.processor_id);
+    let big = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    let seqs: Vec<i64> = rows.iter().map(|r| big(r.seq)).collect();
+    let partitions: Vec<i32> = rows
+        .iter()
+        .map(|r| i32::try_from(r.event_partition).unwrap_or(i32::MAX))
+        .collect();
+    let offsets: Vec<i64> = rows.iter().map(|r| big(r.event_offset)).collect();
+    let numbers: Vec<i32> = rows.iter().map(|r| r.number).collect();
+    let values: Vec<Option<i32>> = rows
+        .iter()
+        .map(|r| match r.outcome {
+            Outcome::Value(v) => Some(v),
+            Outcome::Error(_) => None,
+        })
+        .collect();
+    let errors: Vec<Option<String>> = rows
+        .iter()
+        .map(|r| match &r.outcome {
+            Outcome::Value(_) => None,
+            Outcome::Error(e) => Some(pg_text(e).into_owned()),
+        })
+        .collect();
+    let received: Vec<i64> = rows.iter().map(|r| r.received_ns).collect();
+    let processed: Vec<i64> = rows.iter().map(|r| r.processed_ns).collect();
+    let target = inner.target.as_str();
+    let pg = |e| pg_error(target, e);
+    let mut client = inner.client().await?;
+    let tx = client.transaction().await.map_err(pg)?;
+    tx.batch_execute("SET LOCAL synchronous_commit = off")
+        .await
+        .map_err(pg)?;
+    tx.execute(
+        "INSERT INTO dn_results (client_id, seq, event_partition, event_offset, event_name, \
+             number, value, error, received_ns, processed_ns, processor_id) \
+         SELECT * FROM unnest($1::text[], $2::bigint[], $3::integer[], $4::bigint[], \
+             $5::text[], $6::integer[], $7::integer[], $8::text[], $9::bigint[], \
+             $10::bigint[], $11::text[]) \
+         ON CONFLICT (client_id, seq) DO UPDATE SET \
+             event_partition = EXCLUDED.event_partition, event_offset = EXCLUDED.event_offset, \
+             event_name = EXCLUDED.event_name, number = EXCLUDED.number, \
+             value = EXCLUDED.value, error = EXCLUDED.error, \
+             received_ns = EXCLUDED.received_ns, processed_ns = EXCLUDED.processed_ns, \
+             processor_id = EXCLUDED.processor_id",
+        &[
+            &clients,
+            &seqs,
+            &partitions,
+            &offsets,
+            &names,
+            &numbers,
+            &values,
+            &errors,
+            &received,
+            &processed,
+            &processors,
+        ],
+    )
+    .await
+    .map_err(pg)?;
+    tx.commit().await.map_err(pg)?;
+    inner.note_written(rows.len());
     Ok(())
 }
 

@@ -16,7 +16,8 @@ use datanexus_model::{FieldValue, Labels, MetricType, Point};
 use serde_json::json;
 
 use crate::{
-    AggregateQuery, Error, EventQuery, Sample, Selector, SeriesQuery, Store, StoredEvent, TimeRange,
+    AggregateQuery, Error, EventQuery, Outcome, ResultPage, ResultQuery, Sample, Selector,
+    SeriesQuery, Store, StoredEvent, StoredResult, TimeRange,
 };
 
 /// A base timestamp: 2023-11-14T22:13:20Z.
@@ -239,6 +240,9 @@ pub async fn flushed_data_survives_reopen(s: Arc<dyn Store>) -> (String, String)
     s.write_events(&[event(&format!("{src}-1"), &src, T0, 1)])
         .await
         .unwrap();
+    s.write_results(&[result(&src, 5, Outcome::Value(25))])
+        .await
+        .unwrap();
     s.flush().await.unwrap();
     (m, src)
 }
@@ -279,6 +283,93 @@ pub async fn flushed_data_survives_reopen_check(s: Arc<dyn Store>, (m, src): (St
         .unwrap();
     assert_eq!(page.total, 1);
     assert_eq!(page.events[0].payload["n"], json!(1));
+    let results = s.results(&results_of(&src, 0, 10)).await.unwrap();
+    assert_eq!(results.results, vec![result(&src, 5, Outcome::Value(25))]);
+}
+
+/// A result of `client` with `seq`.
+pub fn result(client: &str, seq: u64, outcome: Outcome) -> StoredResult {
+    StoredResult {
+        client_id: client.to_owned(),
+        seq,
+        event_partition: 1,
+        event_offset: seq - 1,
+        event_name: "square".to_owned(),
+        number: i32::try_from(seq).unwrap(),
+        outcome,
+        received_ns: T0 + i64::try_from(seq).unwrap(),
+        processed_ns: T0 + 2 * i64::try_from(seq).unwrap(),
+        processor_id: "processor-1".to_owned(),
+    }
+}
+
+fn results_of(client: &str, after_seq: u64, limit: usize) -> ResultQuery {
+    ResultQuery {
+        client_id: client.to_owned(),
+        after_seq,
+        limit,
+    }
+}
+
+fn seqs(page: &ResultPage) -> Vec<u64> {
+    page.results.iter().map(|r| r.seq).collect()
+}
+
+pub async fn results_are_read_by_client_above_a_seq_newest_kept(s: Arc<dyn Store>) {
+    let (a, b) = (unique("client_a"), unique("client_b"));
+    // Out of order, over a flush, with a client whose name is a prefix of another's.
+    let a_results: Vec<StoredResult> = [3, 1, 2, 7]
+        .iter()
+        .map(|&q| result(&a, q, Outcome::Value(i32::try_from(q * q).unwrap())))
+        .collect();
+    s.write_results(&a_results[..2]).await.unwrap();
+    s.flush().await.unwrap();
+    s.write_results(&a_results[2..]).await.unwrap();
+    s.write_results(&[result(&format!("{a}x"), 4, Outcome::Value(0))])
+        .await
+        .unwrap();
+    s.write_results(&[result(&b, 5, Outcome::Error("overflow".into()))])
+        .await
+        .unwrap();
+    let all = s.results(&results_of(&a, 0, 100)).await.unwrap();
+    assert_eq!((seqs(&all), all.total), (vec![1, 2, 3, 7], 4));
+    assert_eq!(all.results[0], result(&a, 1, Outcome::Value(1)));
+    let above = s.results(&results_of(&a, 2, 100)).await.unwrap();
+    assert_eq!((seqs(&above), above.total), (vec![3, 7], 2));
+    // The newest `limit`, still in seq order; the total counts the others too.
+    let newest = s.results(&results_of(&a, 0, 2)).await.unwrap();
+    assert_eq!((seqs(&newest), newest.total), (vec![3, 7], 4));
+    let none = s.results(&results_of(&a, 7, 100)).await.unwrap();
+    assert_eq!((none.results.len(), none.total), (0, 0));
+    let other = s.results(&results_of(&b, 0, 100)).await.unwrap();
+    assert_eq!(
+        other.results,
+        vec![result(&b, 5, Outcome::Error("overflow".into()))]
+    );
+    let unknown = s
+        .results(&results_of(&unique("nobody"), 0, 10))
+        .await
+        .unwrap();
+    assert_eq!(unknown, ResultPage::default());
+}
+
+pub async fn results_are_idempotent_on_client_and_seq(s: Arc<dyn Store>) {
+    let c = unique("idem_client");
+    let first: Vec<StoredResult> = (1..=3).map(|q| result(&c, q, Outcome::Value(1))).collect();
+    s.write_results(&first).await.unwrap();
+    s.flush().await.unwrap();
+    // A redelivery: the same seqs again, one with another answer (the rewrite wins).
+    s.write_results(&first).await.unwrap();
+    s.write_results(&[result(&c, 2, Outcome::Value(4))])
+        .await
+        .unwrap();
+    let page = s.results(&results_of(&c, 0, 10)).await.unwrap();
+    assert_eq!((seqs(&page), page.total), (vec![1, 2, 3], 3));
+    assert_eq!(page.results[1].outcome, Outcome::Value(4));
+    s.flush().await.unwrap();
+    let page = s.results(&results_of(&c, 0, 10)).await.unwrap();
+    assert_eq!((seqs(&page), page.total), (vec![1, 2, 3], 3));
+    assert_eq!(page.results[1].outcome, Outcome::Value(4));
 }
 
 pub async fn duplicate_across_flushed_data_and_head_counts_once(s: Arc<dyn Store>) {
@@ -615,6 +706,8 @@ macro_rules! conformance_suite {
             check!(step_buckets_are_aligned_to_the_step);
             check!(events_are_paged_oldest_first_and_filtered);
             check!(events_are_idempotent_on_id);
+            check!(results_are_read_by_client_above_a_seq_newest_kept);
+            check!(results_are_idempotent_on_client_and_seq);
             check!(datasets_describe_measurements);
             check!(latest_returns_the_newest_sample_per_series);
             check!(unknown_measurement_is_not_found);

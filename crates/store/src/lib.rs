@@ -15,7 +15,9 @@
 //!   at both ends, in nanoseconds since the Unix epoch;
 //! - only numeric fields are stored as samples (f64; integers and booleans are converted;
 //!   string fields are not stored as samples);
-//! - NaN samples are stored and returned, and skipped by every aggregate.
+//! - NaN samples are stored and returned, and skipped by every aggregate;
+//! - stream results are a record of their own ([`StoredResult`]), idempotent on
+//!   (client, seq) and read back by an index on it ([`Store::results`]).
 //!
 //! # Layout
 //! - this file: [`Store`] and the query/result types.
@@ -232,6 +234,67 @@ pub struct EventPage {
     pub events: Vec<StoredEvent>,
 }
 
+/// What a processor answered to a stream event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The computed value.
+    Value(i32),
+    /// Why there is no value (unknown processor, overflow, …).
+    Error(String),
+}
+
+/// The result of a stream event, as stored for replay to its client. Writes are
+/// idempotent on (`client_id`, `seq`): a rewrite replaces the row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredResult {
+    /// The client whose stream sent the event.
+    pub client_id: String,
+    /// The result's sequence number: strictly increasing per client (the event's
+    /// position in the events topic plus one).
+    pub seq: u64,
+    /// The event's partition in the events topic.
+    pub event_partition: u32,
+    /// The event's offset in that partition.
+    pub event_offset: u64,
+    /// The processor the event named.
+    pub event_name: String,
+    /// The event's number.
+    pub number: i32,
+    /// The answer.
+    pub outcome: Outcome,
+    /// When the gateway received the event (ns since the Unix epoch).
+    pub received_ns: i64,
+    /// When the processor answered (ns since the Unix epoch); retention ages results
+    /// by it.
+    pub processed_ns: i64,
+    /// Which processor answered.
+    pub processor_id: String,
+}
+
+/// The results of one client above a sequence number: the replay of a reconnecting
+/// stream. A backend answers it by an index on (client, seq), reading about what it
+/// returns, whatever the client's history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResultQuery {
+    /// The client.
+    pub client_id: String,
+    /// Only results with a greater seq.
+    pub after_seq: u64,
+    /// Most results returned: the newest ones.
+    pub limit: usize,
+}
+
+/// The answer to a [`ResultQuery`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ResultPage {
+    /// The newest `limit` results above `after_seq`, in seq order.
+    pub results: Vec<StoredResult>,
+    /// Results above `after_seq`, returned or not.
+    pub total: u64,
+    /// Result rows the backend read to answer (what the index saved is visible here).
+    pub rows_read: u64,
+}
+
 /// What the store knows about one measurement.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DatasetInfo {
@@ -296,6 +359,13 @@ pub trait Store: Send + Sync + 'static {
     /// Backend failures.
     async fn write_events(&self, events: &[StoredEvent]) -> Result<()>;
 
+    /// Writes stream results (idempotent on client and seq). Visible at once; durable
+    /// after [`Store::flush`].
+    ///
+    /// # Errors
+    /// Backend failures.
+    async fn write_results(&self, results: &[StoredResult]) -> Result<()>;
+
     /// Makes everything written so far durable.
     ///
     /// # Errors
@@ -321,6 +391,12 @@ pub trait Store: Send + Sync + 'static {
     /// # Errors
     /// Backend failures.
     async fn events(&self, query: &EventQuery) -> Result<EventPage>;
+
+    /// The newest results of a client above a seq (see [`ResultQuery`]).
+    ///
+    /// # Errors
+    /// Backend failures.
+    async fn results(&self, query: &ResultQuery) -> Result<ResultPage>;
 
     /// Every measurement with its fields, labels, counts and time range, sorted by name.
     ///

@@ -29,9 +29,9 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::observe::Api;
 use crate::streams::requests::stream_event;
 use crate::streams::requests::{Refusal, RequestSide, Step, StreamProtocol, check_client_id};
-use crate::observe::Api;
 use crate::streams::{Client, Protocol, Rejection, Reply};
 use crate::{AppState, Error};
 use datanexus_telemetry::Component;

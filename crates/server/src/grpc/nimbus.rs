@@ -37,8 +37,10 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::streams::requests::{Refusal, RequestSide, Step, StreamProtocol, check_client_id, stream_event};
 use crate::observe::Api;
+use crate::streams::requests::{
+    Refusal, RequestSide, Step, StreamProtocol, check_client_id, stream_event,
+};
 use crate::streams::{Protocol, Rejection, Reply};
 use crate::{AppState, Error};
 use datanexus_telemetry::Component;
