@@ -14,8 +14,8 @@ use datanexus_config::{
     BrokerConfig, Config, ConfigOverrides, LogFormat, Role, StoreConfig, StoreKind,
 };
 use datanexus_fanout::{FanoutOptions, RedisMailbox, RedisRouter};
-use datanexus_pipeline::results::{Mailbox, ResultRouter};
 use datanexus_pipeline::{Pipeline, PipelineConfig};
+use datanexus_results::{Mailbox, ResultRouter};
 use datanexus_seglog::{LogOptions, Retention};
 use datanexus_server::Backends;
 use datanexus_store::Store;

@@ -18,9 +18,9 @@ impl Error {
     }
 }
 
-impl From<Error> for datanexus_store::Error {
+impl From<Error> for datanexus_results::Error {
     fn from(e: Error) -> Self {
-        datanexus_store::Error::Unavailable(e.to_string())
+        datanexus_results::Error::Unavailable(e.to_string())
     }
 }
 

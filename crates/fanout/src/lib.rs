@@ -40,7 +40,7 @@ use std::time::Duration;
 
 use datanexus_config::{BrokerConfig, Config, RedisConfig};
 
-pub use datanexus_pipeline::results::{Mailbox, ResultRouter};
+pub use datanexus_results::{Mailbox, ResultRouter};
 
 pub use crate::error::{Error, Result};
 pub use crate::keys::Keys;

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use datanexus_pipeline::results::{Kept, Mailbox, Replay};
 use datanexus_proto::datanexus::v1::ResultRecord;
+use datanexus_results::{Kept, Mailbox, Replay};
 use prost::Message;
 use redis::aio::ConnectionManager;
 
@@ -83,7 +83,7 @@ impl RedisMailbox {
 
 #[async_trait]
 impl Mailbox for RedisMailbox {
-    async fn claim(&self, client_id: &str) -> datanexus_store::Result<()> {
+    async fn claim(&self, client_id: &str) -> datanexus_results::Result<()> {
         let ms = u64::try_from(self.max_age.as_millis()).unwrap_or(u64::MAX);
         let mut cmd = redis::cmd("SET");
         cmd.arg(self.keys.home(client_id))
@@ -100,7 +100,7 @@ impl Mailbox for RedisMailbox {
         after_seq: u64,
         max: usize,
         min_processed_ns: i64,
-    ) -> datanexus_store::Result<Replay> {
+    ) -> datanexus_results::Result<Replay> {
         if max == 0 {
             return Ok(Replay::default());
         }
@@ -134,13 +134,13 @@ impl Mailbox for RedisMailbox {
         Ok(kept.finish())
     }
 
-    async fn delivered(&self, client_id: &str) -> datanexus_store::Result<Option<u64>> {
+    async fn delivered(&self, client_id: &str) -> datanexus_results::Result<Option<u64>> {
         let mut cmd = redis::cmd("GET");
         cmd.arg(self.keys.delivered(client_id));
         Ok(self.query::<Option<u64>>(&cmd).await?)
     }
 
-    async fn save_delivered(&self, cursors: &[(String, u64)]) -> datanexus_store::Result<()> {
+    async fn save_delivered(&self, cursors: &[(String, u64)]) -> datanexus_results::Result<()> {
         if cursors.is_empty() {
             return Ok(());
         }

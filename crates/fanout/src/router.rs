@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use datanexus_pipeline::results::ResultRouter;
 use datanexus_proto::datanexus::v1::ResultRecord;
+use datanexus_results::ResultRouter;
 use prost::Message;
 use redis::aio::ConnectionManager;
 

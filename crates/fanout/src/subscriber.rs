@@ -4,8 +4,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use datanexus_pipeline::results::ResultRouter;
 use datanexus_proto::datanexus::v1::ResultRecord;
+use datanexus_results::ResultRouter;
 use futures::StreamExt;
 use prost::Message;
 use tokio::sync::watch;

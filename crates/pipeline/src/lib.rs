@@ -32,7 +32,6 @@
 //!   the sinker of `results`).
 //! - [`processing`]: consumer → processor → acker on `events`.
 //! - [`processor`] (+ `processor/`): [`Processor`], [`Registry`] and the built-ins.
-//! - [`results`]: [`ResultRouter`], result seqs, results as stored events.
 //! - `housekeeping.rs`: heartbeat-independent periodic tasks (retention, lag).
 //! - `error.rs`: [`Error`].
 
@@ -51,13 +50,12 @@ pub mod error;
 mod housekeeping;
 pub mod processing;
 pub mod processor;
-pub mod results;
 mod sink;
 mod worker;
 
+pub use datanexus_results::ResultRouter;
 pub use error::{Error, Result};
 pub use processor::{ProcessError, Processor, Registry};
-pub use results::ResultRouter;
 pub use sink::SinkKind;
 
 /// Settings of the workers.

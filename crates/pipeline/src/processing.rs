@@ -11,7 +11,7 @@
 //! a partition has one consumer of the group at a time, each consumer handles its batches
 //! one after the other, and a client's results all go to one `results` partition. A
 //! consumer that dies after producing but before acknowledging leaves duplicates in
-//! `results`; they carry the same seq (see [`crate::results`]), the store keeps each
+//! `results`; they carry the same seq (see `datanexus_results::record`), the store keeps each
 //! once, and clients drop seqs they have already seen.
 
 use std::sync::Arc;
@@ -26,9 +26,9 @@ use prost::Message;
 use tokio::sync::{mpsc, watch};
 
 use crate::processor::Registry;
-use crate::results::event_position;
 use crate::worker::{Backoff, Member, run_stage};
 use crate::{Error, PipelineConfig, Result};
+use datanexus_results::event_position;
 
 /// The result of the stream event `event` delivered as `id`, or `None` for an event
 /// without a stream request.

@@ -18,14 +18,15 @@ use std::time::{Duration, Instant};
 use datanexus_broker::{Broker, Delivery, RecordId};
 use datanexus_model::{Point, codec};
 use datanexus_proto::datanexus::v1::ResultRecord;
-use datanexus_store::{Store, StoredEvent};
+use datanexus_store::{Store, StoredEvent, StoredResult};
 use datanexus_telemetry::{Component, ErrorKind, Telemetry};
 use prost::Message;
 use tokio::sync::{mpsc, watch};
 
-use crate::results::{ResultRouter, result_to_stored};
 use crate::worker::{Backoff, Member, run_stage};
 use crate::{PipelineConfig, Result};
+use datanexus_results::ResultRouter;
+use datanexus_results::record::to_stored;
 
 /// Most records written to the store in one call when polled batches queue up.
 const MAX_WRITE_RECORDS: usize = 20_000;
@@ -57,6 +58,8 @@ impl SinkKind {
 struct Decoded {
     points: Vec<Point>,
     events: Vec<StoredEvent>,
+    /// The results as stored (the forwarder's).
+    stored: Vec<StoredResult>,
     results: Vec<ResultRecord>,
 }
 
@@ -164,7 +167,7 @@ impl SinkContext {
     /// Writes one decoded batch (retrying store failures), then routes its results;
     /// returns rows written.
     async fn write(&self, decoded: &Decoded) -> usize {
-        let rows = decoded.points.len() + decoded.events.len();
+        let rows = decoded.points.len() + decoded.events.len() + decoded.stored.len();
         self.store_write(decoded).await;
         if let Some(router) = self.router.as_ref().filter(|_| !decoded.results.is_empty()) {
             router.route(&decoded.results).await;
@@ -172,11 +175,15 @@ impl SinkContext {
         rows
     }
 
-    /// Writes events then points, retrying with backoff until the store accepts them.
+    /// Writes results, events then points, retrying with backoff until the store
+    /// accepts them.
     async fn store_write(&self, decoded: &Decoded) {
         let mut backoff = Backoff::new();
         loop {
             let result = async {
+                if !decoded.stored.is_empty() {
+                    self.store.write_results(&decoded.stored).await?;
+                }
                 if !decoded.events.is_empty() {
                     self.store.write_events(&decoded.events).await?;
                 }
@@ -267,7 +274,7 @@ async fn decode(kind: SinkKind, member: &Member, batch: &[Delivery]) -> Decoded 
                 })
                 .map_err(|e| e.to_string()),
             SinkKind::Results => decode_result(&d.value).map(|r| {
-                out.events.push(result_to_stored(&r));
+                out.stored.push(to_stored(&r));
                 out.results.push(r);
             }),
         };

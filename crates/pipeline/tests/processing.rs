@@ -15,11 +15,12 @@ use datanexus_broker::{Broker, Bytes, ConsumerOptions, ProduceRecord};
 use datanexus_model::series::partition_of_key;
 use datanexus_model::{Event, StreamEvent, codec};
 use datanexus_pipeline::processing::result_of;
-use datanexus_pipeline::results::{result_seq, result_to_stored, stored_to_result};
 use datanexus_pipeline::{Pipeline, PipelineConfig, Registry, ResultRouter};
 use datanexus_proto::datanexus::v1::ResultRecord;
 use datanexus_proto::datanexus::v1::result_record::Outcome;
-use datanexus_store::{EventQuery, Store};
+use datanexus_results::record::from_stored;
+use datanexus_results::result_seq;
+use datanexus_store::{ResultQuery, Store};
 use datanexus_telemetry::Telemetry;
 use prost::Message;
 use serde_json::Map;
@@ -46,12 +47,12 @@ impl ResultRouter for Recorder {
             let clients: BTreeSet<&str> = results.iter().map(|r| r.client_id.as_str()).collect();
             let mut stored = BTreeSet::new();
             for client in clients {
-                let page = store.events(&events_of(client)).await.unwrap();
-                stored.extend(page.events.into_iter().map(|e| e.id));
+                let page = store.results(&results_of(client)).await.unwrap();
+                stored.extend(page.results.into_iter().map(|r| (r.client_id, r.seq)));
             }
             let missing = results
                 .iter()
-                .filter(|r| !stored.contains(&result_to_stored(r).id))
+                .filter(|r| !stored.contains(&(r.client_id.clone(), result_seq(r))))
                 .count();
             self.routed_before_stored
                 .fetch_add(missing, Ordering::Relaxed);
@@ -125,18 +126,18 @@ fn event_record(client: &str, stream: Option<(&str, i32)>, ts: i64) -> ProduceRe
     }
 }
 
-fn events_of(client: &str) -> EventQuery {
-    EventQuery {
-        source_id: Some(client.into()),
+fn results_of(client: &str) -> ResultQuery {
+    ResultQuery {
+        client_id: client.into(),
+        after_seq: 0,
         limit: 100_000,
-        ..Default::default()
     }
 }
 
 /// The results the store holds for `client`, by seq.
 async fn stored_results(store: &dyn Store, client: &str) -> Vec<ResultRecord> {
-    let page = store.events(&events_of(client)).await.unwrap();
-    let mut results: Vec<_> = page.events.iter().filter_map(stored_to_result).collect();
+    let page = store.results(&results_of(client)).await.unwrap();
+    let mut results: Vec<_> = page.results.into_iter().map(from_stored).collect();
     results.sort_by_key(result_seq);
     results
 }

@@ -214,6 +214,52 @@ impl IntoResponse for Error {
     }
 }
 
+impl Error {
+    /// How a stream ends because of this error (its gRPC code, the public message).
+    pub(crate) fn stream_end(&self) -> datanexus_results::StreamEnd {
+        use datanexus_results::EndCode;
+        let code = match self.status().1 {
+            tonic::Code::InvalidArgument => EndCode::InvalidArgument,
+            tonic::Code::Unauthenticated => EndCode::Unauthenticated,
+            tonic::Code::ResourceExhausted => EndCode::ResourceExhausted,
+            tonic::Code::DeadlineExceeded => EndCode::DeadlineExceeded,
+            tonic::Code::NotFound => EndCode::NotFound,
+            tonic::Code::Unavailable => EndCode::Unavailable,
+            tonic::Code::Aborted => EndCode::Aborted,
+            _ => EndCode::Internal,
+        };
+        datanexus_results::StreamEnd::new(code, self.log_and_publish())
+    }
+}
+
+/// The gRPC status a stream ends with.
+pub(crate) fn end_status(end: datanexus_results::StreamEnd) -> tonic::Status {
+    use datanexus_results::EndCode;
+    let code = match end.code {
+        EndCode::Aborted => tonic::Code::Aborted,
+        EndCode::ResourceExhausted => tonic::Code::ResourceExhausted,
+        EndCode::Unavailable => tonic::Code::Unavailable,
+        EndCode::InvalidArgument => tonic::Code::InvalidArgument,
+        EndCode::DeadlineExceeded => tonic::Code::DeadlineExceeded,
+        EndCode::Unauthenticated => tonic::Code::Unauthenticated,
+        EndCode::NotFound => tonic::Code::NotFound,
+        EndCode::Internal => tonic::Code::Internal,
+    };
+    tonic::Status::new(code, end.message)
+}
+
+impl From<datanexus_results::Error> for Error {
+    fn from(e: datanexus_results::Error) -> Self {
+        match e {
+            datanexus_results::Error::Store(e) => Error::Store(e),
+            datanexus_results::Error::Unavailable(m) => {
+                Error::Store(datanexus_store::Error::Unavailable(m))
+            }
+            other => Error::Internal(other.to_string()),
+        }
+    }
+}
+
 /// Longest gRPC status message sent, in bytes (longer ones are cut).
 const MAX_GRPC_MESSAGE_BYTES: usize = 1024;
 

@@ -16,7 +16,7 @@
 //! # Layout
 //! - `data_nexus.rs`, `raftmetrics.rs`, `nimbus.rs`: one file per seed service.
 //! - `event_stream.rs`: the native acknowledged event stream (what both stream
-//!   protocols share is `crate::streams::requests`).
+//!   protocols share is `crate::streams`).
 
 pub(crate) mod data_nexus;
 mod event_stream;
@@ -153,7 +153,10 @@ async fn not_serving_after(
     state: AppState,
 ) {
     shutdown.await;
-    let closing = tonic::Status::unavailable(crate::streams::requests::SHUTTING_DOWN);
+    let closing = datanexus_results::StreamEnd::new(
+        datanexus_results::EndCode::Unavailable,
+        crate::streams::SHUTTING_DOWN,
+    );
     state.sessions().close_all(&closing).await;
     for service in std::iter::once("").chain(SERVICES) {
         reporter

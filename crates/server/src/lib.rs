@@ -51,7 +51,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use datanexus_broker::Broker;
-use datanexus_pipeline::results::Mailbox;
+use datanexus_results::Mailbox;
 use datanexus_store::Store;
 use datanexus_telemetry::Telemetry;
 use tokio::net::TcpListener;
@@ -62,7 +62,7 @@ pub use crate::error::{Error, Result};
 pub use crate::http::http_app;
 pub use crate::options::{LOCAL_REPLY_TO, ServerOptions, TopicNames};
 pub use crate::state::AppState;
-pub use crate::streams::Sessions;
+pub use datanexus_results::Sessions;
 
 /// The engines the front ends work over.
 #[derive(Clone)]

@@ -53,7 +53,7 @@ pub struct ServerOptions {
     pub histogram_buckets: Vec<f64>,
     /// Consumer group of `GET /metrics?drain=true` on the metrics topic.
     pub drain_group: String,
-    /// Where the client event streams' cursors are persisted (`cursors.json`); `None`
+    /// Where the client event streams' cursors are persisted (`cursors.log`, a journal); `None`
     /// keeps them in memory only. From a config: `<data_dir>/sessions`.
     pub state_dir: Option<PathBuf>,
     /// Most stored results replayed to a reconnecting stream client (the newest are
@@ -138,6 +138,19 @@ impl From<&Config> for ServerOptions {
             stream_channel_capacity: c.streams.channel_capacity,
             slow_client_timeout: c.streams.slow_client_timeout,
             reply_to: LOCAL_REPLY_TO.to_owned(),
+        }
+    }
+}
+
+impl ServerOptions {
+    /// The settings of the client-stream registry.
+    pub fn session_options(&self) -> datanexus_results::SessionOptions {
+        datanexus_results::SessionOptions {
+            state_dir: self.state_dir.clone(),
+            max_replay_results: self.max_replay_results,
+            max_replay_age: self.max_replay_age,
+            channel_capacity: self.stream_channel_capacity,
+            slow_client_timeout: self.slow_client_timeout,
         }
     }
 }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use datanexus_broker::Broker;
-use datanexus_pipeline::results::StoreMailbox;
+use datanexus_results::StoreMailbox;
 use datanexus_store::Store;
 use datanexus_telemetry::Telemetry;
 use tokio::sync::Semaphore;
@@ -11,8 +11,8 @@ use tokio::sync::Semaphore;
 use crate::auth::Auth;
 use crate::exposition::drain::Drainer;
 use crate::ingest::{Ingestor, TopicTarget};
-use crate::streams::Sessions;
 use crate::{Backends, Error, Result, ServerOptions};
+use datanexus_results::Sessions;
 
 /// Shared state of the gRPC and HTTP front ends; cheap to clone.
 #[derive(Clone)]
@@ -97,7 +97,8 @@ impl AppState {
                 ));
             }
         };
-        let sessions = Sessions::open(mailbox, Arc::clone(&telemetry), &options).await?;
+        let sessions =
+            Sessions::open(mailbox, Arc::clone(&telemetry), &options.session_options()).await?;
         Ok(AppState {
             inner: Arc::new(Shared {
                 broker,
@@ -136,7 +137,7 @@ impl AppState {
     /// The client-stream registry: the [`ResultRouter`] to give the pipeline's
     /// forwarder, so that results reach the streams of this server.
     ///
-    /// [`ResultRouter`]: datanexus_pipeline::results::ResultRouter
+    /// [`ResultRouter`]: datanexus_results::ResultRouter
     pub fn sessions(&self) -> Arc<Sessions> {
         Arc::clone(&self.inner.sessions)
     }

@@ -1,523 +1,289 @@
-//! The client event streams. This file: the registry — which client is connected on
-//! which stream, what it has been sent, and the cursors that say where it resumes;
-//! `requests.rs`: the request side (appending events, answering refusals in order)
-//! that the nimbus and native protocols share.
-//!
-//! Results reach a client on two paths that meet under one per-client lock:
-//!
-//! - **route** ([`ResultRouter::route`], called by the forwarder *after* it wrote the
-//!   results to the store): for each result, lock its client; if a stream is attached
-//!   and the result's seq is above what that stream was sent, put it in the stream's
-//!   bounded buffer. A full buffer is waited on for at most `slow_client_timeout`; then
-//!   the stream is closed with `RESOURCE_EXHAUSTED` ("client too slow; reconnect to
-//!   resume"). Results of clients without a stream are skipped: they are in the store.
-//! - **attach** (a stream connects): lock the client; close the stream it replaces
-//!   (`ABORTED`, "another stream with client_id … took over": the new stream wins);
-//!   read the client's stored results with a seq above its cursor (the newest
-//!   `max_replay_results` of them, oldest first), queue them for the new stream, and
-//!   attach it, all before unlocking.
-//!
-//! Since the store is written before routing and both paths hold the same lock, a
-//! result is either replayed or routed, never missed; a stream drops duplicates by seq.
-//!
-//! Cursors (persisted every second while they change, see `cursors.rs`, and the
-//! `delivered` ones also shared through the [`Mailbox`], so that a `nimbus` client that
-//! reconnects to another gateway resumes where the first one left off): `delivered` = the highest seq a stream handed
-//! to the transport (the `nimbus` resume point: results written into a stream that then
-//! broke may be lost in transit, at-most-once for those; results still buffered are
-//! replayed) and `acked` = the highest seq a `datanexus.v1.EventStream` client
-//! acknowledged (the native resume point, together with `Hello.resume_after`: nothing
-//! is lost, every result is replayed until acknowledged).
-//!
-//! # Layout
-//! - `requests.rs`: [`requests::RequestSide`] and the [`requests::StreamProtocol`] each
-//!   gRPC protocol implements.
-//! - `outbound.rs`: [`Outbound`], the response side of one stream (replay, buffer,
-//!   in-band replies in order, takeover and close).
-//! - `cursors.rs`: the cursor file (atomic writes) and its periodic flush.
-//! - `tests.rs`: unit tests over a real embedded store.
+//! The request side of the client event streams, which both protocols share: the
+//! client id, turning a request into a stream event, and [`RequestSide`] (reading
+//! requests in batches, appending events durably through the ingestor, answering
+//! refusals in order); each protocol supplies a [`StreamProtocol`]. The response side
+//! — the registry of streams, replay, cursors — is `datanexus_results::Sessions`.
 
-mod cursors;
-mod outbound;
-pub(crate) mod requests;
-#[cfg(test)]
-mod tests;
+use datanexus_model::event::MAX_SOURCE_ID_BYTES;
+use datanexus_model::{Event, StreamEvent, time};
+use futures::FutureExt;
+use serde_json::json;
+use tokio::sync::mpsc;
+use tonic::Streaming;
 
-use std::collections::HashMap;
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use crate::observe::Api;
+use crate::{AppState, Error, Result};
+use datanexus_results::{Outgoing, Rejection, Reply, event_seq};
 
-use async_trait::async_trait;
-use datanexus_broker::RecordId;
-use datanexus_pipeline::results::{Mailbox, Replay, ResultRouter, event_position, result_seq};
-use datanexus_proto::datanexus::v1::ResultRecord;
-use datanexus_telemetry::{Component, ErrorKind, Telemetry};
-use parking_lot::Mutex;
-use tokio::sync::mpsc::error::TrySendError;
-use tokio::sync::{mpsc, oneshot, watch};
-use tonic::Status;
+/// Longest accepted `event_name`, in bytes.
+const MAX_EVENT_NAME_BYTES: usize = 256;
 
-pub(crate) use self::cursors::Cursors;
-pub(crate) use self::outbound::{Outbound, Outgoing, Rejection, Reply};
-use crate::{Result, ServerOptions};
+/// Most requests read from a stream and appended in one broker call.
+const MAX_BATCH: usize = 512;
 
-/// Which protocol a stream speaks: it decides the resume cursor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Protocol {
-    /// `nimbus.NimbusService`: resume after the last result handed to the transport.
-    Nimbus,
-    /// `datanexus.v1.EventStream`: resume after max(`resume_after`, acknowledged).
-    Native {
-        /// `Hello.resume_after`.
-        resume_after: u64,
-    },
-}
+/// Shown to clients whose streams are closed by a shutdown.
+pub(crate) const SHUTTING_DOWN: &str = "server shutting down; reconnect to resume";
 
-/// One client's state.
-pub(crate) struct Client {
-    id: String,
-    /// The cursors and the generation of the newest stream. A short lock, never held
-    /// across an await.
-    live: Mutex<Live>,
-    /// The attached stream; held across replay, so attach and route of one client are
-    /// serialized.
-    attached: tokio::sync::Mutex<Option<Attached>>,
-}
-
-#[derive(Debug, Default)]
-struct Live {
-    /// The generation of the newest stream; older streams may no longer deliver.
-    generation: u64,
-    cursors: Cursors,
-}
-
-/// The attached stream of a client, as routing sees it.
-struct Attached {
-    generation: u64,
-    tx: mpsc::Sender<Outgoing>,
-    close: Option<oneshot::Sender<Status>>,
-    /// The highest result seq put in this stream's buffer (or replayed to it).
-    sent: u64,
-}
-
-impl Attached {
-    fn close(mut self, status: Status) {
-        if let Some(close) = self.close.take() {
-            let _ = close.send(status);
-        }
+/// Checks a client id (from metadata or `Hello`).
+///
+/// # Errors
+/// [`Error::Invalid`] when it is missing, empty or too long.
+pub(crate) fn check_client_id(client_id: Option<&str>, missing: &str) -> Result<String> {
+    match client_id {
+        None | Some("") => Err(Error::Invalid(missing.to_owned())),
+        Some(id) if id.len() > MAX_SOURCE_ID_BYTES => Err(Error::Invalid(format!(
+            "client_id is {} bytes, the limit is {MAX_SOURCE_ID_BYTES}",
+            id.len()
+        ))),
+        Some(id) => Ok(id.to_owned()),
     }
 }
 
-/// Limits of the streams (from [`ServerOptions`]).
-#[derive(Debug, Clone, Copy)]
-struct StreamLimits {
-    max_replay_results: usize,
-    max_replay_age: Duration,
-    channel_capacity: usize,
-    slow_client_timeout: Duration,
+/// The event a stream request becomes: source = the client, payload
+/// `{"event_name", "number"}`, processed by the pipeline's processor `event_name`.
+///
+/// # Errors
+/// [`Error::Invalid`] for an empty or too long event name.
+pub(crate) fn stream_event(
+    client_id: &str,
+    event_name: &str,
+    number: i32,
+    received_ns: i64,
+    reply_to: &str,
+) -> Result<Event> {
+    if event_name.is_empty() {
+        return Err(Error::Invalid("event_name must not be empty".into()));
+    }
+    if event_name.len() > MAX_EVENT_NAME_BYTES {
+        return Err(Error::Invalid(format!(
+            "event_name is {} bytes, the limit is {MAX_EVENT_NAME_BYTES}",
+            event_name.len()
+        )));
+    }
+    let payload = json!({ "event_name": event_name, "number": number });
+    let payload = payload.as_object().cloned().unwrap_or_default();
+    let mut event = Event::new(client_id.to_owned(), received_ns, payload)?;
+    event.stream = Some(StreamEvent {
+        event_name: event_name.to_owned(),
+        number,
+        reply_to: reply_to.to_owned(),
+    });
+    Ok(event)
 }
 
-/// The registry of client streams; the [`ResultRouter`] the pipeline's forwarder
-/// delivers results through. Get it from [`AppState::sessions`](crate::AppState::sessions).
-pub struct Sessions {
-    clients: Mutex<HashMap<String, Arc<Client>>>,
-    /// Where a reattaching client's results are read back from.
-    mailbox: Arc<dyn Mailbox>,
-    telemetry: Arc<Telemetry>,
-    limits: StreamLimits,
-    next_generation: AtomicU64,
-    /// Where the cursors are persisted, if anywhere.
-    state_dir: Option<PathBuf>,
-    /// Cursors changed since the last persist.
-    dirty: AtomicBool,
-    /// The delivered cursors last shared through the mailbox.
-    shared: Mutex<HashMap<String, u64>>,
+/// The next requests: waits for one, then takes those already received (up to
+/// [`MAX_BATCH`]). `None` once the client half-closed.
+///
+/// # Errors
+/// The request stream failed (the client went away or sent garbage).
+pub(crate) async fn next_batch<T>(
+    requests: &mut Streaming<T>,
+) -> Result<Option<Vec<T>>, tonic::Status> {
+    let Some(first) = requests.message().await? else {
+        return Ok(None);
+    };
+    let mut batch = vec![first];
+    while batch.len() < MAX_BATCH {
+        // `message` keeps its progress in the stream, so dropping it is safe.
+        match requests.message().now_or_never() {
+            Some(Ok(Some(next))) => batch.push(next),
+            _ => break,
+        }
+    }
+    Ok(Some(batch))
 }
 
-impl std::fmt::Debug for Sessions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sessions")
-            .field("clients", &self.clients.lock().len())
-            .field("state_dir", &self.state_dir)
-            .finish_non_exhaustive()
-    }
+/// What one request of a stream asks the shared flow for.
+pub(crate) enum Step<R> {
+    /// Append this event; `R` is kept to answer the request once appended.
+    Append(Event, R),
+    /// Refuse in-band, in request order (after the events before it were appended).
+    Refuse(Refusal<R>),
+    /// Nothing to append or answer (handled on the spot, e.g. an acknowledgement).
+    Done,
 }
 
-impl Sessions {
-    /// The registry, with the cursors persisted in `options.state_dir` (if any).
-    ///
-    /// # Errors
-    /// The cursor file exists but cannot be read.
-    pub(crate) async fn open(
-        mailbox: Arc<dyn Mailbox>,
-        telemetry: Arc<Telemetry>,
-        options: &ServerOptions,
-    ) -> Result<Arc<Sessions>> {
-        let state_dir = options.state_dir.clone();
-        let loaded = match &state_dir {
-            Some(dir) => cursors::load(dir.clone()).await?,
-            None => HashMap::new(),
-        };
-        let clients = loaded
-            .into_iter()
-            .map(|(id, cursors)| {
-                let client = Client::new(id.clone(), cursors);
-                (id, Arc::new(client))
-            })
-            .collect();
-        Ok(Arc::new(Sessions {
-            clients: Mutex::new(clients),
-            mailbox,
-            telemetry,
-            limits: StreamLimits {
-                max_replay_results: options.max_replay_results,
-                max_replay_age: options.max_replay_age,
-                channel_capacity: options.stream_channel_capacity.max(1),
-                slow_client_timeout: options.slow_client_timeout,
-            },
-            next_generation: AtomicU64::new(0),
-            state_dir,
-            dirty: AtomicBool::new(false),
-            shared: Mutex::new(HashMap::new()),
-        }))
-    }
+/// Why a request is refused.
+pub(crate) enum Refusal<R> {
+    /// The request could not be accepted (invalid, or the broker is overloaded).
+    Request(R, Error),
+    /// A protocol error not tied to an event (e.g. a second `Hello`).
+    Message(String),
+}
 
-    /// The cursors of `client_id`, if it is known (for tests and diagnostics).
-    pub fn cursors(&self, client_id: &str) -> Option<(u64, u64)> {
-        let client = self.clients.lock().get(client_id).cloned()?;
-        let c = client.live.lock().cursors;
-        Some((c.delivered, c.acked))
-    }
+/// What differs between the two event-stream protocols on the request side: how a
+/// request becomes a [`Step`] and how acceptances and refusals are answered. The flow
+/// (runs of events appended in one broker call, refusals answered in order, overload
+/// answered per request, broker failures ending the stream) is [`RequestSide`]'s.
+pub(crate) trait StreamProtocol: Send + 'static {
+    /// A message of the request stream.
+    type Message: Send + 'static;
+    /// What is kept of an appended request to answer it.
+    type Request: Send + 'static;
+    /// The API label of the appends.
+    const API: Api;
 
-    /// Whether `client_id` has a stream attached now.
-    pub async fn is_connected(&self, client_id: &str) -> bool {
-        let client = self.clients.lock().get(client_id).cloned();
-        match client {
-            Some(client) => client.attached.lock().await.is_some(),
-            None => false,
-        }
-    }
+    /// What `message`, received at `received_ns`, asks for.
+    fn step(&mut self, message: Self::Message, received_ns: i64) -> Step<Self::Request>;
 
-    /// Attaches a new stream of `client_id`, replacing (closing) the one it had, and
-    /// queues its stored results above its cursor for replay.
-    ///
-    /// # Errors
-    /// The store cannot be read (the replaced stream is closed nevertheless).
-    pub(crate) async fn attach(
-        self: &Arc<Self>,
-        client_id: &str,
-        protocol: Protocol,
-    ) -> Result<Outbound> {
-        let client = self.client(client_id);
-        let mut attached = client.attached.lock().await;
-        if protocol == Protocol::Nimbus {
-            // Another gateway may have delivered more to this client.
-            if let Some(shared) = self.mailbox.delivered(client_id).await? {
-                let mut live = client.live.lock();
-                live.cursors.delivered = live.cursors.delivered.max(shared);
-            }
-        }
-        let generation = self.next_generation.fetch_add(1, Ordering::Relaxed) + 1;
-        let cursor = self.take_over(&client, generation, protocol);
-        if let Some(old) = attached.take() {
-            old.close(Status::aborted(format!(
-                "another stream with client_id {client_id:?} took over"
-            )));
-        }
-        let replay = self.claim_and_replay(client_id, cursor).await?;
-        if replay.dropped > 0 {
-            self.count(ErrorKind::ReplayDropped, replay.dropped);
-        }
-        let (tx, rx) = mpsc::channel(self.limits.channel_capacity);
-        let (close, closed) = oneshot::channel();
-        *attached = Some(Attached {
-            generation,
-            tx: tx.clone(),
-            close: Some(close),
-            sent: replay.results.back().map_or(cursor, result_seq),
-        });
-        drop(attached);
-        Ok(Outbound::new(
-            Arc::clone(self),
-            client,
-            generation,
-            cursor,
-            replay.results,
-            (tx, rx, closed),
-        ))
-    }
+    /// The replies to the `requests` that were appended with `seqs` (one each).
+    fn accepted(&self, requests: Vec<Self::Request>, seqs: &[u64]) -> Vec<Reply>;
 
-    /// Claims `client_id` in the mailbox (results are routed here from now on), then
-    /// reads its results above `after_seq` within the replay bounds.
-    async fn claim_and_replay(&self, client_id: &str, after_seq: u64) -> Result<Replay> {
-        self.mailbox.claim(client_id).await?;
-        let max_age = i64::try_from(self.limits.max_replay_age.as_nanos()).unwrap_or(i64::MAX);
-        let min_processed_ns = datanexus_model::time::now_ns().saturating_sub(max_age);
-        Ok(self
-            .mailbox
-            .replay(
-                client_id,
-                after_seq,
-                self.limits.max_replay_results,
-                min_processed_ns,
-            )
-            .await?)
-    }
+    /// The in-band answer to a refusal; `last_seq` is the seq of the last event
+    /// appended on the stream (the answer comes after its result).
+    fn refused(
+        &self,
+        refusal: Refusal<Self::Request>,
+        received_ns: i64,
+        last_seq: u64,
+    ) -> Rejection;
+}
 
-    /// Makes `generation` the live stream of `client` and returns its resume cursor.
-    fn take_over(&self, client: &Client, generation: u64, protocol: Protocol) -> u64 {
-        let mut live = client.live.lock();
-        live.generation = generation;
-        match protocol {
-            Protocol::Nimbus => live.cursors.delivered,
-            Protocol::Native { resume_after } => {
-                if resume_after > live.cursors.acked {
-                    live.cursors.acked = resume_after;
-                    self.dirty.store(true, Ordering::Relaxed);
-                }
-                live.cursors.acked
-            }
-        }
-    }
+/// The request side of one stream: reads requests in batches, appends their events and
+/// answers refusals in-band, in request order.
+pub(crate) struct RequestSide<P> {
+    pub(crate) protocol: P,
+    pub(crate) state: AppState,
+    pub(crate) client_id: String,
+    pub(crate) tx: mpsc::Sender<Outgoing>,
+    /// The seq of the last event appended (0: none).
+    pub(crate) last_seq: u64,
+}
 
-    /// Records that the stream `generation` of `client` handed result `seq` to the
-    /// transport. False when a newer stream took over (the result must not be sent).
-    fn mark_delivered(&self, client: &Client, generation: u64, seq: u64) -> bool {
-        let mut live = client.live.lock();
-        if live.generation != generation {
-            return false;
-        }
-        if seq > live.cursors.delivered {
-            live.cursors.delivered = seq;
-            self.dirty.store(true, Ordering::Relaxed);
-        }
-        true
-    }
-
-    /// A native client acknowledged every result up to `seq` (capped at what it was
-    /// delivered).
-    pub(crate) fn ack(&self, client: &Client, seq: u64) {
-        let mut live = client.live.lock();
-        let seq = seq.min(live.cursors.delivered);
-        if seq > live.cursors.acked {
-            live.cursors.acked = seq;
-            self.dirty.store(true, Ordering::Relaxed);
-        }
-    }
-
-    /// Detaches the stream `generation` of `client` if it is still the attached one.
-    async fn detach(&self, client: &Client, generation: u64) {
-        let mut attached = client.attached.lock().await;
-        if attached
-            .as_ref()
-            .is_some_and(|a| a.generation == generation)
-        {
-            *attached = None;
-        }
-    }
-
-    /// Offers every attached stream the results in the mailbox above what it was
-    /// sent: after a gap in live routing (a gateway's pub/sub subscription was down),
-    /// this delivers what was published meanwhile.
-    ///
-    /// # Errors
-    /// The mailbox cannot be read (the streams stay attached; try again later).
-    pub async fn catch_up(&self) -> Result<()> {
-        let clients: Vec<Arc<Client>> = self.clients.lock().values().cloned().collect();
-        for client in clients {
-            let Some(sent) = client.attached.lock().await.as_ref().map(|a| a.sent) else {
-                continue;
-            };
-            // The home entry may be gone too (Redis lost it): routing must find us.
-            let replay = self.claim_and_replay(&client.id, sent).await?;
-            for result in &replay.results {
-                self.offer(&client, result).await;
-            }
-        }
-        Ok(())
-    }
-
-    /// Claims again every attached client in the mailbox (with Redis: renews each
-    /// client's home entry, which expires `streams.max_replay_age` after it was set),
-    /// every `interval` until `stop` turns true.
-    pub async fn renew_claims_periodically(
-        self: Arc<Self>,
-        interval: Duration,
-        mut stop: watch::Receiver<bool>,
-    ) {
+impl<P: StreamProtocol> RequestSide<P> {
+    /// Reads requests in batches until the client half-closes — then tells the response
+    /// side the seq of the last event, so it can end once that is answered — or either
+    /// side goes away.
+    pub(crate) async fn drive(mut self, mut requests: Streaming<P::Message>) {
         loop {
-            tokio::select! {
-                _ = stop.wait_for(|s| *s) => return,
-                () = tokio::time::sleep(interval) => {}
-            }
-            let clients: Vec<Arc<Client>> = self.clients.lock().values().cloned().collect();
-            for client in clients {
-                if client.attached.lock().await.is_none() {
-                    continue;
-                }
-                if let Err(e) = self.mailbox.claim(&client.id).await {
-                    self.count(ErrorKind::Claim, 1);
-                    tracing::warn!(error = %e, client_id = %client.id, "cannot renew a client's claim; retrying later");
-                }
-            }
-        }
-    }
-
-    /// Closes every attached stream with `status` (shutdown).
-    pub(crate) async fn close_all(&self, status: &Status) {
-        let clients: Vec<Arc<Client>> = self.clients.lock().values().cloned().collect();
-        for client in clients {
-            if let Some(old) = client.attached.lock().await.take() {
-                old.close(status.clone());
-            }
-        }
-    }
-
-    fn client(&self, client_id: &str) -> Arc<Client> {
-        let mut clients = self.clients.lock();
-        let client = clients
-            .entry(client_id.to_owned())
-            .or_insert_with(|| Arc::new(Client::new(client_id.to_owned(), Cursors::default())));
-        Arc::clone(client)
-    }
-
-    /// Offers one result to the attached stream of its client.
-    async fn offer(&self, client: &Client, result: &ResultRecord) {
-        let mut attached = client.attached.lock().await;
-        let Some(stream) = attached.as_mut() else {
-            return;
-        };
-        let seq = result_seq(result);
-        if seq <= stream.sent {
-            return;
-        }
-        let item = Outgoing::Reply(Reply::Result(result.clone()));
-        let delivered = match stream.tx.try_send(item) {
-            Ok(()) => true,
-            Err(TrySendError::Closed(_)) => false,
-            Err(TrySendError::Full(item)) => {
-                let wait = self.limits.slow_client_timeout;
-                match tokio::time::timeout(wait, stream.tx.send(item)).await {
-                    Ok(sent) => sent.is_ok(),
-                    Err(_) => {
-                        self.count(ErrorKind::SlowClient, 1);
-                        tracing::info!(client_id = %client.id, "stream client too slow: disconnecting it");
-                        if let Some(slow) = attached.take() {
-                            slow.close(Status::resource_exhausted(
-                                "client too slow; reconnect to resume",
-                            ));
-                        }
+            let batch = tokio::select! {
+                batch = next_batch(&mut requests) => batch,
+                // The response side ended: stop reading, so the call can finish.
+                () = self.tx.closed() => return,
+            };
+            match batch {
+                Ok(Some(batch)) => {
+                    if !self.handle(batch).await {
                         return;
                     }
                 }
+                Ok(None) => break,
+                Err(status) => {
+                    tracing::debug!(client_id = %self.client_id, %status, "request stream failed");
+                    return;
+                }
             }
+        }
+        let finished = Outgoing::Finished {
+            last_seq: self.last_seq,
         };
-        match attached.as_mut() {
-            Some(stream) if delivered => stream.sent = seq,
-            _ => *attached = None,
-        }
+        let _ = self.tx.send(finished).await;
     }
 
-    fn count(&self, kind: ErrorKind, n: u64) {
-        self.telemetry.error_n(Component::Streams, kind, n);
-    }
-
-    /// Writes the cursors to `state_dir` now (atomically), if there is one.
-    ///
-    /// # Errors
-    /// The file cannot be written (the previous one stays intact).
-    pub async fn persist(&self) -> Result<()> {
-        self.dirty.store(false, Ordering::Relaxed);
-        let snapshot = self.snapshot();
-        let changed: Vec<(String, u64)> = {
-            let shared = self.shared.lock();
-            snapshot
-                .iter()
-                .filter(|(id, c)| shared.get(*id).is_none_or(|s| *s < c.delivered))
-                .map(|(id, c)| (id.clone(), c.delivered))
-                .collect()
-        };
-        let outcome = async {
-            if let Some(dir) = &self.state_dir {
-                cursors::save(dir.clone(), snapshot).await?;
-            }
-            self.mailbox.save_delivered(&changed).await?;
-            Ok(())
-        }
-        .await;
-        match outcome {
-            Ok(()) => self.shared.lock().extend(changed),
-            Err(_) => self.dirty.store(true, Ordering::Relaxed),
-        }
-        outcome
-    }
-
-    /// Persists the cursors every `interval` while they change, until `stop` turns
-    /// true; then once more.
-    pub(crate) async fn persist_periodically(
-        self: Arc<Self>,
-        interval: Duration,
-        mut stop: watch::Receiver<bool>,
-    ) {
-        loop {
-            tokio::select! {
-                _ = stop.wait_for(|s| *s) => break,
-                () = tokio::time::sleep(interval) => {}
-            }
-            if self.dirty.load(Ordering::Relaxed) {
-                self.persist_or_log().await;
+    /// Handles one batch in order: runs of events are appended in one call; false when
+    /// the stream is over.
+    async fn handle(&mut self, batch: Vec<P::Message>) -> bool {
+        let received_ns = time::now_ns();
+        let mut run = Vec::new();
+        for message in batch {
+            match self.protocol.step(message, received_ns) {
+                Step::Append(event, request) => run.push((event, request)),
+                Step::Done => {}
+                Step::Refuse(refusal) => {
+                    if !self.append(std::mem::take(&mut run), received_ns).await
+                        || !self.refuse(refusal, received_ns).await
+                    {
+                        return false;
+                    }
+                }
             }
         }
-        self.persist_or_log().await;
+        self.append(run, received_ns).await
     }
 
-    async fn persist_or_log(&self) {
-        if let Err(e) = self.persist().await {
-            self.count(ErrorKind::Persist, 1);
-            tracing::warn!(error = %e, "cannot persist the stream cursors; retrying");
+    /// Appends a run of events and answers them; an overload refuses each of them
+    /// in-band (the client resends), any other failure ends the stream with its status.
+    async fn append(&mut self, run: Vec<(Event, P::Request)>, received_ns: i64) -> bool {
+        if run.is_empty() {
+            return true;
+        }
+        let (events, requests): (Vec<_>, Vec<_>) = run.into_iter().unzip();
+        match append(&self.state, P::API, &events).await {
+            Ok(seqs) => {
+                self.last_seq = seqs.last().copied().unwrap_or(self.last_seq);
+                for reply in self.protocol.accepted(requests, &seqs) {
+                    if self.tx.send(Outgoing::Reply(reply)).await.is_err() {
+                        return false;
+                    }
+                }
+                true
+            }
+            Err(Error::Overloaded(why)) => {
+                for request in requests {
+                    let refusal = Refusal::Request(request, Error::Overloaded(why.clone()));
+                    if !self.refuse(refusal, received_ns).await {
+                        return false;
+                    }
+                }
+                true
+            }
+            Err(e) => {
+                let _ = self.tx.send(Outgoing::Abort(e.stream_end())).await;
+                false
+            }
         }
     }
 
-    fn snapshot(&self) -> HashMap<String, Cursors> {
-        let clients = self.clients.lock();
-        clients
-            .iter()
-            .map(|(id, c)| (id.clone(), c.live.lock().cursors))
-            .filter(|(_, c)| *c != Cursors::default())
-            .collect()
+    async fn refuse(&self, refusal: Refusal<P::Request>, received_ns: i64) -> bool {
+        let rejection = self.protocol.refused(refusal, received_ns, self.last_seq);
+        let reply = Outgoing::Reply(Reply::Rejected(rejection));
+        self.tx.send(reply).await.is_ok()
     }
 }
 
-impl Client {
-    fn new(id: String, cursors: Cursors) -> Self {
-        Client {
-            id,
-            live: Mutex::new(Live {
-                generation: 0,
-                cursors,
-            }),
-            attached: tokio::sync::Mutex::new(None),
-        }
-    }
+/// Appends stream events durably; returns the seqs their results will carry.
+///
+/// # Errors
+/// [`Error::Overloaded`] (retry later) and broker failures.
+pub(crate) async fn append(state: &AppState, api: Api, events: &[Event]) -> Result<Vec<u64>> {
+    let outcome = state.ingestor().stream_events(events).await;
+    let ids = state.observe_ingest(api, outcome, Vec::len)?;
+    Ok(ids.iter().map(event_seq).collect())
 }
 
-#[async_trait]
-impl ResultRouter for Sessions {
-    async fn route(&self, results: &[ResultRecord]) {
-        for result in results {
-            let client = self.clients.lock().get(&result.client_id).cloned();
-            if let Some(client) = client {
-                self.offer(&client, result).await;
-            }
-        }
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// The seq the result of the event stored as `id` will carry (event position + 1, see
-/// `datanexus_pipeline::results`): the offset for the embedded log and Kafka, the
-/// order-preserving number of a Redis stream entry id.
-pub(crate) fn event_seq(id: &RecordId) -> u64 {
-    event_position(*id).1.saturating_add(1)
+    #[test]
+    fn missing_empty_and_long_client_ids_are_rejected() {
+        let missing = "missing client_id metadata";
+        for id in [None, Some("")] {
+            let e = check_client_id(id, missing).unwrap_err();
+            assert_eq!(e.to_string(), missing);
+        }
+        let long = "x".repeat(MAX_SOURCE_ID_BYTES + 1);
+        assert!(check_client_id(Some(&long), missing).is_err());
+        assert_eq!(check_client_id(Some("c1"), missing).unwrap(), "c1");
+    }
+
+    #[test]
+    fn requests_become_stream_events_for_the_pipeline() {
+        let e = stream_event("c1", "sq", 7, 42, "gw-a").unwrap();
+        assert_eq!(e.source_id, "c1");
+        assert_eq!(e.timestamp_ns, 42);
+        assert_eq!(e.payload["event_name"], "sq");
+        assert_eq!(e.payload["number"], 7);
+        let stream = e.stream.unwrap();
+        assert_eq!(
+            (
+                stream.event_name.as_str(),
+                stream.number,
+                stream.reply_to.as_str()
+            ),
+            ("sq", 7, "gw-a")
+        );
+        let empty = stream_event("c1", "", 7, 42, "gw-a").unwrap_err();
+        assert_eq!(empty.to_string(), "event_name must not be empty");
+    }
 }

@@ -18,22 +18,22 @@
 //! - A second stream with the same client id takes over (the older one ends with
 //!   `ABORTED`); half-closing ends the stream once every event sent was answered.
 
-use datanexus_pipeline::results::result_seq;
 use datanexus_proto::datanexus::v1::event_stream_server::EventStream;
 use datanexus_proto::datanexus::v1::result_record::Outcome;
 use datanexus_proto::datanexus::v1::{
     Accepted, Event as EventRequest, Hello, StreamRequest, StreamResponse, StreamResult,
     stream_request, stream_response, stream_result,
 };
-use futures::StreamExt;
+use datanexus_results::result_seq;
 use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::error::end_status;
 use crate::observe::Api;
-use crate::streams::requests::stream_event;
-use crate::streams::requests::{Refusal, RequestSide, Step, StreamProtocol, check_client_id};
-use crate::streams::{Client, Protocol, Rejection, Reply};
+use crate::streams::{Refusal, RequestSide, Step, StreamProtocol, check_client_id, stream_event};
 use crate::{AppState, Error};
+use datanexus_results::{Client, Protocol, Rejection, Reply};
 use datanexus_telemetry::Component;
 
 type Responses = BoxStream<'static, Result<StreamResponse, Status>>;
@@ -88,7 +88,7 @@ async fn open(
         .sessions()
         .attach(&client_id, protocol)
         .await
-        .map_err(fail)?;
+        .map_err(|e| fail(e.into()))?;
     let side = RequestSide {
         protocol: Native {
             state: state.clone(),
@@ -101,7 +101,8 @@ async fn open(
         last_seq: 0,
     };
     tokio::spawn(side.drive(requests));
-    Ok(outbound.into_stream(stream_response).boxed())
+    let responses = outbound.into_stream(stream_response);
+    Ok(responses.map_err(end_status).boxed())
 }
 
 async fn hello(requests: &mut Streaming<StreamRequest>) -> Result<Result<Hello, Error>, Status> {

@@ -27,22 +27,21 @@
 use std::collections::HashMap;
 
 use datanexus_model::time;
-use datanexus_pipeline::results::result_seq;
 use datanexus_proto::datanexus::v1::ResultRecord;
 use datanexus_proto::datanexus::v1::result_record::Outcome;
 use datanexus_proto::nimbus::nimbus_service_server::NimbusService;
 use datanexus_proto::nimbus::{EventRequest, EventResponse, LogEntry, TraceStep};
 use datanexus_proto::prost_types::Timestamp;
-use futures::StreamExt;
+use datanexus_results::result_seq;
 use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::error::end_status;
 use crate::observe::Api;
-use crate::streams::requests::{
-    Refusal, RequestSide, Step, StreamProtocol, check_client_id, stream_event,
-};
-use crate::streams::{Protocol, Rejection, Reply};
+use crate::streams::{Refusal, RequestSide, Step, StreamProtocol, check_client_id, stream_event};
 use crate::{AppState, Error};
+use datanexus_results::{Protocol, Rejection, Reply};
 use datanexus_telemetry::Component;
 
 const SERVICE_NAME: &str = "datanexus";
@@ -84,7 +83,7 @@ impl NimbusService for NimbusStreams {
             .sessions()
             .attach(&client_id, Protocol::Nimbus)
             .await
-            .map_err(|e| self.fail(e))?;
+            .map_err(|e| self.fail(e.into()))?;
         let requests = RequestSide {
             protocol: Nimbus {
                 client_id: client_id.clone(),
@@ -98,7 +97,7 @@ impl NimbusService for NimbusStreams {
         tokio::spawn(requests.drive(request.into_inner()));
         let instance = self.state.instance_id().to_owned();
         let responses = outbound.into_stream(move |reply| response(reply, &instance));
-        Ok(Response::new(responses.boxed()))
+        Ok(Response::new(responses.map_err(end_status).boxed()))
     }
 }
 

@@ -11,14 +11,13 @@ use std::time::Duration;
 
 use datanexus_broker::Broker;
 use datanexus_broker::embedded::{EmbeddedBroker, EmbeddedOptions};
-use datanexus_pipeline::results::stored_to_result;
 use datanexus_pipeline::{Pipeline, PipelineConfig};
 use datanexus_proto::datanexus::v1::event_stream_client::EventStreamClient;
 use datanexus_proto::datanexus::v1::{StreamRequest, StreamResponse};
 use datanexus_proto::nimbus::nimbus_service_client::NimbusServiceClient;
 use datanexus_proto::nimbus::{EventRequest, EventResponse};
 use datanexus_server::{AppState, Backends, ServerOptions};
-use datanexus_store::{EventQuery, Store};
+use datanexus_store::Store;
 use datanexus_store_embedded::{EmbeddedStore, EmbeddedStoreOptions};
 use datanexus_telemetry::Telemetry;
 use tokio::net::TcpListener;
@@ -146,13 +145,13 @@ impl StreamServer {
 
     /// Results stored for `client`.
     pub(super) async fn stored_results(&self, client: &str) -> usize {
-        let query = EventQuery {
-            source_id: Some(client.into()),
+        let query = datanexus_store::ResultQuery {
+            client_id: client.into(),
+            after_seq: 0,
             limit: usize::MAX,
-            ..EventQuery::default()
         };
-        let page = self.store.events(&query).await.expect("events");
-        page.events.iter().filter_map(stored_to_result).count()
+        let page = self.store.results(&query).await.expect("results");
+        page.results.len()
     }
 
     /// Stops the server, then the pipeline, the broker and the store.

@@ -238,7 +238,7 @@ async fn nimbus_cursors_survive_a_restart() {
     }
     assert!(conn.next().await.expect("ok").is_none());
     server.shutdown().await;
-    assert!(dir.path().join("sessions/cursors.json").exists());
+    assert!(dir.path().join("sessions/cursors.log").exists());
 
     let server = StreamServer::start(dir.path(), options).await;
     assert_eq!(

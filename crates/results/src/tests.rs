@@ -3,22 +3,32 @@
 
 use std::time::Duration;
 
-use datanexus_pipeline::results::{Mailbox, StoreMailbox, result_to_stored};
+use std::sync::Arc;
+
+use datanexus_proto::datanexus::v1::ResultRecord;
 use datanexus_proto::datanexus::v1::result_record::Outcome;
 use datanexus_store::Store;
 use datanexus_store_embedded::{EmbeddedStore, EmbeddedStoreOptions};
+use datanexus_telemetry::Telemetry;
 use futures::{Stream, StreamExt};
 use tempfile::TempDir;
 
-use super::*;
+use crate::record::{result_seq, to_stored};
+use crate::{
+    EndCode, Mailbox, Outgoing, Protocol, Rejection, Reply, ResultRouter, SessionOptions, Sessions,
+    StoreMailbox, StreamEnd,
+};
 
 const WAIT: Duration = Duration::from_secs(10);
 
-/// The configuration's defaults, cursors in memory.
-fn defaults() -> ServerOptions {
-    ServerOptions {
+/// The configuration's defaults (`[streams]`), cursors in memory.
+fn defaults() -> SessionOptions {
+    SessionOptions {
         state_dir: None,
-        ..ServerOptions::from(&datanexus_config::Config::default())
+        max_replay_results: 100_000,
+        max_replay_age: Duration::from_secs(7 * 24 * 3600),
+        channel_capacity: 1024,
+        slow_client_timeout: Duration::from_secs(5),
     }
 }
 
@@ -45,7 +55,7 @@ struct Fixture {
     sessions: Arc<Sessions>,
 }
 
-async fn fixture(options: ServerOptions) -> Fixture {
+async fn fixture(options: SessionOptions) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(
         EmbeddedStore::open(&dir.path().join("store"), EmbeddedStoreOptions::default()).unwrap(),
@@ -65,8 +75,8 @@ async fn fixture(options: ServerOptions) -> Fixture {
 impl Fixture {
     /// What the forwarder does: store first, then route.
     async fn forward(&self, results: &[ResultRecord]) {
-        let stored: Vec<_> = results.iter().map(result_to_stored).collect();
-        self.store.write_events(&stored).await.unwrap();
+        let stored: Vec<_> = results.iter().map(to_stored).collect();
+        self.store.write_results(&stored).await.unwrap();
         self.sessions.route(results).await;
     }
 
@@ -74,7 +84,7 @@ impl Fixture {
         &self,
         client: &str,
         protocol: Protocol,
-    ) -> impl Stream<Item = Result<Reply, Status>> + Unpin + use<> {
+    ) -> impl Stream<Item = Result<Reply, StreamEnd>> + Unpin + use<> {
         let outbound = self.sessions.attach(client, protocol).await.unwrap();
         Box::pin(outbound.into_stream(|reply| reply))
     }
@@ -91,15 +101,15 @@ impl Fixture {
 }
 
 async fn next(
-    stream: &mut (impl Stream<Item = Result<Reply, Status>> + Unpin),
-) -> Result<Reply, Status> {
+    stream: &mut (impl Stream<Item = Result<Reply, StreamEnd>> + Unpin),
+) -> Result<Reply, StreamEnd> {
     tokio::time::timeout(WAIT, stream.next())
         .await
         .expect("a reply in time")
         .expect("the stream is open")
 }
 
-async fn next_seq(stream: &mut (impl Stream<Item = Result<Reply, Status>> + Unpin)) -> u64 {
+async fn next_seq(stream: &mut (impl Stream<Item = Result<Reply, StreamEnd>> + Unpin)) -> u64 {
     match next(stream).await {
         Ok(Reply::Result(r)) => result_seq(&r),
         other => panic!("expected a result, got {other:?}"),
@@ -142,7 +152,7 @@ async fn a_reconnecting_client_gets_the_stored_results_above_its_cursor() {
 
 #[tokio::test]
 async fn replay_keeps_only_the_newest_results_and_counts_the_rest() {
-    let options = ServerOptions {
+    let options = SessionOptions {
         max_replay_results: 2,
         ..defaults()
     };
@@ -157,7 +167,7 @@ async fn replay_keeps_only_the_newest_results_and_counts_the_rest() {
 
 #[tokio::test]
 async fn replay_leaves_out_results_older_than_the_age_limit_and_counts_them() {
-    let options = ServerOptions {
+    let options = SessionOptions {
         max_replay_age: Duration::from_secs(3600),
         ..defaults()
     };
@@ -181,8 +191,8 @@ async fn a_second_stream_takes_over_and_the_first_is_aborted() {
     f.forward(&[result("c1", 0)]).await;
     let mut second = f.stream("c1", Protocol::Nimbus).await;
     let status = next(&mut first).await.unwrap_err();
-    assert_eq!(status.code(), tonic::Code::Aborted);
-    assert!(status.message().contains("took over"), "{status}");
+    assert_eq!(status.code, EndCode::Aborted);
+    assert!(status.message.contains("took over"), "{status}");
     // The first stream never handed seq 1 over, so the second one gets it.
     assert_eq!(next_seq(&mut second).await, 1);
     f.forward(&[result("c1", 1)]).await;
@@ -191,8 +201,8 @@ async fn a_second_stream_takes_over_and_the_first_is_aborted() {
 
 #[tokio::test]
 async fn a_slow_client_is_disconnected_and_resumes_from_the_store() {
-    let options = ServerOptions {
-        stream_channel_capacity: 1,
+    let options = SessionOptions {
+        channel_capacity: 1,
         slow_client_timeout: Duration::from_millis(1),
         ..defaults()
     };
@@ -201,7 +211,7 @@ async fn a_slow_client_is_disconnected_and_resumes_from_the_store() {
     f.forward(&(0..3).map(|o| result("c1", o)).collect::<Vec<_>>())
         .await;
     let status = next(&mut slow).await.unwrap_err();
-    assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+    assert_eq!(status.code, EndCode::ResourceExhausted);
     assert_eq!(f.errors("slow_client"), 1);
     let mut again = f.stream("c1", Protocol::Nimbus).await;
     for seq in 1..=3 {
@@ -275,7 +285,7 @@ async fn native_clients_resume_after_their_acknowledged_results() {
 #[tokio::test]
 async fn cursors_are_persisted_and_reloaded() {
     let dir = tempfile::tempdir().unwrap();
-    let options = ServerOptions {
+    let options = SessionOptions {
         state_dir: Some(dir.path().join("sessions")),
         ..defaults()
     };
@@ -289,4 +299,49 @@ async fn cursors_are_persisted_and_reloaded() {
         .await
         .unwrap();
     assert_eq!(reopened.cursors("c1"), Some((2, 0)));
+}
+
+#[tokio::test]
+async fn clients_unseen_for_the_replay_age_are_forgotten_with_their_cursors() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = SessionOptions {
+        state_dir: Some(dir.path().join("sessions")),
+        max_replay_age: Duration::from_millis(300),
+        ..defaults()
+    };
+    let f = fixture(options.clone()).await;
+    let mut gone = f.stream("gone", Protocol::Nimbus).await;
+    f.forward(&[result("gone", 0)]).await;
+    assert_eq!(next_seq(&mut gone).await, 1);
+    drop(gone);
+    let _here = f.stream("here", Protocol::Nimbus).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while f.sessions.is_connected("gone").await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stream never detached"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    f.sessions.persist().await.unwrap();
+    assert_eq!(
+        f.sessions.cursors("gone"),
+        Some((1, 0)),
+        "seen just now: kept"
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    f.sessions.persist().await.unwrap();
+    assert_eq!(
+        f.sessions.cursors("gone"),
+        None,
+        "unseen for the replay age"
+    );
+    assert!(f.sessions.cursors("here").is_some(), "attached: kept");
+    assert_eq!(f.sessions.client_count(), 1);
+    // Forgotten in the journal too.
+    let reopened = Sessions::open(mailbox(&f.store), Telemetry::new(), &options)
+        .await
+        .unwrap();
+    assert_eq!(reopened.cursors("gone"), None);
+    assert!(reopened.cursors("here").is_some());
 }

@@ -11,29 +11,29 @@
 //! so a client sees its answers in request order.
 //!
 //! The stream ends
-//! - with the status sent on its close channel (takeover `ABORTED`, slow client
-//!   `RESOURCE_EXHAUSTED`, shutdown `UNAVAILABLE`), at once: buffered results are not
+//! - with the [`StreamEnd`] sent on its close channel (takeover `Aborted`, slow client
+//!   `ResourceExhausted`, shutdown `Unavailable`), at once: buffered results are not
 //!   sent and not marked delivered, so they are replayed on reconnect;
 //! - with `OK` once the client half-closed ([`Outgoing::Finished`]) and every event it
 //!   sent was answered;
-//! - with a status the request side reports ([`Outgoing::Abort`]).
+//! - with the end the request side reports ([`Outgoing::Abort`]).
 //!
 //! Dropping it (the client went away) detaches it from the registry.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use datanexus_pipeline::results::result_seq;
 use datanexus_proto::datanexus::v1::ResultRecord;
 use futures::Stream;
 use tokio::sync::{mpsc, oneshot};
-use tonic::Status;
 
-use super::{Client, Sessions};
+use crate::record::result_seq;
+use crate::sessions::{Client, Sessions};
+use crate::{EndCode, StreamEnd};
 
 /// What the stream yields to its protocol handler.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Reply {
+pub enum Reply {
     /// A result, replayed or routed.
     Result(ResultRecord),
     /// (native) An event is durable; its result will carry `seq`.
@@ -49,24 +49,24 @@ pub(crate) enum Reply {
 
 /// A request answered in-band by the gateway, without a result from the pipeline.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Rejection {
+pub struct Rejection {
     /// Yield only after the result with this seq (0: at once).
-    pub(crate) after_seq: u64,
+    pub after_seq: u64,
     /// The request's event name.
-    pub(crate) event_name: String,
+    pub event_name: String,
     /// The request's number.
-    pub(crate) number: i32,
+    pub number: i32,
     /// The request's correlation id (native; 0 for nimbus).
-    pub(crate) correlation_id: u64,
+    pub correlation_id: u64,
     /// Why (shown to the client).
-    pub(crate) message: String,
+    pub message: String,
     /// When the request was received (ns since the Unix epoch).
-    pub(crate) received_ns: i64,
+    pub received_ns: i64,
 }
 
 /// What goes through a stream's buffer.
 #[derive(Debug)]
-pub(crate) enum Outgoing {
+pub enum Outgoing {
     /// Something to yield.
     Reply(Reply),
     /// The client half-closed after sending events up to `last_seq`.
@@ -75,25 +75,25 @@ pub(crate) enum Outgoing {
         last_seq: u64,
     },
     /// End the stream with this status.
-    Abort(Status),
+    Abort(StreamEnd),
 }
 
 /// The buffer, a sender into it (for the request side), and the close channel.
 pub(super) type Channels = (
     mpsc::Sender<Outgoing>,
     mpsc::Receiver<Outgoing>,
-    oneshot::Receiver<Status>,
+    oneshot::Receiver<StreamEnd>,
 );
 
 /// The response side of one attached stream.
-pub(crate) struct Outbound {
+pub struct Outbound {
     sessions: Arc<Sessions>,
     client: Arc<Client>,
     generation: u64,
     replay: VecDeque<ResultRecord>,
     tx: mpsc::Sender<Outgoing>,
     rx: mpsc::Receiver<Outgoing>,
-    closed: Option<oneshot::Receiver<Status>>,
+    closed: Option<oneshot::Receiver<StreamEnd>>,
     /// The highest result seq yielded (or the resume cursor).
     high: u64,
     /// A routed result held back while older rejections go first.
@@ -104,7 +104,7 @@ pub(crate) struct Outbound {
 }
 
 impl Outbound {
-    pub(super) fn new(
+    pub(crate) fn new(
         sessions: Arc<Sessions>,
         client: Arc<Client>,
         generation: u64,
@@ -129,20 +129,20 @@ impl Outbound {
     }
 
     /// A sender into this stream's buffer, for the request side.
-    pub(crate) fn sender(&self) -> mpsc::Sender<Outgoing> {
+    pub fn sender(&self) -> mpsc::Sender<Outgoing> {
         self.tx.clone()
     }
 
     /// The client this stream belongs to.
-    pub(crate) fn client(&self) -> Arc<Client> {
+    pub fn client(&self) -> Arc<Client> {
         Arc::clone(&self.client)
     }
 
     /// The stream of replies, each mapped by `f`.
-    pub(crate) fn into_stream<T: Send + 'static>(
+    pub fn into_stream<T: Send + 'static>(
         self,
         f: impl Fn(Reply) -> T + Send + 'static,
-    ) -> impl Stream<Item = Result<T, Status>> + Send + 'static {
+    ) -> impl Stream<Item = Result<T, StreamEnd>> + Send + 'static {
         futures::stream::unfold((self, f), |(mut out, f)| async move {
             let item = out.next().await?;
             Some((item.map(&f), (out, f)))
@@ -150,7 +150,7 @@ impl Outbound {
     }
 
     /// The next reply, a status that ends the stream, or `None` at its end.
-    async fn next(&mut self) -> Option<Result<Reply, Status>> {
+    async fn next(&mut self) -> Option<Result<Reply, StreamEnd>> {
         loop {
             if self.done {
                 return None;
@@ -189,7 +189,7 @@ impl Outbound {
 
     /// What can be yielded without waiting: replayed results, due rejections, a held
     /// result.
-    fn ready(&mut self) -> Option<Result<Reply, Status>> {
+    fn ready(&mut self) -> Option<Result<Reply, StreamEnd>> {
         while let Some(result) = self.replay.pop_front() {
             if let Some(reply) = self.deliver(result) {
                 return Some(reply);
@@ -210,7 +210,7 @@ impl Outbound {
     }
 
     /// Takes one item of the buffer; returns what to yield now, if anything.
-    fn accept(&mut self, outgoing: Outgoing) -> Option<Result<Reply, Status>> {
+    fn accept(&mut self, outgoing: Outgoing) -> Option<Result<Reply, StreamEnd>> {
         match outgoing {
             Outgoing::Reply(Reply::Result(result)) if self.deferred.is_empty() => {
                 self.deliver(result)
@@ -243,7 +243,7 @@ impl Outbound {
 
     /// Yields `result` unless it is a duplicate; ends the stream if a newer one took
     /// over.
-    fn deliver(&mut self, result: ResultRecord) -> Option<Result<Reply, Status>> {
+    fn deliver(&mut self, result: ResultRecord) -> Option<Result<Reply, StreamEnd>> {
         let seq = result_seq(&result);
         if seq <= self.high {
             return None;
@@ -253,10 +253,13 @@ impl Outbound {
             .mark_delivered(&self.client, self.generation, seq)
         {
             self.done = true;
-            return Some(Err(Status::aborted(format!(
-                "another stream with client_id {:?} took over",
-                self.client.id
-            ))));
+            return Some(Err(StreamEnd::new(
+                EndCode::Aborted,
+                format!(
+                    "another stream with client_id {:?} took over",
+                    self.client.id
+                ),
+            )));
         }
         self.high = seq;
         Some(Ok(Reply::Result(result)))
