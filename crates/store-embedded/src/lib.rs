@@ -65,6 +65,7 @@ mod fsutil;
 mod maintenance;
 mod manifest;
 mod merge;
+mod migrate;
 mod open;
 mod parquet_util;
 mod points_file;

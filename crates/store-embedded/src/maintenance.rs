@@ -92,6 +92,7 @@ pub(super) fn manifest_of(
             })
             .collect(),
         measurements,
+        results_apart: true,
     }
 }
 

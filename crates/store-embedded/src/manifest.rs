@@ -41,6 +41,11 @@ pub(crate) struct Manifest {
     /// Live results files, oldest first (absent in manifests of older versions).
     #[serde(default)]
     pub(crate) results: Vec<FileEntry>,
+    /// Whether stream results are kept in results files only: false in manifests of
+    /// versions that kept them as events (`result/…` ids), which [`crate::open`]
+    /// moves to a results file once.
+    #[serde(default)]
+    pub(crate) results_apart: bool,
     /// Measurement metadata.
     pub(crate) measurements: BTreeMap<String, MeasurementMeta>,
 }
@@ -73,6 +78,7 @@ impl Manifest {
                 return Ok(Manifest {
                     version: FORMAT_VERSION,
                     next_seq: 1,
+                    results_apart: true,
                     ..Manifest::default()
                 });
             }

@@ -10,14 +10,14 @@ use super::manifest::{Manifest, events_name, points_name, results_name};
 use super::merge::file_stats;
 use super::points_file::PointFile;
 use super::results_file::ResultFile;
-use super::{EmbeddedStoreOptions, State};
+use super::{EmbeddedStoreOptions, State, migrate};
 use datanexus_store::Result;
 
 /// Loads the state of the store in `dir` (creating the directory if needed).
 ///
 /// # Errors
 /// I/O failures; [`datanexus_store::Error::Corrupt`] for an unreadable manifest or live file.
-pub(super) fn load(dir: &Path, _options: &EmbeddedStoreOptions) -> Result<State> {
+pub(super) fn load(dir: &Path, options: &EmbeddedStoreOptions) -> Result<State> {
     std::fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
     let manifest = Manifest::load(dir)?;
     manifest.remove_unlisted(dir)?;
@@ -53,6 +53,18 @@ pub(super) fn load(dir: &Path, _options: &EmbeddedStoreOptions) -> Result<State>
         }
         result_files.push(Arc::new(ResultFile::open(&path, f.seq)?));
     }
+    let mut next_seq = manifest.next_seq;
+    if !manifest.results_apart && !event_files.is_empty() {
+        migrate::results_out_of_events(
+            dir,
+            options,
+            &points,
+            &mut event_files,
+            &mut result_files,
+            &mut next_seq,
+            &manifest,
+        )?;
+    }
     let ids: Vec<u64> = catalog.series.keys().copied().collect();
     for (id, stats) in file_stats(&ids, &points)? {
         if let Some(entry) = catalog.series.get_mut(&id) {
@@ -64,7 +76,7 @@ pub(super) fn load(dir: &Path, _options: &EmbeddedStoreOptions) -> Result<State>
         points,
         event_files,
         result_files,
-        next_seq: manifest.next_seq,
+        next_seq,
         ..State::default()
     })
 }

@@ -540,3 +540,67 @@ async fn a_replay_reads_only_the_results_it_returns_whatever_the_history() {
     let page = store.results(&replay("busy", 0, 100)).await.unwrap();
     check(page, N - 98..=N + 1, N + 1, 100);
 }
+
+/// A store written by a version that kept stream results as events gets them moved to
+/// a results file at its first start: replayable, and no longer listed as events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_kept_as_events_by_earlier_versions_are_moved_out_once() {
+    use datanexus_store::Outcome;
+    use serde_json::json;
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path(), EmbeddedStoreOptions::default()).unwrap();
+    let legacy = |offset: u64, payload: serde_json::Value| StoredEvent {
+        id: format!("result/3/{offset}"),
+        source_id: "c1".into(),
+        timestamp_ns: 2000 + i64::try_from(offset).unwrap(),
+        payload: payload.as_object().unwrap().clone(),
+    };
+    store
+        .write_events(&[
+            legacy(41, json!({"kind": "result", "seq": 42, "event_name": "square", "number": 6, "result": 36, "received_ns": 1000, "processor_id": "p1"})),
+            legacy(42, json!({"kind": "result", "seq": 43, "event_name": "nope", "number": 1, "error": "unknown processor", "received_ns": 1001, "processor_id": "p1"})),
+            StoredEvent {
+                id: "p0-7".into(),
+                source_id: "c1".into(),
+                timestamp_ns: 1000,
+                payload: json!({"event_name": "square", "number": 6}).as_object().unwrap().clone(),
+            },
+        ])
+        .await
+        .unwrap();
+    store.stop().await.unwrap();
+    drop(store);
+    // Make the manifest look like an earlier version's.
+    let path = dir.path().join("manifest.json");
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    manifest.as_object_mut().unwrap().remove("results_apart");
+    std::fs::write(&path, serde_json::to_vec(&manifest).unwrap()).unwrap();
+    for _ in 0..2 {
+        let store = EmbeddedStore::open(dir.path(), EmbeddedStoreOptions::default()).unwrap();
+        let page = store.results(&replay("c1", 0, 10)).await.unwrap();
+        let got: Vec<(u64, Outcome, i64)> = page
+            .results
+            .iter()
+            .map(|r| (r.seq, r.outcome.clone(), r.processed_ns))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (42, Outcome::Value(36), 2041),
+                (43, Outcome::Error("unknown processor".into()), 2042)
+            ]
+        );
+        let events = store
+            .events(&datanexus_store::EventQuery {
+                source_id: Some("c1".into()),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let ids: Vec<&str> = events.events.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(ids, ["p0-7"]);
+        store.stop().await.unwrap();
+    }
+}
