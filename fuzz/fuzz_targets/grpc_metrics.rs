@@ -2,8 +2,8 @@
 //! panic; whatever is accepted is a valid point.
 #![no_main]
 
+use datanexus_ingest::endpoint::INGEST_METRICS;
 use datanexus_model::{Limits, validate};
-use datanexus_ingest::seed;
 use datanexus_proto::data_nexus::BatchMetrics;
 use datanexus_proto::prost::Message;
 use libfuzzer_sys::fuzz_target;
@@ -14,7 +14,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(batch) = BatchMetrics::decode(data) else {
         return;
     };
-    if let Ok(points) = seed::data_nexus_batch(batch.metrics, &limits, usize::MAX, 1) {
+    if let Ok(points) = INGEST_METRICS(batch.metrics, &limits, usize::MAX, 1) {
         for p in &points {
             assert_eq!(validate::point(p, &limits), Ok(()));
         }

@@ -2,9 +2,9 @@
 //! never panic; whatever is accepted is a valid point.
 #![no_main]
 
+use datanexus_ingest::endpoint::POST_WRITE;
 use datanexus_model::lineproto::Precision;
 use datanexus_model::{Limits, validate};
-use datanexus_ingest::lineproto;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -15,7 +15,7 @@ fuzz_target!(|data: &[u8]| {
         Some(3) => Precision::Seconds,
         _ => Precision::Nanoseconds,
     };
-    if let Ok(points) = lineproto::points(data, precision, &limits, usize::MAX, 1) {
+    if let Ok(points) = POST_WRITE(data, precision, &limits, usize::MAX, 1) {
         for p in &points {
             assert_eq!(validate::point(p, &limits), Ok(()));
             assert!(p.timestamp_ns >= 0);

@@ -3,8 +3,9 @@
 //! nor allocate past the limit; whatever is accepted is a valid point.
 #![no_main]
 
+use datanexus_ingest::endpoint::POST_REMOTE_WRITE;
+use datanexus_ingest::remote_write::AnnouncedMetadata;
 use datanexus_model::{Limits, validate};
-use datanexus_ingest::remote_write::{AnnouncedMetadata, decode_request};
 use libfuzzer_sys::fuzz_target;
 
 const LIMIT: usize = 1 << 20;
@@ -24,7 +25,7 @@ fuzz_target!(|data: &[u8]| {
     };
     // What the handler calls, with a fresh metadata memory and no batch cap.
     let announced = AnnouncedMetadata::default();
-    if let Ok(decoded) = decode_request(&body, LIMIT, &limits, &announced, usize::MAX) {
+    if let Ok(decoded) = POST_REMOTE_WRITE(&body, LIMIT, &limits, &announced, usize::MAX) {
         for p in &decoded.points {
             assert_eq!(validate::point(p, &limits), Ok(()));
             assert!(p.timestamp_ns >= 0);

@@ -1,5 +1,6 @@
-//! `datanexus serve`: config → broker and store (as the role needs) → workers → gRPC
-//! and HTTP servers → shutdown. Roles and the Redis result fan-out: `roles.rs`.
+//! `datanexus serve`: config → the role's [`Process`] (broker, store if the role has
+//! one, Redis fan-out for separate gateways) → topics, server state, workers → gRPC
+//! and HTTP servers → shutdown. Which role runs what: `datanexus_config::Role`.
 //!
 //! Shutdown: the first SIGINT/SIGTERM stops accepting and finishes in-flight requests
 //! (bounded by `shutdown_timeout`), then the workers flush the store and acknowledge
@@ -17,7 +18,7 @@ use datanexus_fanout::{FanoutOptions, RedisMailbox, RedisRouter};
 use datanexus_pipeline::{Pipeline, PipelineConfig};
 use datanexus_results::{Mailbox, ResultRouter};
 use datanexus_seglog::{LogOptions, Retention};
-use datanexus_server::Backends;
+use datanexus_server::{AppState, Backends};
 use datanexus_store::Store;
 use datanexus_store_embedded::{EmbeddedStore, EmbeddedStoreOptions};
 use datanexus_telemetry::Telemetry;
@@ -41,91 +42,153 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     crate::logging::init(&config.logging.level, config.logging.format)?;
-    let telemetry = Telemetry::new();
-    let role = config.role;
-    let broker: Arc<dyn Broker> = open_broker(&config).await?;
-    let store: Option<Arc<dyn Store>> = if role.opens_store() {
-        Some(open_store(&config).await?)
-    } else {
-        None
-    };
-    // Unique per process even where every process is pid 1 (containers): a shared
-    // consumer name would let two processes share a partition.
-    let gateway_id = format!("{}-{}-{:08x}", role.as_str(), std::process::id(), {
-        use std::hash::BuildHasher;
-        // RandomState is seeded from the OS's randomness.
-        std::collections::hash_map::RandomState::new().hash_one(std::process::id()) as u32
-    });
-    let mut options: datanexus_server::ServerOptions = (&config).into();
-    let mut mailbox = None;
-    if let Some(fanout) = &fanout {
-        let gateway = RedisMailbox::connect(fanout, &gateway_id)
-            .await
-            .context("cannot connect to Redis for the result fan-out")?;
-        options.reply_to = gateway.channel().to_owned();
-        mailbox = Some(gateway);
-    }
+    let process = Process::open(&config, fanout).await?;
     let grpc = TcpListener::bind(config.grpc_addr)
         .await
         .with_context(|| format!("cannot bind gRPC on {}", config.grpc_addr))?;
     let http = TcpListener::bind(config.http_addr)
         .await
         .with_context(|| format!("cannot bind HTTP on {}", config.http_addr))?;
-    let mut pipeline_config = PipelineConfig::from_config(&config);
-    if config.workers.consumer_name.is_empty() {
-        pipeline_config.consumer_id = gateway_id.clone();
-    }
-    // Topics and every group of the pipeline exist before any consumer joins (roles
-    // start in any order): retention then keeps what each has not consumed.
-    datanexus_pipeline::ensure_topology(
-        broker.as_ref(),
-        &pipeline_config,
-        config.broker.partitions(),
-    )
-    .await
-    .context("cannot create the topics and consumer groups")?;
-    let backends = Backends {
-        broker: broker.clone(),
-        store: store.clone(),
-        telemetry: telemetry.clone(),
-        mailbox: mailbox.clone().map(|m| Arc::new(m) as Arc<dyn Mailbox>),
-    };
-    // The server state loads the stream cursors; its session registry is where results
-    // for this process's clients are delivered.
-    let state = datanexus_server::AppState::new(backends, options).await?;
-    let router: Arc<dyn ResultRouter> = match &fanout {
-        Some(fanout) => Arc::new(
-            RedisRouter::connect(fanout)
-                .await
-                .context("cannot connect to Redis for the result fan-out")?,
-        ),
-        None => state.sessions(),
-    };
-    let pipeline = Pipeline::start(
-        broker.clone(),
-        store.clone(),
-        telemetry,
-        pipeline_config,
-        Some(router),
-    )
-    .await?;
+    let (state, pipeline) = process.start(&config).await?;
     // One machine-readable line on stdout (tests and scripts read the bound ports here).
     println!(
         "datanexus listening grpc={} http={}",
         grpc.local_addr()?,
         http.local_addr()?
     );
-    tracing::info!(grpc = %grpc.local_addr()?, http = %http.local_addr()?, data_dir = %config.data_dir.display(), role = role.as_str(), broker = broker.name(), "datanexus serving");
-
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tracing::info!(grpc = %grpc.local_addr()?, http = %http.local_addr()?, data_dir = %config.data_dir.display(), role = config.role.as_str(), broker = process.broker.name(), "datanexus serving");
+    let (stop_tx, mut stop) = tokio::sync::watch::channel(false);
     tokio::spawn(watch_signals(stop_tx));
-    if let Some(gateway) = &mailbox {
+    process.spawn_fanout_tasks(&config, &state, &stop);
+    let shutdown = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    // `serve` finishes in-flight requests within shutdown_timeout after `shutdown` resolves.
+    let served = datanexus_server::serve(grpc, http, state, shutdown).await;
+    // Then: workers flush the store and acknowledge, the log and store are closed.
+    let stopped = pipeline.stop().await;
+    process.close().await?;
+    tracing::info!("datanexus stopped");
+    served?;
+    stopped?;
+    Ok(())
+}
+
+/// What one `serve` process opened for its role: the broker, the store (roles that
+/// have one), the fan-out mailbox (separate gateways), and its id.
+struct Process {
+    broker: Arc<dyn Broker>,
+    store: Option<Arc<dyn Store>>,
+    fanout: Option<FanoutOptions>,
+    mailbox: Option<RedisMailbox>,
+    telemetry: Arc<Telemetry>,
+    /// Unique per process even where every process is pid 1 (containers): a shared
+    /// consumer name would let two processes share a partition.
+    id: String,
+}
+
+impl Process {
+    /// Opens the broker, the store if the role has one, and the fan-out mailbox.
+    async fn open(config: &Config, fanout: Option<FanoutOptions>) -> anyhow::Result<Process> {
+        let role = config.role;
+        let broker = open_broker(config).await?;
+        let store = if role.opens_store() {
+            Some(open_store(config).await?)
+        } else {
+            None
+        };
+        let id = format!("{}-{}-{:08x}", role.as_str(), std::process::id(), {
+            use std::hash::BuildHasher;
+            // RandomState is seeded from the OS's randomness.
+            std::collections::hash_map::RandomState::new().hash_one(std::process::id()) as u32
+        });
+        let mailbox = match &fanout {
+            Some(fanout) => Some(
+                RedisMailbox::connect(fanout, &id)
+                    .await
+                    .context("cannot connect to Redis for the result fan-out")?,
+            ),
+            None => None,
+        };
+        Ok(Process {
+            broker,
+            store,
+            fanout,
+            mailbox,
+            telemetry: Telemetry::new(),
+            id,
+        })
+    }
+
+    /// Creates the topics and groups, builds the server state (which loads the stream
+    /// cursors) and starts the role's workers, routing results to this process's
+    /// streams or through Redis.
+    async fn start(&self, config: &Config) -> anyhow::Result<(AppState, Pipeline)> {
+        let mut pipeline_config = PipelineConfig::from_config(config);
+        if config.workers.consumer_name.is_empty() {
+            pipeline_config.consumer_id = self.id.clone();
+        }
+        // Topics and every group of the pipeline exist before any consumer joins (roles
+        // start in any order): retention then keeps what each has not consumed.
+        datanexus_pipeline::ensure_topology(
+            self.broker.as_ref(),
+            &pipeline_config,
+            config.broker.partitions(),
+        )
+        .await
+        .context("cannot create the topics and consumer groups")?;
+        let mut options: datanexus_server::ServerOptions = config.into();
+        if let Some(gateway) = &self.mailbox {
+            options.reply_to = gateway.channel().to_owned();
+        }
+        let backends = Backends {
+            broker: Arc::clone(&self.broker),
+            store: self.store.clone(),
+            telemetry: Arc::clone(&self.telemetry),
+            mailbox: self
+                .mailbox
+                .clone()
+                .map(|m| Arc::new(m) as Arc<dyn Mailbox>),
+        };
+        let state = AppState::new(backends, options).await?;
+        let router: Arc<dyn ResultRouter> = match &self.fanout {
+            Some(fanout) => Arc::new(
+                RedisRouter::connect(fanout)
+                    .await
+                    .context("cannot connect to Redis for the result fan-out")?,
+            ),
+            None => state.sessions(),
+        };
+        let pipeline = Pipeline::start(
+            Arc::clone(&self.broker),
+            self.store.clone(),
+            Arc::clone(&self.telemetry),
+            pipeline_config,
+            Some(router),
+        )
+        .await?;
+        Ok((state, pipeline))
+    }
+
+    /// With separate gateways: renews this process's client claims in Redis and
+    /// subscribes to its result channel, until `stop`.
+    fn spawn_fanout_tasks(
+        &self,
+        config: &Config,
+        state: &AppState,
+        stop: &tokio::sync::watch::Receiver<bool>,
+    ) {
+        let Some(gateway) = &self.mailbox else {
+            return;
+        };
         // Homes expire `max_replay_age` after they were set: renew them well before.
         let renew = (config.streams.max_replay_age / 4).min(std::time::Duration::from_secs(60));
-        tokio::spawn(state.sessions().renew_claims_periodically(
-            renew.max(std::time::Duration::from_secs(1)),
-            stop_rx.clone(),
-        ));
+        tokio::spawn(
+            state.sessions().renew_claims_periodically(
+                renew.max(std::time::Duration::from_secs(1)),
+                stop.clone(),
+            ),
+        );
         let sessions = state.sessions();
         let catch_up = sessions.clone();
         tokio::spawn(datanexus_fanout::subscribe(
@@ -140,31 +203,24 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
                     }
                 }
             },
-            stop_rx.clone(),
+            stop.clone(),
         ));
     }
-    let mut stop = stop_rx.clone();
-    let shutdown = async move {
-        let _ = stop.wait_for(|s| *s).await;
-    };
-    // `serve` finishes in-flight requests within shutdown_timeout after `shutdown` resolves.
-    let served = datanexus_server::serve(grpc, http, state, shutdown).await;
-    // Then: workers flush the store and acknowledge, the log and store are closed.
-    let stopped = pipeline.stop().await;
-    broker
-        .stop()
-        .await
-        .context("cannot flush the log on shutdown")?;
-    if let Some(store) = &store {
-        store
+
+    /// Fsyncs and closes the log, then flushes and stops the store.
+    async fn close(&self) -> anyhow::Result<()> {
+        self.broker
             .stop()
             .await
-            .context("cannot flush the store on shutdown")?;
+            .context("cannot flush the log on shutdown")?;
+        if let Some(store) = &self.store {
+            store
+                .stop()
+                .await
+                .context("cannot flush the store on shutdown")?;
+        }
+        Ok(())
     }
-    tracing::info!("datanexus stopped");
-    served?;
-    stopped?;
-    Ok(())
 }
 
 /// `serve --check-config`: what the validated configuration would run (no secrets).

@@ -2,9 +2,10 @@
 //! (`POST /metrics`, `POST /ingest`), InfluxDB line protocol (`POST /write`),
 //! Prometheus remote write (`POST /api/v1/write`) and the seed gRPC messages
 //! (`data_nexus.MetricsService`, `raftmetrics.v1.MetricsService`, after tonic decoded
-//! them). The HTTP and gRPC handlers of `datanexus-server` call these functions and
-//! nothing else to turn a request into points or events, and the fuzz targets in
-//! `fuzz/` call the same ones, so what is fuzzed is what is served.
+//! them). The HTTP and gRPC handlers of `datanexus-server` call these functions —
+//! through the constants of [`endpoint`] — and nothing else to turn a request into
+//! points or events, and the fuzz targets in `fuzz/` call the same constants, so what
+//! is fuzzed is what is served.
 //!
 //! Every function validates completely (names, labels, values, timestamps, batch
 //! sizes): what it returns is ready to append to the broker.
@@ -18,6 +19,7 @@
 //! - `error.rs`: [`Error`].
 
 mod convert;
+pub mod endpoint;
 pub mod error;
 pub mod json;
 pub mod lineproto;

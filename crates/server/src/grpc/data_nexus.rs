@@ -44,7 +44,7 @@ impl DataNexusService {
 
     async fn ingest_batch(&self, metrics: Vec<Metric>) -> Result<Vec<String>, Error> {
         let options = self.state.options();
-        let points = seed::data_nexus_batch(
+        let points = datanexus_ingest::endpoint::INGEST_METRICS(
             metrics,
             &options.limits,
             options.max_batch_metrics,

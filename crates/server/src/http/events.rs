@@ -37,7 +37,10 @@ pub(crate) async fn ingest(
 }
 
 async fn append_events(state: &AppState, body: Result<JsonBody>) -> Result<Vec<String>> {
-    let decoded =
-        datanexus_ingest::json::events(&body?.0, state.options().max_batch_events, time::now_ns())?;
+    let decoded = datanexus_ingest::endpoint::POST_INGEST(
+        &body?.0,
+        state.options().max_batch_events,
+        time::now_ns(),
+    )?;
     state.ingestor().events(&decoded.items).await
 }

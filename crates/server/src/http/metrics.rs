@@ -58,7 +58,7 @@ pub(crate) async fn record(
 /// Decodes and appends the body; returns whether it was one metric, and the ids.
 async fn record_points(state: &AppState, body: Result<JsonBody>) -> Result<(bool, Vec<String>)> {
     let options = state.options();
-    let decoded = datanexus_ingest::json::metrics(
+    let decoded = datanexus_ingest::endpoint::POST_METRICS(
         &body?.0,
         &options.limits,
         options.max_batch_metrics,

@@ -33,7 +33,7 @@ async fn write_samples(state: &AppState, request: Request) -> Result<usize> {
     check_headers(request.headers())?;
     let options = state.options();
     let body = read_body(request, options.max_http_body_bytes).await?;
-    let decoded = datanexus_ingest::remote_write::decode_request(
+    let decoded = datanexus_ingest::endpoint::POST_REMOTE_WRITE(
         &body,
         options.max_http_body_bytes,
         &options.limits,

@@ -44,7 +44,7 @@ async fn write_points(state: &AppState, params: Result<Params>, request: Request
     let precision = precision(&mut params?)?;
     let options = state.options();
     let body = read_body(request, options.max_http_body_bytes).await?;
-    let points = datanexus_ingest::lineproto::points(
+    let points = datanexus_ingest::endpoint::POST_WRITE(
         &body,
         precision,
         &options.limits,

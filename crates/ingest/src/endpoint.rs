@@ -1,0 +1,36 @@
+//! The decoder of each ingest endpoint, one constant each. The HTTP and gRPC handlers
+//! call these constants, and so do the fuzz targets in `fuzz/`: the compiler ties what
+//! is fuzzed to what is served (a handler that switched to another decoder would no
+//! longer use the constant its fuzz target exercises).
+
+use datanexus_model::lineproto::Precision;
+use datanexus_model::{Event, Limits, Point};
+use datanexus_proto::data_nexus::Metric;
+
+use crate::json::{self, Decoded};
+use crate::remote_write::{self, AnnouncedMetadata};
+use crate::{Result, lineproto, seed};
+
+/// `POST /metrics` (fuzz target `http_json`).
+pub const POST_METRICS: fn(&[u8], &Limits, usize, i64) -> Result<Decoded<Point>> = json::metrics;
+
+/// `POST /ingest` (fuzz target `http_json`).
+pub const POST_INGEST: fn(&[u8], usize, i64) -> Result<Decoded<Event>> = json::events;
+
+/// `POST /write` and `POST /api/v2/write` (fuzz target `line_protocol`).
+pub const POST_WRITE: fn(&[u8], Precision, &Limits, usize, i64) -> Result<Vec<Point>> =
+    lineproto::points;
+
+/// `POST /api/v1/write` (fuzz target `remote_write`).
+pub const POST_REMOTE_WRITE: fn(
+    &[u8],
+    usize,
+    &Limits,
+    &AnnouncedMetadata,
+    usize,
+) -> Result<remote_write::Decoded> = remote_write::decode_request;
+
+/// `data_nexus.MetricsService/IngestMetrics` (fuzz target `grpc_metrics`, after prost
+/// decoded the message as tonic does).
+pub const INGEST_METRICS: fn(Vec<Metric>, &Limits, usize, i64) -> Result<Vec<Point>> =
+    seed::data_nexus_batch;
