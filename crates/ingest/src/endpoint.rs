@@ -11,26 +11,31 @@ use crate::json::{self, Decoded};
 use crate::remote_write::{self, AnnouncedMetadata};
 use crate::{Result, lineproto, seed};
 
+/// A JSON body decoder: body, limits, most items, receive time.
+pub type JsonMetrics = fn(&[u8], &Limits, usize, i64) -> Result<Decoded<Point>>;
+/// A JSON events decoder: body, most items, receive time.
+pub type JsonEvents = fn(&[u8], usize, i64) -> Result<Decoded<Event>>;
+/// A line protocol decoder: body, precision, limits, most lines, receive time.
+pub type LineProtocol = fn(&[u8], Precision, &Limits, usize, i64) -> Result<Vec<Point>>;
+/// A remote write decoder: body, most decompressed bytes, limits, remembered metadata,
+/// most samples.
+pub type RemoteWrite =
+    fn(&[u8], usize, &Limits, &AnnouncedMetadata, usize) -> Result<remote_write::Decoded>;
+/// A seed batch converter: messages, limits, most items, receive time.
+pub type SeedBatch = fn(Vec<Metric>, &Limits, usize, i64) -> Result<Vec<Point>>;
+
 /// `POST /metrics` (fuzz target `http_json`).
-pub const POST_METRICS: fn(&[u8], &Limits, usize, i64) -> Result<Decoded<Point>> = json::metrics;
+pub const POST_METRICS: JsonMetrics = json::metrics;
 
 /// `POST /ingest` (fuzz target `http_json`).
-pub const POST_INGEST: fn(&[u8], usize, i64) -> Result<Decoded<Event>> = json::events;
+pub const POST_INGEST: JsonEvents = json::events;
 
 /// `POST /write` and `POST /api/v2/write` (fuzz target `line_protocol`).
-pub const POST_WRITE: fn(&[u8], Precision, &Limits, usize, i64) -> Result<Vec<Point>> =
-    lineproto::points;
+pub const POST_WRITE: LineProtocol = lineproto::points;
 
 /// `POST /api/v1/write` (fuzz target `remote_write`).
-pub const POST_REMOTE_WRITE: fn(
-    &[u8],
-    usize,
-    &Limits,
-    &AnnouncedMetadata,
-    usize,
-) -> Result<remote_write::Decoded> = remote_write::decode_request;
+pub const POST_REMOTE_WRITE: RemoteWrite = remote_write::decode_request;
 
 /// `data_nexus.MetricsService/IngestMetrics` (fuzz target `grpc_metrics`, after prost
 /// decoded the message as tonic does).
-pub const INGEST_METRICS: fn(Vec<Metric>, &Limits, usize, i64) -> Result<Vec<Point>> =
-    seed::data_nexus_batch;
+pub const INGEST_METRICS: SeedBatch = seed::data_nexus_batch;
