@@ -6,6 +6,7 @@
 use datanexus_model::lineproto::Precision;
 use datanexus_model::{Event, Limits, Point};
 use datanexus_proto::data_nexus::Metric;
+use datanexus_proto::raftmetrics::v1::MetricEntry;
 
 use crate::json::{self, Decoded};
 use crate::remote_write::{self, AnnouncedMetadata};
@@ -22,7 +23,9 @@ pub type LineProtocol = fn(&[u8], Precision, &Limits, usize, i64) -> Result<Vec<
 pub type RemoteWrite =
     fn(&[u8], usize, &Limits, &AnnouncedMetadata, usize) -> Result<remote_write::Decoded>;
 /// A seed batch converter: messages, limits, most items, receive time.
-pub type SeedBatch = fn(Vec<Metric>, &Limits, usize, i64) -> Result<Vec<Point>>;
+pub type SeedBatch<M> = fn(Vec<M>, &Limits, usize, i64) -> Result<Vec<Point>>;
+/// A seed message converter: message, receive time, limits.
+pub type SeedOne<M> = fn(M, i64, &Limits) -> Result<Point>;
 
 /// `POST /metrics` (fuzz target `http_json`).
 pub const POST_METRICS: JsonMetrics = json::metrics;
@@ -38,4 +41,14 @@ pub const POST_REMOTE_WRITE: RemoteWrite = remote_write::decode_request;
 
 /// `data_nexus.MetricsService/IngestMetrics` (fuzz target `grpc_metrics`, after prost
 /// decoded the message as tonic does).
-pub const INGEST_METRICS: SeedBatch = seed::data_nexus_batch;
+pub const INGEST_METRICS: SeedBatch<Metric> = seed::data_nexus_batch;
+
+/// `data_nexus.MetricsService/IngestMetric`.
+pub const INGEST_METRIC: SeedOne<Metric> = seed::data_nexus_metric;
+
+/// `raftmetrics.v1.MetricsService/BatchSendMetrics` (fuzz target `grpc_raftmetrics`,
+/// after prost decoded the message as tonic does).
+pub const BATCH_SEND_METRICS: SeedBatch<MetricEntry> = seed::raftmetrics_batch;
+
+/// `raftmetrics.v1.MetricsService/SendMetric`.
+pub const SEND_METRIC: SeedOne<MetricEntry> = seed::raftmetrics_entry;

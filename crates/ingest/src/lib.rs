@@ -15,6 +15,7 @@
 //! - [`lineproto`]: line protocol bodies (the parser itself is `datanexus_model::lineproto`).
 //! - [`remote_write`]: snappy + `prometheus.WriteRequest`, with the metadata it announces.
 //! - [`seed`]: the seed gRPC messages.
+//! - [`stream`]: stream requests (client id, the event a request becomes).
 //! - `convert.rs`: what they share (one-sample points, batch checks, JSON timestamps).
 //! - `error.rs`: [`Error`].
 
@@ -25,6 +26,7 @@ pub mod json;
 pub mod lineproto;
 pub mod remote_write;
 pub mod seed;
+pub mod stream;
 
 pub use convert::JsonTimestamp;
 pub use error::{Error, Result};

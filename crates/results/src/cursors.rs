@@ -20,7 +20,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufRead, BufReader, ErrorKind, Write};
+use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -114,29 +114,29 @@ impl Journal {
         .await
     }
 
-    /// Appends `changes` and fsyncs; or, when the journal has grown past four lines per
-    /// client of `live` (the complete current cursors, asked for only then), rewrites it
-    /// with `live`.
+    /// Whether appending `changes` lines would grow the journal past four lines per
+    /// client of `live_clients`: then [`Journal::rewrite`] it instead.
+    pub(crate) fn compaction_due(&self, changes: usize, live_clients: usize) -> bool {
+        let after = self.inner.lock().lines + changes as u64;
+        after > MIN_COMPACT_LINES.max(4 * live_clients as u64)
+    }
+
+    /// Appends `changes` and fsyncs.
     ///
     /// # Errors
     /// The journal cannot be written (what was appended before stays valid).
-    pub(crate) async fn persist(
-        &self,
-        changes: Vec<Change>,
-        live: impl FnOnce() -> HashMap<String, Cursors> + Send + 'static,
-        live_clients: usize,
-    ) -> Result<()> {
+    pub(crate) async fn append(&self, changes: Vec<Change>) -> Result<()> {
         let inner = Arc::clone(&self.inner);
-        blocking(move || {
-            let mut inner = inner.lock();
-            let after = inner.lines + changes.len() as u64;
-            if after > MIN_COMPACT_LINES.max(4 * live_clients as u64) {
-                rewrite(&mut inner, &live())
-            } else {
-                append(&mut inner, &changes)
-            }
-        })
-        .await
+        blocking(move || append(&mut inner.lock(), &changes)).await
+    }
+
+    /// Replaces the journal with the complete current cursors `live` (atomically).
+    ///
+    /// # Errors
+    /// The journal cannot be written (the old one stays in force).
+    pub(crate) async fn rewrite(&self, live: HashMap<String, Cursors>) -> Result<()> {
+        let inner = Arc::clone(&self.inner);
+        blocking(move || rewrite(&mut inner.lock(), &live)).await
     }
 
     /// Lines in the journal (tests).
@@ -159,20 +159,36 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     }
 }
 
-/// The cursors in the journal of `dir`, and its line count.
+/// The cursors in the journal of `dir`, and its line count. A torn tail (bytes after
+/// the last newline: an append a crash interrupted) is cut off, so that the next append
+/// starts on a line of its own.
 fn read(dir: &Path) -> Result<(HashMap<String, Cursors>, u64)> {
     let path = dir.join(FILE_NAME);
-    let file = match File::open(&path) {
-        Ok(f) => f,
+    let bytes = match fs::read(&path) {
+        Ok(b) => b,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok((HashMap::new(), 0)),
         Err(e) => return Err(io_error(&path)(e)),
     };
+    let whole = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    if whole < bytes.len() {
+        tracing::warn!(path = %path.display(), bytes = bytes.len() - whole, "cutting off the torn tail of the cursor journal (an append a crash interrupted)");
+        let file = OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(io_error(&path))?;
+        file.set_len(whole as u64).map_err(io_error(&path))?;
+        file.sync_all().map_err(io_error(&path))?;
+    }
+    let file = bytes.get(..whole).unwrap_or_default();
     let mut cursors = HashMap::new();
     let mut lines = 0u64;
-    for (n, line) in BufReader::new(file).split(b'\n').enumerate() {
-        let line = line.map_err(io_error(&path))?;
+    let count = whole_lines(file);
+    for (n, line) in file.split(|&b| b == b'\n').enumerate() {
+        if n as u64 >= count {
+            break;
+        }
         lines += 1;
-        match serde_json::from_slice::<Line>(&line) {
+        match serde_json::from_slice::<Line>(line) {
             Ok(l) if l.evicted => {
                 cursors.remove(&l.client);
             }
@@ -190,6 +206,11 @@ fn read(dir: &Path) -> Result<(HashMap<String, Cursors>, u64)> {
         }
     }
     Ok((cursors, lines))
+}
+
+/// Newline-terminated lines in `bytes`.
+fn whole_lines(bytes: &[u8]) -> u64 {
+    bytes.iter().filter(|&&b| b == b'\n').count() as u64
 }
 
 fn encode(changes: &[Change]) -> Result<Vec<u8>> {
@@ -330,26 +351,18 @@ mod tests {
         let (journal, loaded) = Journal::open(state.clone(), 1).await.unwrap();
         assert!(loaded.is_empty());
         journal
-            .persist(
-                vec![
-                    Change::Set("c1".into(), c(7, 5)),
-                    Change::Set("c2".into(), c(1, 0)),
-                ],
-                HashMap::new,
-                2,
-            )
+            .append(vec![
+                Change::Set("c1".into(), c(7, 5)),
+                Change::Set("c2".into(), c(1, 0)),
+            ])
             .await
             .unwrap();
         let before = fs::read(state.join(FILE_NAME)).unwrap();
         journal
-            .persist(
-                vec![
-                    Change::Set("c1".into(), c(9, 9)),
-                    Change::Evict("c2".into()),
-                ],
-                HashMap::new,
-                1,
-            )
+            .append(vec![
+                Change::Set("c1".into(), c(9, 9)),
+                Change::Evict("c2".into()),
+            ])
             .await
             .unwrap();
         // Appended: the earlier bytes are untouched.
@@ -365,22 +378,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (journal, _) = Journal::open(dir.path().to_owned(), 1).await.unwrap();
         for i in 0..MIN_COMPACT_LINES {
+            assert!(!journal.compaction_due(1, 1));
             journal
-                .persist(vec![Change::Set("c1".into(), c(i, i))], HashMap::new, 1)
+                .append(vec![Change::Set("c1".into(), c(i, i))])
                 .await
                 .unwrap();
         }
         assert_eq!(journal.lines(), MIN_COMPACT_LINES);
+        assert!(journal.compaction_due(1, 1));
         let live = HashMap::from([("c1".to_owned(), c(5000, 5000))]);
         let expected = live.clone();
-        journal
-            .persist(
-                vec![Change::Set("c1".into(), c(5000, 5000))],
-                move || live,
-                1,
-            )
-            .await
-            .unwrap();
+        journal.rewrite(live).await.unwrap();
         assert_eq!(journal.lines(), 1);
         let (_, loaded) = Journal::open(dir.path().to_owned(), 1).await.unwrap();
         assert_eq!(loaded, expected);
@@ -392,7 +400,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (journal, _) = Journal::open(dir.path().to_owned(), 1).await.unwrap();
         journal
-            .persist(vec![Change::Set("c1".into(), c(3, 2))], HashMap::new, 1)
+            .append(vec![Change::Set("c1".into(), c(3, 2))])
             .await
             .unwrap();
         let mut f = OpenOptions::new()
@@ -400,8 +408,15 @@ mod tests {
             .open(dir.path().join(FILE_NAME))
             .unwrap();
         f.write_all(b"{\"client\": \"c1\", \"deliv").unwrap();
-        let (_, loaded) = Journal::open(dir.path().to_owned(), 1).await.unwrap();
+        let (journal, loaded) = Journal::open(dir.path().to_owned(), 1).await.unwrap();
         assert_eq!(loaded, HashMap::from([("c1".to_owned(), c(3, 2))]));
+        // The next append is a line of its own, read back after another start.
+        journal
+            .append(vec![Change::Set("c1".into(), c(4, 4))])
+            .await
+            .unwrap();
+        let (_, loaded) = Journal::open(dir.path().to_owned(), 1).await.unwrap();
+        assert_eq!(loaded, HashMap::from([("c1".to_owned(), c(4, 4))]));
     }
 
     #[tokio::test]

@@ -132,7 +132,7 @@ struct StreamLimits {
 }
 
 /// The registry of client streams; the [`ResultRouter`] the pipeline's forwarder
-/// delivers results through. Get it from [`AppState::sessions`](crate::AppState::sessions).
+/// delivers results through (the front end's state holds one).
 pub struct Sessions {
     clients: Mutex<HashMap<String, Arc<Client>>>,
     /// Where a reattaching client's results are read back from.
@@ -146,6 +146,8 @@ pub struct Sessions {
     dirty: AtomicBool,
     /// The delivered cursors last shared through the mailbox.
     shared: Mutex<HashMap<String, u64>>,
+    /// Clients forgotten whose eviction is not in the journal yet.
+    pending_evictions: Mutex<Vec<String>>,
 }
 
 impl std::fmt::Debug for Sessions {
@@ -195,6 +197,7 @@ impl Sessions {
             journal,
             dirty: AtomicBool::new(false),
             shared: Mutex::new(HashMap::new()),
+            pending_evictions: Mutex::new(Vec::new()),
         }))
     }
 
@@ -324,8 +327,7 @@ impl Sessions {
             .is_some_and(|a| a.generation == generation)
         {
             *attached = None;
-            client.live.lock().cursors.seen_ns = now_ns();
-            self.touch(client);
+            self.unattached(client);
         }
     }
 
@@ -382,16 +384,26 @@ impl Sessions {
         for client in clients {
             if let Some(old) = client.attached.lock().await.take() {
                 old.close(end.clone());
+                self.unattached(&client);
             }
         }
     }
 
+    /// The client `client_id`, created if unknown, marked seen now — under the map's
+    /// lock, so eviction (which holds it too) cannot forget a client being attached.
     fn client(&self, client_id: &str) -> Arc<Client> {
         let mut clients = self.clients.lock();
         let client = clients
             .entry(client_id.to_owned())
             .or_insert_with(|| Arc::new(Client::new(client_id.to_owned(), Cursors::default())));
+        client.live.lock().cursors.seen_ns = now_ns();
         Arc::clone(client)
+    }
+
+    /// Notes that `client` has no stream any more from now (eviction counts from here).
+    fn unattached(&self, client: &Client) {
+        client.live.lock().cursors.seen_ns = now_ns();
+        self.touch(client);
     }
 
     /// Offers one result to the attached stream of its client.
@@ -415,6 +427,7 @@ impl Sessions {
                     Err(_) => {
                         self.count(ErrorKind::SlowClient, 1);
                         tracing::info!(client_id = %client.id, "stream client too slow: disconnecting it");
+                        self.unattached(client);
                         if let Some(slow) = attached.take() {
                             slow.close(StreamEnd::new(
                                 EndCode::ResourceExhausted,
@@ -428,7 +441,10 @@ impl Sessions {
         };
         match attached.as_mut() {
             Some(stream) if delivered => stream.sent = seq,
-            _ => *attached = None,
+            _ => {
+                *attached = None;
+                self.unattached(client);
+            }
         }
     }
 
@@ -472,11 +488,16 @@ impl Sessions {
     /// there is one) and shares the raised `delivered` cursors through the mailbox.
     ///
     /// # Errors
-    /// The journal cannot be written, or the mailbox is unreachable (the changes are
-    /// kept for the next persist).
+    /// The journal cannot be written, or the mailbox is unreachable (the changes and
+    /// evictions are kept for the next persist).
     pub async fn persist(&self) -> Result<()> {
         self.dirty.store(false, Ordering::Relaxed);
         let evicted = self.evict_idle();
+        let evictions: Vec<String> = {
+            let mut pending = self.pending_evictions.lock();
+            pending.extend(evicted);
+            pending.clone()
+        };
         let changed: Vec<(Arc<Client>, Cursors)> = {
             let clients = self.clients.lock();
             clients
@@ -495,7 +516,7 @@ impl Sessions {
         };
         let outcome = async {
             if let Some(journal) = &self.journal {
-                let changes = evicted
+                let changes: Vec<Change> = evictions
                     .iter()
                     .map(|id| Change::Evict(id.clone()))
                     .chain(
@@ -504,16 +525,24 @@ impl Sessions {
                             .map(|(c, cur)| Change::Set(c.id.clone(), *cur)),
                     )
                     .collect();
-                let snapshot = self.snapshot();
-                let live = snapshot.len();
-                journal.persist(changes, move || snapshot, live).await?;
+                let live = self.clients.lock().len();
+                if journal.compaction_due(changes.len(), live) {
+                    journal.rewrite(self.snapshot()).await?;
+                } else {
+                    journal.append(changes).await?;
+                }
             }
             self.mailbox.save_delivered(&raised).await?;
             Ok(())
         }
         .await;
         match outcome {
-            Ok(()) => self.shared.lock().extend(raised),
+            Ok(()) => {
+                self.shared.lock().extend(raised);
+                self.pending_evictions
+                    .lock()
+                    .retain(|id| !evictions.contains(id));
+            }
             Err(_) => {
                 // Keep the changes for the next persist.
                 for (c, _) in &changed {

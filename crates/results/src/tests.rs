@@ -345,3 +345,26 @@ async fn clients_unseen_for_the_replay_age_are_forgotten_with_their_cursors() {
     assert_eq!(reopened.cursors("gone"), None);
     assert!(reopened.cursors("here").is_some());
 }
+
+#[tokio::test]
+async fn a_client_disconnected_as_slow_counts_as_seen_when_it_was_disconnected() {
+    let options = SessionOptions {
+        max_replay_age: Duration::from_millis(300),
+        channel_capacity: 1,
+        slow_client_timeout: Duration::from_millis(1),
+        ..defaults()
+    };
+    let f = fixture(options).await;
+    let slow = f.stream("c1", Protocol::Nimbus).await;
+    // Attached for longer than the replay age, then cut off for reading too slowly.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    f.forward(&(0..5).map(|o| result("c1", o)).collect::<Vec<_>>())
+        .await;
+    assert!(!f.sessions.is_connected("c1").await, "disconnected as slow");
+    f.sessions.persist().await.unwrap();
+    assert!(
+        f.sessions.cursors("c1").is_some(),
+        "seen when it was disconnected, not when it attached"
+    );
+    drop(slow);
+}

@@ -29,9 +29,9 @@
 //! - `exposition.rs` + `exposition/`: pure Prometheus text rendering (format 0.0.4), and
 //!   `exposition/drain.rs`, drain-on-scrape: the lazily subscribed consumer and the
 //!   response body that acknowledges what it carried only once it was fully written.
-//! - `streams.rs` + `streams/`: the client event streams: the registry (routing, replay
-//!   from the store, takeover, slow clients, persisted resume cursors) and
-//!   `streams/requests.rs`, the request side both protocols share.
+//! - `streams.rs`: the request side of the client event streams, which both protocols
+//!   share (the registry of streams — routing, replay, takeover, cursors — is
+//!   `datanexus_results::Sessions`).
 //! - `grpc.rs` + `grpc/`: tonic services, one file per protocol.
 //! - `http.rs` + `http/`: axum routes, one file per endpoint family, and the layers.
 

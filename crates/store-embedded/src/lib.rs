@@ -23,7 +23,8 @@
 //! - Sequence numbers are allocated from `next_seq` and never reused; a file with a higher
 //!   one holds newer writes. Within a points file (series, timestamp) is unique; across
 //!   files and the head, the newest copy wins: queries merge head and files per series
-//!   and drop older duplicates, compaction drops them for good. Events likewise by id.
+//!   and drop older duplicates, compaction drops them for good. Events likewise by id,
+//!   results by (client, seq).
 //! - The head is newer than every file. During a flush the head being written is kept
 //!   (frozen) and queried until the manifest naming its file is durable; if the flush
 //!   fails it is merged back under the newer head.

@@ -83,7 +83,10 @@ pub(super) fn results_out_of_events(
         row_group_rows: options.row_group_rows,
         zstd_level: options.zstd_level,
     };
-    let mut found = Vec::new();
+    // By (client, seq): a result in several files (a redelivery) is kept once, the
+    // newest file's copy winning, as compaction does.
+    let mut found: std::collections::HashMap<(String, u64), StoredResult> =
+        std::collections::HashMap::new();
     let mut new_events = Vec::with_capacity(events.len());
     let mut replaced = Vec::new();
     let mut written = Vec::new();
@@ -100,7 +103,9 @@ pub(super) fn results_out_of_events(
                 new_events.push(Arc::clone(f));
                 continue;
             }
-            found.append(&mut moved);
+            for r in moved.drain(..) {
+                found.insert((r.client_id.clone(), r.seq), r);
+            }
             replaced.push(Arc::clone(f));
             if !kept.is_empty() {
                 let seq = *next_seq;
@@ -116,7 +121,7 @@ pub(super) fn results_out_of_events(
             *next_seq += 1;
             let path = dir.join(results_name(seq));
             written.push(path.clone());
-            let rows = std::mem::take(&mut found);
+            let rows = std::mem::take(&mut found).into_values().collect();
             new_results.push(Arc::new(results_file::write(&path, seq, rows, &write)?));
         }
         manifest_of(

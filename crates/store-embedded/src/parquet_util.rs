@@ -1,4 +1,5 @@
-//! Parquet writer settings and statistics helpers shared by points and events files.
+//! Parquet writer settings and statistics helpers shared by points, events and results
+//! files.
 
 use std::sync::Arc;
 

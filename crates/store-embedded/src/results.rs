@@ -1,7 +1,9 @@
 //! Replays: a client's newest results above a seq, from the head and the results
 //! files' (client, seq) index. The seqs are merged from the top in the index (a newer
-//! copy of a seq — head, then newer file — hides older ones), and only the rows
-//! returned are read from the files.
+//! copy of a seq — head, then newer file — hides older ones) until `limit` are picked;
+//! the rest is counted from the index positions, not walked; only the rows returned are
+//! read from the files (with a row selection: the pages holding them, at most
+//! `PAGE_ROWS` rows each, are decoded).
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
@@ -136,9 +138,12 @@ fn pick(
                 ..top
             });
         }
-        if picked.len() >= q.limit && heap.len() == 1 {
-            // One source left: its remaining seqs are distinct and all lower.
-            if let Some(rest) = heap.pop() {
+        if picked.len() >= q.limit {
+            // Nothing more is returned: count what is left without walking it. Within
+            // a source seqs are distinct; a seq in two sources (a redelivery written to
+            // two files not yet compacted together) is counted twice here, an
+            // overcount of `total` that compaction removes.
+            for rest in heap.drain() {
                 total += u64::try_from(rest.pos - rest.low + 1).unwrap_or(0);
                 if last == Some(rest.seq) {
                     total -= 1;

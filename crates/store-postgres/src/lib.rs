@@ -2,7 +2,7 @@
 //! for users who already run one (psql, Grafana's PostgreSQL data source, dbt, backups,
 //! replicas).
 //!
-//! # Schema (version 1, `src/migrations/0001_initial.sql`)
+//! # Schema (version 2: `src/migrations/0001_initial.sql`, `0002_results.sql`)
 //! ```text
 //! dn_schema_version (version, applied_at)            migrations applied, one row each
 //! dn_measurements   (measurement PK, kind, help)      type and help of each measurement
@@ -14,9 +14,13 @@
 //!                   dn_samples_default
 //! dn_events         (id PK, source_id, ts, payload jsonb)
 //!                   index (source_id, ts, id); index (ts, id); GIN (payload)
+//! dn_results        (client_id, seq, event_partition, event_offset, event_name, number,
+//!                   value | error, received_ns, processed_ns, processor_id)
+//!                   PK (client_id, seq): a replay reads its rows by it; index (processed_ns)
 //! dn_flush          (id PK, flushed_at)              written by each flush (see write.rs)
 //! dn_points         view: measurement, field, labels, time (timestamptz), ts_ns, value
 //! dn_events_v       view: id, source_id, time (timestamptz), ts_ns, payload
+//! dn_results_v      view: client_id, seq, event_name, number, value, error, processed_at
 //! ```
 //! Timestamps are nanoseconds since the Unix epoch (`bigint`), as in the embedded store;
 //! `series_id` is the stable xxh3 series id as a signed 64-bit integer.
@@ -25,14 +29,14 @@
 //! - The schema is created and migrated by [`PostgresStore::open`] under an advisory
 //!   lock: stores starting at once apply each migration exactly once.
 //! - Writes are idempotent: samples on (series_id, ts) — a rewrite replaces the value —
-//!   and events on id. Written data is visible at once and durable after
-//!   [`Store::flush`] (see `postgres/write.rs`).
+//!   events on id, results on (client_id, seq). Written data is visible at once and
+//!   durable after [`Store::flush`] (see `write.rs`).
 //! - Daily sample partitions from yesterday to `partitions_ahead_days` ahead are created
 //!   at open, by retention and on demand, under an advisory lock with a lock timeout;
 //!   samples of other days (backfill, far future) rest in `dn_samples_default`, so a
 //!   batch spread over years never creates thousands of tables. Retention drops whole
 //!   partitions whose day ended before the cutoff, deletes older samples of the default
-//!   partition and older events; series rows are kept (a measurement whose samples all
+//!   partition, older events and results processed before it; series rows are kept (a measurement whose samples all
 //!   expired answers with no samples rather than "unknown").
 //! - Every query is pushed down to SQL; the aggregates follow [`datanexus_store::aggregate`]: NaN
 //!   skipped, quantiles by `percentile_cont` (linear interpolation between closest

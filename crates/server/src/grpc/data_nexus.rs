@@ -17,7 +17,6 @@ use tonic::{Request, Response, Status};
 
 use crate::observe::Api;
 use crate::{AppState, Error};
-use datanexus_ingest::seed;
 
 /// The `data_nexus.MetricsService` implementation.
 #[derive(Debug, Clone)]
@@ -31,7 +30,11 @@ impl DataNexusService {
     }
 
     async fn ingest_one(&self, metric: Metric) -> Result<String, Error> {
-        let point = seed::data_nexus_metric(metric, time::now_ns(), &self.state.options().limits)?;
+        let point = datanexus_ingest::endpoint::INGEST_METRIC(
+            metric,
+            time::now_ns(),
+            &self.state.options().limits,
+        )?;
         let ids = self
             .state
             .ingestor()

@@ -80,7 +80,7 @@ async fn open(
     };
     let hello = hello(&mut requests).await?.map_err(fail)?;
     let client_id = check_client_id(Some(&hello.client_id), "Hello.client_id must not be empty")
-        .map_err(fail)?;
+        .map_err(|e| fail(e.into()))?;
     let protocol = Protocol::Native {
         resume_after: hello.resume_after,
     };
@@ -139,7 +139,7 @@ impl StreamProtocol for Native {
                 &self.state.options().reply_to,
             ) {
                 Ok(event) => Step::Append(event, e),
-                Err(err) => Step::Refuse(Refusal::Request(e, err)),
+                Err(err) => Step::Refuse(Refusal::Request(e, err.into())),
             },
             Some(stream_request::Kind::Ack(seq)) => {
                 self.state.sessions().ack(&self.client, seq);

@@ -76,8 +76,8 @@ impl NimbusService for NimbusStreams {
             .metadata()
             .get("client_id")
             .map(|v| v.to_str().unwrap_or_default());
-        let client_id =
-            check_client_id(client_id, "missing client_id metadata").map_err(|e| self.fail(e))?;
+        let client_id = check_client_id(client_id, "missing client_id metadata")
+            .map_err(|e| self.fail(e.into()))?;
         let outbound = self
             .state
             .sessions()
@@ -123,7 +123,7 @@ impl StreamProtocol for Nimbus {
             &self.reply_to,
         ) {
             Ok(event) => Step::Append(event, request),
-            Err(e) => Step::Refuse(Refusal::Request(request, e)),
+            Err(e) => Step::Refuse(Refusal::Request(request, e.into())),
         }
     }
 

@@ -12,7 +12,6 @@
 //!   always `true` in a response, and `error_code` is never set.
 //! - A batch is all or nothing, like `data_nexus.IngestMetrics`.
 
-use datanexus_ingest::seed;
 use datanexus_model::{Point, time};
 use datanexus_proto::raftmetrics::v1::metrics_service_server::MetricsService;
 use datanexus_proto::raftmetrics::v1::{MetricBatch, MetricEntry, MetricResponse};
@@ -65,7 +64,7 @@ impl MetricsService for RaftMetricsService {
         &self,
         request: Request<MetricEntry>,
     ) -> Result<Response<MetricResponse>, Status> {
-        let point = seed::raftmetrics_entry(
+        let point = datanexus_ingest::endpoint::SEND_METRIC(
             request.into_inner(),
             time::now_ns(),
             &self.state.options().limits,
@@ -81,7 +80,7 @@ impl MetricsService for RaftMetricsService {
     ) -> Result<Response<MetricResponse>, Status> {
         let MetricBatch { entries, batch_id } = request.into_inner();
         let options = self.state.options();
-        let points = seed::raftmetrics_batch(
+        let points = datanexus_ingest::endpoint::BATCH_SEND_METRICS(
             entries,
             &options.limits,
             options.max_batch_metrics,

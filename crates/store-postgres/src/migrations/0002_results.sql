@@ -21,7 +21,7 @@ CREATE INDEX dn_results_processed ON dn_results (processed_ns);
 -- Results written as events by schema version 1 move to dn_results.
 INSERT INTO dn_results
 SELECT source_id,
-       (payload->>'seq')::bigint,
+       coalesce((payload->>'seq')::bigint, split_part(id, '/', 3)::bigint + 1),
        split_part(id, '/', 2)::integer,
        split_part(id, '/', 3)::bigint,
        coalesce(payload->>'event_name', ''),
@@ -32,7 +32,7 @@ SELECT source_id,
        ts,
        coalesce(payload->>'processor_id', '')
 FROM dn_events
-WHERE payload->>'kind' = 'result' AND id LIKE 'result/%/%' AND payload ? 'seq'
+WHERE payload->>'kind' = 'result' AND id LIKE 'result/%/%'
 ON CONFLICT (client_id, seq) DO NOTHING;
 DELETE FROM dn_events WHERE payload->>'kind' = 'result' AND id LIKE 'result/%/%';
 
