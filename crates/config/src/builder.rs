@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::{
     BrokerConfig, Config, LimitsConfig, LoggingConfig, MetricsConfig, RedisConfig, Result,
-    StreamsConfig, TopicsConfig, WorkerConfig,
+    StreamsConfig, TokenConfig, TopicsConfig, WorkerConfig,
 };
 
 /// Builds a [`Config`] from the defaults; [`build`](Self::build) validates.
@@ -64,7 +64,7 @@ impl ConfigBuilder {
     pub fn auth_tokens<I, S>(mut self, tokens: I) -> Self
     where
         I: IntoIterator<Item = S>,
-        S: Into<String>,
+        S: Into<TokenConfig>,
     {
         self.config.auth.tokens = tokens.into_iter().map(Into::into).collect();
         self

@@ -54,7 +54,8 @@ pub use crate::error::{Error, Result};
 pub use crate::overrides::ConfigOverrides;
 pub use crate::sections::{
     AuthConfig, GroupsConfig, LimitsConfig, LogFormat, LoggingConfig, MetricsConfig, RedisConfig,
-    Role, StoreConfig, StoreKind, StreamsConfig, TopicsConfig, WorkerConfig,
+    Role, Scope, ScopedToken, StoreConfig, StoreKind, StreamsConfig, TokenConfig, TopicsConfig,
+    WorkerConfig,
 };
 
 /// The root of the Data Nexus configuration.

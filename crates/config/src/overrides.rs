@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use crate::{
     BrokerConfig, Config, Error, KafkaBrokerConfig, LogFormat, RedisBrokerConfig, RedisConfig,
-    Result, Role, StoreKind,
+    Result, Role, StoreKind, TokenConfig,
 };
 
 /// Values given on the command line; unset fields leave the config as is.
@@ -18,7 +18,7 @@ pub struct ConfigOverrides {
     pub http_addr: Option<SocketAddr>,
     /// Replaces `data_dir`.
     pub data_dir: Option<PathBuf>,
-    /// Replaces `auth.tokens` when non-empty.
+    /// Replaces `auth.tokens` when non-empty (each with every scope).
     pub auth_tokens: Vec<String>,
     /// Sets `insecure` when true (a flag cannot turn it off).
     pub insecure: bool,
@@ -105,7 +105,7 @@ impl Config {
             self.data_dir = dir;
         }
         if !auth_tokens.is_empty() {
-            self.auth.tokens = auth_tokens;
+            self.auth.tokens = auth_tokens.into_iter().map(TokenConfig::Plain).collect();
         }
         self.insecure |= insecure;
         if let Some(level) = log_level {

@@ -11,13 +11,108 @@ use serde::{Deserialize, Serialize};
 
 const MIB: usize = 1024 * 1024;
 
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// The ingest APIs (gRPC services, `POST /metrics`, `/ingest`, `/write`, remote
+    /// write) and the event streams.
+    Ingest,
+    /// Queries, datasets, the exposition, the program's own metrics, readiness.
+    Query,
+    /// Administration: connections, exports, the control node.
+    Admin,
+}
+
+impl Scope {
+    /// Every scope (what a plain token grants).
+    pub const ALL: [Scope; 3] = [Scope::Ingest, Scope::Query, Scope::Admin];
+
+    /// The lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Ingest => "ingest",
+            Scope::Query => "query",
+            Scope::Admin => "admin",
+        }
+    }
+}
+
+/// A token limited to some scopes (`[[auth.tokens]] token = "…", scopes = [...]`).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScopedToken {
+    /// The bearer token.
+    pub token: String,
+    /// What it may do.
+    pub scopes: Vec<Scope>,
+}
+
+/// One accepted bearer token: a plain string (every scope) or a [`ScopedToken`].
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum TokenConfig {
+    /// A token with every scope.
+    Plain(String),
+    /// A token with the scopes it names.
+    Scoped(ScopedToken),
+}
+
+impl TokenConfig {
+    /// The bearer token.
+    pub fn token(&self) -> &str {
+        match self {
+            TokenConfig::Plain(t) => t,
+            TokenConfig::Scoped(s) => &s.token,
+        }
+    }
+
+    /// What it may do.
+    pub fn scopes(&self) -> &[Scope] {
+        match self {
+            TokenConfig::Plain(_) => &Scope::ALL,
+            TokenConfig::Scoped(s) => &s.scopes,
+        }
+    }
+}
+
+impl fmt::Debug for TokenConfig {
+    /// Never prints the token, only its scopes.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Token")
+            .field("token", &"<redacted>")
+            .field("scopes", &self.scopes())
+            .finish()
+    }
+}
+
+impl From<String> for TokenConfig {
+    fn from(token: String) -> Self {
+        TokenConfig::Plain(token)
+    }
+}
+
+/// A plain token equals its string (a scoped one never does).
+impl PartialEq<&str> for TokenConfig {
+    fn eq(&self, other: &&str) -> bool {
+        matches!(self, TokenConfig::Plain(t) if t == other)
+    }
+}
+
+impl From<&str> for TokenConfig {
+    fn from(token: &str) -> Self {
+        TokenConfig::Plain(token.to_owned())
+    }
+}
+
 /// Bearer-token authentication for the gRPC and HTTP APIs.
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
-    /// Accepted bearer tokens. Empty disables authentication, which is only
-    /// allowed on loopback addresses unless `insecure` is set.
-    pub tokens: Vec<String>,
+    /// Accepted bearer tokens: plain strings (every scope) or `{token, scopes}`.
+    /// Empty disables authentication, which is only allowed on loopback addresses
+    /// unless `insecure` is set.
+    pub tokens: Vec<TokenConfig>,
 }
 
 impl fmt::Debug for AuthConfig {

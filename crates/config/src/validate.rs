@@ -30,8 +30,15 @@ impl Config {
         if self.data_dir.as_os_str().is_empty() {
             return Err(Error::invalid("data_dir", "must not be empty"));
         }
-        for (i, token) in self.auth.tokens.iter().enumerate() {
+        for (i, entry) in self.auth.tokens.iter().enumerate() {
             // Tokens are secrets: name their position, never their value.
+            let token = entry.token();
+            if entry.scopes().is_empty() {
+                return Err(Error::invalid(
+                    format!("auth.tokens[{i}].scopes"),
+                    "must name at least one of ingest, query, admin",
+                ));
+            }
             if token.is_empty() {
                 return Err(Error::invalid(
                     format!("auth.tokens[{i}]"),

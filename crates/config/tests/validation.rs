@@ -114,7 +114,7 @@ fn tokens_must_be_non_empty_without_whitespace_and_are_never_echoed() {
     for token in ["", "has space", "tab\there"] {
         let config = Config {
             auth: datanexus_config::AuthConfig {
-                tokens: vec!["good".to_owned(), token.to_owned()],
+                tokens: vec!["good".into(), token.into()],
             },
             ..Config::default()
         };
@@ -294,4 +294,44 @@ fn a_broker_url_override_targets_or_selects_the_backend() {
             ..KafkaBrokerConfig::default()
         })
     );
+}
+
+#[test]
+fn tokens_are_plain_strings_with_every_scope_or_scoped() {
+    use datanexus_config::{Scope, TokenConfig};
+    let config = Config::from_toml_str(
+        r#"
+        [[auth.tokens]]
+        token = "ingest-only"
+        scopes = ["ingest"]
+
+        [[auth.tokens]]
+        token = "reader"
+        scopes = ["query", "admin"]
+        "#,
+    )
+    .unwrap();
+    let scopes: Vec<(&str, &[Scope])> = config
+        .auth
+        .tokens
+        .iter()
+        .map(|t| (t.token(), t.scopes()))
+        .collect();
+    assert_eq!(
+        scopes,
+        [
+            ("ingest-only", &[Scope::Ingest][..]),
+            ("reader", &[Scope::Query, Scope::Admin][..])
+        ]
+    );
+    let plain = Config::from_toml_str("[auth]\ntokens = [\"all\"]").unwrap();
+    assert_eq!(plain.auth.tokens[0].scopes(), Scope::ALL);
+    // Never printed.
+    let debug = format!("{:?}", TokenConfig::from("s3cret"));
+    assert!(!debug.contains("s3cret"), "{debug}");
+    let none = Config::from_toml_str("[[auth.tokens]]\ntoken = \"x\"\nscopes = []").unwrap_err();
+    assert!(none.to_string().contains("auth.tokens[0].scopes"), "{none}");
+    let unknown =
+        Config::from_toml_str("[[auth.tokens]]\ntoken = \"x\"\nscopes = [\"root\"]").unwrap_err();
+    assert!(unknown.to_string().contains("auth"), "{unknown}");
 }

@@ -24,6 +24,9 @@ pub enum Error {
     /// No bearer token, or not an accepted one.
     #[error("{0}")]
     Unauthenticated(&'static str),
+    /// A valid token without the scope the request needs.
+    #[error("{0}")]
+    Forbidden(String),
     /// The request body is larger than the configured limit (after decompression).
     #[error("request body exceeds the limit of {limit} bytes")]
     PayloadTooLarge {
@@ -89,6 +92,7 @@ impl Error {
         match self {
             Error::Invalid(_) => (StatusCode::BAD_REQUEST, tonic::Code::InvalidArgument),
             Error::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, tonic::Code::Unauthenticated),
+            Error::Forbidden(_) => (StatusCode::FORBIDDEN, tonic::Code::PermissionDenied),
             Error::PayloadTooLarge { .. } => {
                 (StatusCode::PAYLOAD_TOO_LARGE, tonic::Code::InvalidArgument)
             }
@@ -121,6 +125,7 @@ impl Error {
             (_, tonic::Code::DeadlineExceeded) => TelemetryKind::Timeout,
             (StatusCode::BAD_REQUEST, _) => TelemetryKind::InvalidInput,
             (StatusCode::UNAUTHORIZED, _) => TelemetryKind::Unauthenticated,
+            (StatusCode::FORBIDDEN, _) => TelemetryKind::Forbidden,
             (StatusCode::NOT_FOUND, _) => TelemetryKind::NotFound,
             (StatusCode::CONFLICT, _) => TelemetryKind::Conflict,
             (StatusCode::PAYLOAD_TOO_LARGE, _) => TelemetryKind::PayloadTooLarge,
@@ -220,7 +225,9 @@ impl Error {
         use datanexus_results::EndCode;
         let code = match self.status().1 {
             tonic::Code::InvalidArgument => EndCode::InvalidArgument,
-            tonic::Code::Unauthenticated => EndCode::Unauthenticated,
+            tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => {
+                EndCode::Unauthenticated
+            }
             tonic::Code::ResourceExhausted => EndCode::ResourceExhausted,
             tonic::Code::DeadlineExceeded => EndCode::DeadlineExceeded,
             tonic::Code::NotFound => EndCode::NotFound,

@@ -25,6 +25,7 @@ mod raftmetrics;
 
 use std::future::Future;
 
+use datanexus_config::Scope;
 use datanexus_proto::data_nexus::metrics_service_server::MetricsServiceServer as DataNexusServer;
 use datanexus_proto::datanexus::v1::event_stream_server::EventStreamServer;
 use datanexus_proto::nimbus::nimbus_service_server::NimbusServiceServer;
@@ -65,7 +66,9 @@ pub(crate) async fn serve(
 ) -> Result<()> {
     let options = state.options();
     let max_message = options.max_grpc_message_bytes;
-    let auth = GrpcAuth(state.clone());
+    // Every service ingests (the streams append events); reflection only describes them.
+    let auth = GrpcAuth(state.clone(), Some(Scope::Ingest));
+    let any_token = GrpcAuth(state.clone(), None);
     let data_nexus = DataNexusServer::new(DataNexusService::new(state.clone()))
         .max_decoding_message_size(max_message)
         .accept_compressed(CompressionEncoding::Gzip);
@@ -99,7 +102,7 @@ pub(crate) async fn serve(
         .add_service(InterceptedService::new(raftmetrics, auth.clone()))
         .add_service(InterceptedService::new(nimbus, auth.clone()))
         .add_service(InterceptedService::new(event_stream, auth.clone()))
-        .add_service(InterceptedService::new(reflection, auth))
+        .add_service(InterceptedService::new(reflection, any_token))
         .serve_with_incoming_shutdown(
             nodelay(TcpListenerStream::new(listener)),
             not_serving_after(shutdown, reporter, state.clone()),
@@ -126,9 +129,10 @@ fn reflection_service() -> Result<ServerReflectionServer<impl ServerReflection>>
         .map_err(|e| Error::Internal(format!("cannot build the reflection service: {e}")))
 }
 
-/// The bearer-auth interceptor; failures are counted as `errors{component="ingest"}`.
+/// The bearer-auth interceptor: a token with `scope` (any valid token when `None`);
+/// failures are counted as `errors{component="ingest"}`.
 #[derive(Clone)]
-struct GrpcAuth(AppState);
+struct GrpcAuth(AppState, Option<Scope>);
 
 impl tonic::service::Interceptor for GrpcAuth {
     fn call(&mut self, request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
@@ -136,7 +140,15 @@ impl tonic::service::Interceptor for GrpcAuth {
             .metadata()
             .get("authorization")
             .map(|v| v.as_bytes());
-        if let Err(e) = self.0.auth().check(header) {
+        let checked = self
+            .0
+            .auth()
+            .check(header)
+            .and_then(|granted| match self.1 {
+                Some(scope) => granted.require(scope),
+                None => Ok(()),
+            });
+        if let Err(e) = checked {
             self.0.count_error(Component::Ingest, &e);
             return Err(e.into());
         }

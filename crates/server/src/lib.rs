@@ -59,7 +59,7 @@ use tokio::sync::watch;
 use tokio::task::{JoinError, JoinSet};
 
 pub use crate::error::{Error, Result};
-pub use crate::http::http_app;
+pub use crate::http::{http_app, route_scopes};
 pub use crate::options::{LOCAL_REPLY_TO, ServerOptions, TopicNames};
 pub use crate::state::AppState;
 pub use datanexus_results::Sessions;

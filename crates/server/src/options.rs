@@ -24,8 +24,8 @@ pub struct TopicNames {
 /// Options of the gRPC and HTTP front ends.
 #[derive(Clone, PartialEq)]
 pub struct ServerOptions {
-    /// Accepted bearer tokens; empty disables authentication.
-    pub auth_tokens: Vec<String>,
+    /// Accepted bearer tokens with their scopes; empty disables authentication.
+    pub auth_tokens: Vec<datanexus_config::TokenConfig>,
     /// Topic names.
     pub topics: TopicNames,
     /// Name, label and value limits applied to every point.

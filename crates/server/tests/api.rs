@@ -14,6 +14,7 @@ mod api {
     mod promtool;
     mod queries;
     mod remote_write;
+    mod scopes;
     mod stream_support;
     mod streams;
     mod support;

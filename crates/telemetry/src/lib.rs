@@ -117,6 +117,8 @@ label_enum! {
         InvalidInput => "invalid_input",
         /// No or a wrong token.
         Unauthenticated => "unauthenticated",
+        /// A valid token without the scope the request needs.
+        Forbidden => "forbidden",
         /// No such resource.
         NotFound => "not_found",
         /// A conflicting request.
