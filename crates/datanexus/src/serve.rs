@@ -91,7 +91,8 @@ impl Process {
     /// Opens the broker, the store if the role has one, and the fan-out mailbox.
     async fn open(config: &Config, fanout: Option<FanoutOptions>) -> anyhow::Result<Process> {
         let role = config.role;
-        let broker = open_broker(config).await?;
+        let telemetry = Telemetry::new();
+        let broker = open_broker(config, &telemetry).await?;
         let store = if role.opens_store() {
             Some(open_store(config).await?)
         } else {
@@ -115,7 +116,7 @@ impl Process {
             store,
             fanout,
             mailbox,
-            telemetry: Telemetry::new(),
+            telemetry,
             id,
         })
     }
@@ -318,7 +319,7 @@ fn load_config(args: ServeArgs) -> anyhow::Result<Config> {
 }
 
 /// Opens the backend named by `[broker] kind`.
-async fn open_broker(config: &Config) -> anyhow::Result<Arc<dyn Broker>> {
+async fn open_broker(config: &Config, telemetry: &Telemetry) -> anyhow::Result<Arc<dyn Broker>> {
     let embedded = match &config.broker {
         BrokerConfig::Embedded(embedded) => embedded,
         #[cfg(feature = "redis")]
@@ -394,6 +395,10 @@ async fn open_broker(config: &Config) -> anyhow::Result<Arc<dyn Broker>> {
         .with_context(|| format!("cannot create data directory {}", dir.display()))?;
     let broker = EmbeddedBroker::open(&dir, EmbeddedOptions { log })
         .with_context(|| format!("cannot open the log in {}", dir.display()))?;
+    // Corruption recovery found (each hole is logged by the log itself): a metric too.
+    for (topic, partition, lost) in broker.log().recovery_losses() {
+        telemetry.log_lost_offsets(&topic, partition, lost);
+    }
     Ok(Arc::new(broker))
 }
 

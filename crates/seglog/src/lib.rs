@@ -3,8 +3,9 @@
 //! This crate owns everything that Data Nexus keeps on local disk for its embedded broker:
 //! topics split into partitions, each partition an append-only sequence of segment files
 //! holding CRC-framed record batches; the fsync policy (with group commit for
-//! [`FsyncPolicy::Always`]); crash recovery (a torn or corrupt tail is truncated, never
-//! served); consumer groups with leases, redelivery and committed offsets persisted on disk;
+//! [`FsyncPolicy::Always`]); crash recovery (a torn tail is truncated, a corrupt batch is
+//! never served, valid batches after it are kept and offsets are never reused — see
+//! `segment.rs`); consumer groups with leases, redelivery and committed offsets persisted on disk;
 //! and retention by age and size.
 //!
 //! Readers (both [`Log::read`] and [`Consumer::poll`]) only ever see records below the

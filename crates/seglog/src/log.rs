@@ -71,7 +71,7 @@ impl Log {
     ///
     /// [`Error::Locked`] if another open `Log` holds the directory, [`Error::Io`] on file
     /// system errors, [`Error::Corrupt`] for unreadable topic or group metadata. Corrupt
-    /// segment data is not an error: it is truncated (see the crate docs).
+    /// segment data is not an error: it is recovered (see the crate docs).
     pub fn open(dir: impl AsRef<Path>, options: LogOptions) -> Result<Log> {
         let dir = dir.as_ref().to_path_buf();
         std::fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
@@ -234,6 +234,24 @@ impl Log {
     /// [`Error::UnknownTopic`], [`Error::UnknownPartition`].
     pub fn start_offset(&self, topic: &str, partition: u32) -> Result<u64> {
         Ok(self.partition(topic, partition)?.start_offset())
+    }
+
+    /// The partitions where recovery found corruption and lost offsets, with how many:
+    /// `(topic, partition, lost offsets)`. Those offsets are never used again.
+    #[must_use]
+    pub fn recovery_losses(&self) -> Vec<(String, u32, u64)> {
+        let topics = self.inner.topics.read();
+        let mut out: Vec<(String, u32, u64)> = topics
+            .iter()
+            .flat_map(|(name, topic)| {
+                topic.partitions.iter().filter_map(move |p| {
+                    let lost = p.lost_offsets();
+                    (lost > 0).then(|| (name.clone(), p.id, lost))
+                })
+            })
+            .collect();
+        out.sort();
+        out
     }
 
     /// Joins consumer `consumer_id` to `group` on `topic`, creating (and persisting) the group
@@ -493,6 +511,11 @@ fn load_topics(
         let topic = Arc::new(Topic::open(&name, path, count, &config, sync)?);
         for group in list_groups(&topic)? {
             let loaded = Group::load(Arc::clone(&topic), &group, fsync)?;
+            // A group may have committed past what recovery kept (corruption): never
+            // hand those offsets out again.
+            for (partition, committed) in topic.partitions.iter().zip(loaded.committed()) {
+                partition.skip_to(committed)?;
+            }
             groups.insert((name.clone(), group), Arc::new(loaded));
         }
         topics.insert(name, topic);

@@ -46,6 +46,8 @@ pub(crate) struct Partition {
     /// Bumped whenever new records become readable in the topic (wakes pollers).
     topic_changed: Arc<watch::Sender<u64>>,
     sync: Arc<SyncShared>,
+    /// Offsets lost to corruption found at recovery (never reused).
+    lost: std::sync::atomic::AtomicU64,
 }
 
 struct State {
@@ -76,6 +78,45 @@ impl Partition {
     /// The durable state as currently published.
     pub(crate) fn durable(&self) -> Durable {
         *self.durable.borrow()
+    }
+
+    /// Offsets lost to corruption found when the partition was opened.
+    pub(crate) fn lost_offsets(&self) -> u64 {
+        self.lost.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Makes the next append use an offset at least `offset` (a consumer group committed
+    /// up to it, so the offsets below it existed even if recovery lost them): the active
+    /// segment is sealed and a new one starts at `offset`; the offsets skipped count as
+    /// lost. Used when the log opens, before anything is appended.
+    ///
+    /// # Errors
+    /// The new segment cannot be created.
+    pub(crate) fn skip_to(&self, offset: u64) -> Result<()> {
+        let mut st = self.state.lock();
+        if offset <= st.next_offset {
+            return Ok(());
+        }
+        let hole = offset - st.next_offset;
+        tracing::warn!(topic = %self.topic, partition = self.id, from = st.next_offset,
+            to = offset, lost = hole,
+            "a consumer group committed past the recovered data: offsets lost to corruption, the log continues after them");
+        let segment = Segment::create(&self.dir, offset)?;
+        let old = std::mem::replace(&mut st.active, segment);
+        if old.size == 0 {
+            std::fs::remove_file(&old.path).map_err(|e| Error::io("delete", &old.path, e))?;
+        } else {
+            st.sealed.push_back(old);
+        }
+        st.next_offset = offset;
+        sync_dir(&self.dir)?;
+        self.durable.send_replace(Durable {
+            offset,
+            failed: false,
+        });
+        self.lost
+            .fetch_add(hole, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
     }
 
     /// First retained offset.

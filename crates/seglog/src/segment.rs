@@ -32,9 +32,10 @@
 //!
 //! # Invariants
 //!
-//! - Offsets are dense: the first batch of a segment has `base_offset == <base>`, every
-//!   following batch starts at the previous batch's `base_offset + count`, and a segment's
-//!   `<base>` equals the previous segment's end offset.
+//! - Offsets are dense within a segment: the first batch has `base_offset == <base>`,
+//!   every following batch starts at the previous batch's `base_offset + count`; a
+//!   segment's `<base>` equals the previous segment's end offset, except after a hole
+//!   recovery left (see below), where it is greater.
 //! - Only the last segment of a partition (the *active* one) is written to; a segment is
 //!   *sealed* when the next one is created (roll at `max_segment_bytes`).
 //! - A batch is written with a single positional write; a batch that is not entirely
@@ -45,9 +46,20 @@
 //!
 //! On open every segment is scanned in full and every batch checked (crc included). At the
 //! first invalid batch the segment is truncated to the end of the last valid batch (logged
-//! at warn with the number of bytes dropped), and, if it was a sealed segment, every later
-//! segment of the partition is deleted: offsets must stay dense, so nothing past a hole can
-//! be served. The truncation is fsynced before the log opens.
+//! at warn with the number of bytes dropped). Offsets are never reused, because a consumer
+//! group may have committed past them:
+//!
+//! - valid batches further in the truncated segment (found by resynchronising on the batch
+//!   magic and checking each crc) are kept, moved to segments of their own;
+//! - later segments are kept;
+//! - the offsets between the valid data (the corrupt range) are a hole, logged at warn and
+//!   counted ([`crate::Log::recovery_losses`]); reads skip it;
+//! - the next append uses an offset after everything found, and after every group's
+//!   committed offset (the corruption may have taken the tail).
+//!
+//! A torn tail (the normal result of a crash during a write) leaves nothing to salvage
+//! and no hole: the next append continues at the end of the valid data. Every change is
+//! fsynced before the log opens.
 //!
 //! # Index
 //!
@@ -116,6 +128,11 @@ pub(crate) struct Recovered {
     pub(crate) truncated: u64,
     /// Why the scan stopped early, if it did.
     pub(crate) reason: Option<String>,
+    /// Valid batches found *after* the invalid range (the framing resynchronised on the
+    /// next batch magic with a sane length and a good crc), each run of contiguous
+    /// offsets moved to a segment of its own (written and fsynced before this file was
+    /// truncated), in offset order.
+    pub(crate) salvaged: Vec<Segment>,
 }
 
 fn open_rw(path: &Path, create_new: bool) -> Result<File> {
@@ -161,6 +178,25 @@ impl Segment {
             index: Vec::new(),
         };
         let reason = segment.scan(file_len, index_interval)?;
+        let runs = match reason {
+            Some(_) => segment.salvage(file_len)?,
+            None => Vec::new(),
+        };
+        // The valid batches are safe in their own files before this one loses them.
+        let dir = segment
+            .path
+            .parent()
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        let mut salvaged = Vec::with_capacity(runs.len());
+        for (run_base, bytes) in runs {
+            salvaged.push(Self::create_with(&dir, run_base, &bytes, index_interval)?);
+        }
+        if !salvaged.is_empty() {
+            File::open(&dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| Error::io("fsync directory", &dir, e))?;
+        }
         let truncated = file_len - segment.size;
         if truncated > 0 {
             segment
@@ -173,7 +209,81 @@ impl Segment {
             segment,
             truncated,
             reason,
+            salvaged,
         })
+    }
+
+    /// After an invalid batch at `self.size`: looks for valid batches further on (a batch
+    /// magic at any position, a sane length, a good crc, offsets past the valid part and
+    /// past the previous one found) and returns them in runs of contiguous offsets.
+    fn salvage(&self, file_len: u64) -> Result<Vec<(u64, Vec<u8>)>> {
+        let start = self.size.saturating_add(1);
+        if start >= file_len {
+            return Ok(Vec::new());
+        }
+        let len = usize::try_from(file_len - start)
+            .map_err(|_| Error::io("read", &self.path, std::io::ErrorKind::FileTooLarge.into()))?;
+        let mut tail = vec![0u8; len];
+        self.file
+            .read_exact_at(&mut tail, start)
+            .map_err(|e| Error::io("read", &self.path, e))?;
+        let mut runs: Vec<(u64, u64, Vec<u8>)> = Vec::new();
+        let mut at = 0usize;
+        while let Some(found) = tail
+            .get(at..)
+            .and_then(|rest| rest.windows(4).position(|w| w == codec::MAGIC))
+        {
+            let pos = at + found;
+            let rest = tail.get(pos..).unwrap_or_default();
+            let floor = runs.last().map_or(self.next, |(_, next, _)| *next);
+            let batch = codec::parse_header(rest)
+                .ok()
+                .filter(|h| h.base_offset >= floor)
+                .and_then(|h| rest.get(..h.len as usize))
+                .and_then(|bytes| codec::check(bytes).ok().map(|h| (h, bytes)));
+            match batch {
+                Some((header, bytes)) => {
+                    match runs.last_mut() {
+                        Some((_, next, run)) if *next == header.base_offset => {
+                            run.extend_from_slice(bytes);
+                            *next = header.next_offset();
+                        }
+                        _ => runs.push((header.base_offset, header.next_offset(), bytes.to_vec())),
+                    }
+                    at = pos + bytes.len();
+                }
+                None => at = pos + 1,
+            }
+        }
+        Ok(runs
+            .into_iter()
+            .map(|(base, _, bytes)| (base, bytes))
+            .collect())
+    }
+
+    /// Creates the segment starting at `base` in `dir` holding `batches` (whole valid
+    /// batches with contiguous offsets from `base`), fsynced.
+    pub(crate) fn create_with(
+        dir: &Path,
+        base: u64,
+        batches: &[u8],
+        index_interval: u32,
+    ) -> Result<Self> {
+        let path = dir.join(file_name(base));
+        // Not `create_new`: a recovery interrupted by a crash may have written it already.
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .map_err(|e| Error::io("open", &path, e))?;
+        file.write_all_at(batches, 0)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| Error::io("write", &path, e))?;
+        drop(file);
+        let rec = Self::recover(path, base, index_interval)?;
+        Ok(rec.segment)
     }
 
     /// Scans batches from the start; stops at the first invalid one and returns why.

@@ -126,8 +126,17 @@ async fn zero_filled_tail_is_dropped() {
     );
 }
 
+/// Offsets of the records read from partition 0 of `t`, from 0.
+fn offsets(log: &Log) -> Vec<u64> {
+    log.read("t", 0, 0, 1000)
+        .unwrap()
+        .iter()
+        .map(|r| r.offset)
+        .collect()
+}
+
 #[tokio::test]
-async fn corruption_in_a_sealed_segment_truncates_it_and_drops_later_segments() {
+async fn corruption_in_a_sealed_segment_keeps_later_segments_and_never_reuses_offsets() {
     let dir = tempfile::tempdir().unwrap();
     // Each batch of 4 records is 112 bytes: two batches per segment.
     let opts = options(FsyncPolicy::Always, 230);
@@ -141,19 +150,93 @@ async fn corruption_in_a_sealed_segment_truncates_it_and_drops_later_segments() 
     bytes[len - 10] ^= 0xff;
     std::fs::write(first, bytes).unwrap();
     let log = Log::open(dir.path(), opts.clone()).unwrap();
-    assert_eq!(log.end_offset("t", 0).unwrap(), 4);
-    assert_eq!(segments(dir.path(), 0).len(), 1);
-    assert_eq!(log.append("t", 0, &recs("after", 1)).await.unwrap(), 4);
-    assert_eq!(log.read("t", 0, 4, 10).unwrap().len(), 1);
+    // Only the corrupt batch is lost; the offsets after it keep their records, and the
+    // next append gets a new offset.
+    assert_eq!(log.end_offset("t", 0).unwrap(), 20);
+    let want: Vec<u64> = (0..4).chain(8..20).collect();
+    assert_eq!(offsets(&log), want);
+    assert_eq!(log.recovery_losses(), [("t".to_owned(), 0, 4)]);
+    // A consumer committed at 6 (inside the hole) continues at 8.
+    assert_eq!(log.read("t", 0, 6, 10).unwrap()[0].offset, 8);
+    assert_eq!(log.append("t", 0, &recs("after", 1)).await.unwrap(), 20);
+    log.close().unwrap();
+    let log = Log::open(dir.path(), opts).unwrap();
+    assert_eq!(log.end_offset("t", 0).unwrap(), 21);
+    assert_eq!(offsets(&log).len(), 17);
 }
 
 #[tokio::test]
-async fn bad_magic_at_the_start_of_the_only_segment_empties_the_partition() {
+async fn corruption_in_the_middle_of_a_segment_keeps_the_valid_batches_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let batch = five_batches(dir.path(), LogOptions::default()).await;
+    let path = last_segment(dir.path());
+    let mut bytes = std::fs::read(&path).unwrap();
+    // A flipped byte in the second batch (offsets 4..8) of the only segment.
+    bytes[(batch + batch / 2) as usize] ^= 0x10;
+    std::fs::write(&path, bytes).unwrap();
+    let log = Log::open(dir.path(), LogOptions::default()).unwrap();
+    assert_eq!(log.end_offset("t", 0).unwrap(), 20);
+    let want: Vec<u64> = (0..4).chain(8..20).collect();
+    assert_eq!(offsets(&log), want);
+    let read = log.read("t", 0, 8, 1).unwrap();
+    assert_eq!(values(&read), ["b2-0"]);
+    assert_eq!(log.recovery_losses(), [("t".to_owned(), 0, 4)]);
+    assert_eq!(log.append("t", 0, &recs("after", 1)).await.unwrap(), 20);
+}
+
+#[tokio::test]
+async fn a_lost_tail_a_group_committed_past_is_not_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let batch = five_batches(dir.path(), LogOptions::default()).await;
+    {
+        let log = Log::open(dir.path(), LogOptions::default()).unwrap();
+        let consumer = log
+            .consumer(
+                "t",
+                "g",
+                "c1",
+                datanexus_seglog::GroupOptions {
+                    lease_timeout: std::time::Duration::from_secs(30),
+                    session_timeout: std::time::Duration::from_secs(10),
+                },
+            )
+            .unwrap();
+        let got = consumer.poll(100, std::time::Duration::ZERO).await.unwrap();
+        let all: Vec<u64> = got.iter().map(|d| d.offset).collect();
+        consumer.ack(0, &all).await.unwrap();
+        assert_eq!(log.committed("t", "g", 0).unwrap(), 20);
+        log.close().unwrap();
+    }
+    // The last three batches are zeroed: nothing to salvage.
+    let path = last_segment(dir.path());
+    let mut bytes = std::fs::read(&path).unwrap();
+    for b in bytes.iter_mut().skip((2 * batch) as usize) {
+        *b = 0;
+    }
+    std::fs::write(&path, bytes).unwrap();
+    let log = Log::open(dir.path(), LogOptions::default()).unwrap();
+    assert_eq!(offsets(&log), (0..8).collect::<Vec<_>>());
+    assert_eq!(
+        log.end_offset("t", 0).unwrap(),
+        20,
+        "not 8: the group is at 20"
+    );
+    assert_eq!(log.recovery_losses(), [("t".to_owned(), 0, 12)]);
+    assert_eq!(log.append("t", 0, &recs("after", 1)).await.unwrap(), 20);
+}
+
+#[tokio::test]
+async fn bad_magic_at_the_start_of_the_only_segment_loses_only_that_batch() {
     let dir = tempfile::tempdir().unwrap();
     five_batches(dir.path(), LogOptions::default()).await;
     let path = last_segment(dir.path());
     let mut bytes = std::fs::read(&path).unwrap();
     bytes[0] = b'X';
     std::fs::write(&path, bytes).unwrap();
-    assert_recovers_to(dir.path(), LogOptions::default(), 0).await;
+    let log = Log::open(dir.path(), LogOptions::default()).unwrap();
+    // The first batch (offsets 0..4) is gone; the four after it are kept, offsets unchanged.
+    assert_eq!(offsets(&log), (4..20).collect::<Vec<_>>());
+    assert_eq!(log.end_offset("t", 0).unwrap(), 20);
+    assert_eq!(log.recovery_losses(), [("t".to_owned(), 0, 4)]);
+    assert_eq!(log.append("t", 0, &recs("after", 1)).await.unwrap(), 20);
 }

@@ -187,6 +187,15 @@ pub struct GroupLabels {
     pub group: String,
 }
 
+/// Labels of per-partition metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartitionLabels {
+    /// Topic.
+    pub topic: String,
+    /// Partition number.
+    pub partition: String,
+}
+
 /// Labels of queue gauges.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct QueueLabels {
@@ -215,6 +224,9 @@ pub struct Telemetry {
     pub flush_duration_seconds: Histogram,
     /// Rows written by store flushes.
     pub flushed_rows: Counter,
+    /// Offsets lost to corruption that the embedded log found when it opened (never
+    /// reused; the log continues after them).
+    pub log_lost_offsets: Family<PartitionLabels, Counter>,
 }
 
 impl std::fmt::Debug for Telemetry {
@@ -237,8 +249,14 @@ impl Telemetry {
             queue_depth: Family::default(),
             flush_duration_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             flushed_rows: Counter::default(),
+            log_lost_offsets: Family::default(),
             registry: Registry::default(),
         };
+        registry.register(
+            "log_recovery_lost_offsets",
+            "Offsets lost to corruption found when the embedded log opened (never reused)",
+            t.log_lost_offsets.clone(),
+        );
         registry.register(
             "ingested_records",
             "Records acknowledged to clients, by API",
@@ -281,6 +299,16 @@ impl Telemetry {
             t.flushed_rows.clone(),
         );
         Arc::new(Telemetry { registry, ..t })
+    }
+
+    /// Records offsets of `topic`/`partition` lost to corruption at recovery.
+    pub fn log_lost_offsets(&self, topic: &str, partition: u32, lost: u64) {
+        self.log_lost_offsets
+            .get_or_create(&PartitionLabels {
+                topic: topic.to_owned(),
+                partition: partition.to_string(),
+            })
+            .inc_by(lost);
     }
 
     /// Counts an error.

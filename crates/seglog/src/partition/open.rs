@@ -26,7 +26,8 @@ impl Partition {
     /// Opens the partition in `args.dir` (creating it if missing) and recovers its segments.
     pub(crate) fn open(args: OpenArgs) -> Result<Self> {
         std::fs::create_dir_all(&args.dir).map_err(|e| Error::io("create", &args.dir, e))?;
-        let (sealed, active) = recover_segments(&args.dir, &args.topic, args.id, &args.config)?;
+        let (sealed, active, lost) =
+            recover_segments(&args.dir, &args.topic, args.id, &args.config)?;
         let next_offset = active.next;
         let state = State {
             sealed,
@@ -53,6 +54,7 @@ impl Partition {
             durable,
             topic_changed: args.topic_changed,
             sync: args.sync,
+            lost: std::sync::atomic::AtomicU64::new(lost),
         })
     }
 }
@@ -72,45 +74,80 @@ fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
     Ok(found)
 }
 
-/// Recovers all segments: checks every batch, truncates at the first invalid one and deletes
-/// every segment after it. Returns the sealed segments and the active one.
+/// Recovers all segments: checks every batch and truncates each segment at its first
+/// invalid one. Offsets are never reused: valid batches past a corruption move to
+/// segments of their own, later segments are kept, and the offsets in between are a
+/// hole (see the segment module's docs). Returns the sealed segments, the active one,
+/// and the number of offsets lost in holes.
 fn recover_segments(
     dir: &Path,
     topic: &str,
     id: u32,
     config: &PartitionConfig,
-) -> Result<(VecDeque<Segment>, Segment)> {
+) -> Result<(VecDeque<Segment>, Segment, u64)> {
     let files = list_segments(dir)?;
     let mut segments: Vec<Segment> = Vec::with_capacity(files.len());
-    let mut files = files.into_iter().peekable();
     let mut changed = false;
-    while let Some((base, path)) = files.next_if(|(base, _)| {
-        segments
-            .last()
-            .is_none_or(|prev: &Segment| prev.next == *base)
-    }) {
+    let mut lost = 0u64;
+    for (base, path) in files {
+        if segments.iter().any(|s| s.base == base) {
+            // Written by this recovery (batches salvaged from an earlier segment).
+            continue;
+        }
+        if let Some(prev) = segments.last()
+            && base < prev.next
+        {
+            let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            tracing::warn!(topic, partition = id, path = ?path, truncated_bytes = bytes,
+                "deleting a segment whose offsets overlap the previous one");
+            remove(&path)?;
+            changed = true;
+            continue;
+        }
+        if let Some(prev) = segments.last()
+            && base > prev.next
+        {
+            let hole = base - prev.next;
+            tracing::warn!(
+                topic,
+                partition = id,
+                from = prev.next,
+                to = base,
+                lost = hole,
+                "offsets lost to corruption: the log continues after them"
+            );
+            lost += hole;
+        }
         let rec = Segment::recover(path, base, config.index_interval_bytes)?;
-        let stop = rec.reason.is_some();
         if let Some(reason) = &rec.reason {
             tracing::warn!(topic, partition = id, path = ?rec.segment.path,
                 truncated_bytes = rec.truncated, reason = %reason,
                 "truncated invalid tail of segment");
             changed = true;
         }
+        let salvaged = rec.salvaged;
         segments.push(rec.segment);
-        if stop {
-            break;
+        // Valid batches past the corruption: each run of them becomes a segment of its
+        // own, after a hole.
+        for run in salvaged {
+            let prev_end = segments.last().map_or(run.base, |s| s.next);
+            let hole = run.base.saturating_sub(prev_end);
+            tracing::warn!(
+                topic,
+                partition = id,
+                from = prev_end,
+                to = run.base,
+                lost = hole,
+                kept_bytes = run.size,
+                "offsets lost to corruption; the valid batches after them are kept"
+            );
+            lost += hole;
+            segments.push(run);
+            changed = true;
         }
     }
-    for (_, path) in files {
-        let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        tracing::warn!(topic, partition = id, path = ?path, truncated_bytes = bytes,
-            "deleting segment that follows an invalid batch or a gap in offsets");
-        remove(&path)?;
-        changed = true;
-    }
     let active = match segments.pop() {
-        Some(s) => s,
+        Some(last) => last,
         None => {
             changed = true;
             Segment::create(dir, 0)?
@@ -119,7 +156,7 @@ fn recover_segments(
     if changed {
         sync_dir(dir)?;
     }
-    Ok((segments.into(), active))
+    Ok((segments.into(), active, lost))
 }
 
 fn remove(path: &Path) -> Result<()> {
