@@ -23,6 +23,7 @@
 
 use std::collections::HashMap;
 
+use datanexus_model::event::{sanitize_label_name, sanitize_metric_name};
 use datanexus_model::{Labels, Limits, MetricType, Point, validate};
 use datanexus_proto::prometheus::metric_metadata::MetricType as PromType;
 use datanexus_proto::prometheus::{MetricMetadata, TimeSeries, WriteRequest};
@@ -33,6 +34,14 @@ use crate::{Error, Result};
 
 /// The label that names the metric.
 const NAME_LABEL: &str = "__name__";
+
+/// `name` made legal by `sanitize` when it is not (UTF-8 names of Prometheus 3 and
+/// OpenTelemetry, `http.server.duration`, are accepted as VictoriaMetrics does, as
+/// `http_server_duration`); a legal name is kept as it is, without a copy.
+fn legal_name(name: String, sanitize: fn(&str) -> String) -> String {
+    let fixed = sanitize(&name);
+    if fixed == name { name } else { fixed }
+}
 
 /// Prometheus' staleness marker: a NaN with this exact bit pattern.
 const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
@@ -174,9 +183,12 @@ fn series_points(
             if name.is_some() {
                 return Err(series_error(index, None, "__name__ occurs twice"));
             }
-            name = Some(label.value);
-        } else {
+            name = Some(legal_name(label.value, sanitize_metric_name));
+        } else if label.name.starts_with("__") {
+            // Reserved for Prometheus' internal use (and dropped by it before sending).
             pairs.push((label.name, label.value));
+        } else {
+            pairs.push((legal_name(label.name, sanitize_label_name), label.value));
         }
     }
     let Some(name) = name else {
@@ -333,6 +345,29 @@ mod tests {
     }
 
     #[test]
+    fn names_prometheus_does_not_allow_are_mapped_not_refused() {
+        let points = decode_request(&WriteRequest {
+            timeseries: vec![
+                series(
+                    vec![
+                        label(NAME_LABEL, "http.server.duration"),
+                        label("http.method", "GET"),
+                        label("9zone", "a"),
+                    ],
+                    &[(1.5, 1)],
+                ),
+                series(vec![label(NAME_LABEL, "9lives")], &[(2.0, 1)]),
+            ],
+            metadata: vec![],
+        })
+        .unwrap();
+        assert_eq!(points[0].measurement, "http_server_duration");
+        let labels: Vec<_> = points[0].labels.iter().collect();
+        assert_eq!(labels, [("_9zone", "a"), ("http_method", "GET")]);
+        assert_eq!(points[1].measurement, "_9lives");
+    }
+
+    #[test]
     fn each_broken_rule_names_the_series() {
         let cases: Vec<(TimeSeries, &str)> = vec![
             (
@@ -342,10 +377,6 @@ mod tests {
             (
                 series(vec![label(NAME_LABEL, "a"), label(NAME_LABEL, "b")], &[]),
                 "__name__ occurs twice",
-            ),
-            (
-                series(vec![label(NAME_LABEL, "9lives")], &[(1.0, 1)]),
-                "timeseries 0 (9lives)",
             ),
             (
                 series(
