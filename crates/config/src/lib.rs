@@ -54,8 +54,8 @@ pub use crate::error::{Error, Result};
 pub use crate::overrides::ConfigOverrides;
 pub use crate::sections::{
     AuthConfig, GroupsConfig, LimitsConfig, LogFormat, LoggingConfig, MetricsConfig, RedisConfig,
-    Role, Scope, ScopedToken, StoreConfig, StoreKind, StreamsConfig, TokenConfig, TopicsConfig,
-    WorkerConfig,
+    Role, Scope, ScopedToken, StoreConfig, StoreKind, StreamsConfig, TlsConfig, TokenConfig,
+    TopicsConfig, WorkerConfig,
 };
 
 /// The root of the Data Nexus configuration.
@@ -74,6 +74,8 @@ pub struct Config {
     pub role: Role,
     /// Bearer-token authentication.
     pub auth: AuthConfig,
+    /// TLS of the gRPC and HTTP servers.
+    pub tls: TlsConfig,
     /// Log level and format.
     pub logging: LoggingConfig,
     /// Log backend storing the topics.
@@ -109,6 +111,7 @@ impl Default for Config {
             insecure: false,
             role: Role::All,
             auth: AuthConfig::default(),
+            tls: TlsConfig::default(),
             logging: LoggingConfig::default(),
             broker: BrokerConfig::default(),
             topics: TopicsConfig::default(),

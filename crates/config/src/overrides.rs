@@ -38,6 +38,12 @@ pub struct ConfigOverrides {
     /// The store: `embedded`, or a `postgres://`/`postgresql://` URL (which sets
     /// `store.kind = "postgres"` and `store.url`).
     pub store: Option<String>,
+    /// Replaces `tls.cert`.
+    pub tls_cert: Option<PathBuf>,
+    /// Replaces `tls.key`.
+    pub tls_key: Option<PathBuf>,
+    /// Replaces `tls.client_ca`.
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 impl fmt::Debug for ConfigOverrides {
@@ -85,7 +91,19 @@ impl Config {
             role,
             redis_url,
             store,
+            tls_cert,
+            tls_key,
+            tls_client_ca,
         } = overrides;
+        if let Some(path) = tls_cert {
+            self.tls.cert = path;
+        }
+        if let Some(path) = tls_key {
+            self.tls.key = path;
+        }
+        if let Some(path) = tls_client_ca {
+            self.tls.client_ca = path;
+        }
         if let Some(store) = store {
             self.set_store(&store)?;
         }

@@ -4,6 +4,7 @@
 //! truth for its default values (the example file and the docs mirror it).
 
 use std::fmt;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -121,6 +122,26 @@ impl fmt::Debug for AuthConfig {
         f.debug_struct("AuthConfig")
             .field("tokens", &format_args!("<{} redacted>", self.tokens.len()))
             .finish()
+    }
+}
+
+/// TLS of the gRPC and HTTP servers (rustls). Both servers use the same certificate.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file with the server's certificate chain (leaf first). Empty: no TLS.
+    pub cert: PathBuf,
+    /// PEM file with the certificate's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// PEM file with the CA certificates that sign client certificates: when set,
+    /// every client must present one (mutual TLS).
+    pub client_ca: PathBuf,
+}
+
+impl TlsConfig {
+    /// Whether the servers speak TLS.
+    pub fn enabled(&self) -> bool {
+        !self.cert.as_os_str().is_empty()
     }
 }
 

@@ -52,6 +52,24 @@ impl Config {
                 ));
             }
         }
+        let tls = &self.tls;
+        let set = |p: &std::path::Path| !p.as_os_str().is_empty();
+        if set(&tls.cert) != set(&tls.key) {
+            return Err(Error::invalid(
+                if set(&tls.cert) {
+                    "tls.key"
+                } else {
+                    "tls.cert"
+                },
+                "tls.cert and tls.key go together: set both or neither",
+            ));
+        }
+        if set(&tls.client_ca) && !set(&tls.cert) {
+            return Err(Error::invalid(
+                "tls.client_ca",
+                "needs tls.cert and tls.key (client certificates are checked over TLS)",
+            ));
+        }
         if self.logging.level.trim().is_empty() {
             return Err(Error::invalid("logging.level", "must not be empty"));
         }

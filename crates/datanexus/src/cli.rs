@@ -194,6 +194,17 @@ pub(crate) struct ServeArgs {
     /// [env: DATANEXUS_STORE__KIND, DATANEXUS_STORE__URL].
     #[arg(long, value_name = "URL")]
     pub(crate) store: Option<String>,
+    /// Serve gRPC and HTTP over TLS with this PEM certificate chain (with --tls-key)
+    /// [env: DATANEXUS_TLS__CERT].
+    #[arg(long, value_name = "FILE")]
+    pub(crate) tls_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of --tls-cert [env: DATANEXUS_TLS__KEY].
+    #[arg(long, value_name = "FILE")]
+    pub(crate) tls_key: Option<std::path::PathBuf>,
+    /// Require client certificates signed by the CAs in this PEM file (mutual TLS)
+    /// [env: DATANEXUS_TLS__CLIENT_CA].
+    #[arg(long, value_name = "FILE")]
+    pub(crate) tls_client_ca: Option<std::path::PathBuf>,
 }
 
 /// Flags of `datanexus consume`.

@@ -312,6 +312,9 @@ fn load_config(args: ServeArgs) -> anyhow::Result<Config> {
             ),
             _ => args.store,
         },
+        tls_cert: args.tls_cert,
+        tls_key: args.tls_key,
+        tls_client_ca: args.tls_client_ca,
     };
     // Flags complete the file and environment before anything is validated.
     Config::load_with_overrides(file.as_deref(), env_vars(), overrides)

@@ -94,7 +94,11 @@ pub(crate) async fn serve(
             .layer(GlobalConcurrencyLimitLayer::with_semaphore(
                 state.request_slots(),
             ));
-    Server::builder()
+    let mut builder = Server::builder();
+    if let Some(files) = crate::tls::TlsFiles::load(&options.tls)? {
+        builder = builder.tls_config(files.tonic())?;
+    }
+    builder
         .timeout(options.request_timeout)
         .layer(limits)
         .add_service(health)

@@ -187,6 +187,11 @@ pub(crate) async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    let tls = state.options().tls.clone();
+    if let Some(files) = crate::tls::TlsFiles::load(&tls)? {
+        let acceptor = tokio_rustls::TlsAcceptor::from(files.rustls(&tls)?);
+        return serve_tls(listener, acceptor, http_app(state), shutdown).await;
+    }
     use axum::serve::ListenerExt;
     // TCP_NODELAY: no Nagle / delayed-ACK stalls on small responses.
     let listener = listener.tap_io(|tcp| {
@@ -197,6 +202,67 @@ pub(crate) async fn serve(
     axum::serve(listener, http_app(state))
         .with_graceful_shutdown(shutdown)
         .await?;
+    Ok(())
+}
+
+/// Most time a client gets to complete its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// [`serve`] over TLS: each accepted connection is handshaken (within
+/// [`HANDSHAKE_TIMEOUT`], so a client that never finishes holds nothing for long) and
+/// served with HTTP/1.1 or HTTP/2; on `shutdown` it stops accepting and waits for the
+/// connections to finish their requests.
+async fn serve_tls(
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::server::graceful::GracefulShutdown;
+    use hyper_util::service::TowerToHyperService;
+
+    let graceful = GracefulShutdown::new();
+    let builder = Builder::new(TokioExecutor::new());
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot accept an HTTP connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+        let (acceptor, builder, app) = (acceptor.clone(), builder.clone(), app.clone());
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let service = TowerToHyperService::new(app);
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            if let Err(e) = watcher.watch(connection.into_owned()).await {
+                tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
+            }
+        });
+    }
+    graceful.shutdown().await;
     Ok(())
 }
 

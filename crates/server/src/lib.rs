@@ -45,6 +45,7 @@ mod observe;
 mod options;
 mod state;
 mod streams;
+mod tls;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -26,6 +26,8 @@ pub struct TopicNames {
 pub struct ServerOptions {
     /// Accepted bearer tokens with their scopes; empty disables authentication.
     pub auth_tokens: Vec<datanexus_config::TokenConfig>,
+    /// TLS of both servers (off when `tls.cert` is empty).
+    pub tls: datanexus_config::TlsConfig,
     /// Topic names.
     pub topics: TopicNames,
     /// Name, label and value limits applied to every point.
@@ -83,6 +85,7 @@ impl std::fmt::Debug for ServerOptions {
                 "auth_tokens",
                 &format_args!("<{} redacted>", self.auth_tokens.len()),
             )
+            .field("tls", &self.tls)
             .field("topics", &self.topics)
             .field("limits", &self.limits)
             .field("max_http_body_bytes", &self.max_http_body_bytes)
@@ -111,6 +114,7 @@ impl From<&Config> for ServerOptions {
     fn from(c: &Config) -> Self {
         ServerOptions {
             auth_tokens: c.auth.tokens.clone(),
+            tls: c.tls.clone(),
             topics: TopicNames {
                 metrics: c.topics.metrics.clone(),
                 events: c.topics.events.clone(),

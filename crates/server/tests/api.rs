@@ -18,4 +18,5 @@ mod api {
     mod stream_support;
     mod streams;
     mod support;
+    mod tls;
 }
