@@ -126,7 +126,14 @@ impl Inner {
 /// up or out of resources) are [`Error::Unavailable`], the rest [`Error::Internal`].
 fn pg_error(target: &str, e: tokio_postgres::Error) -> Error {
     let Some(db) = e.as_db_error() else {
-        return Error::Unavailable(format!("postgresql at {target}: {e}"));
+        // The cause matters (a refused certificate, a refused connection): name it.
+        let mut message = format!("postgresql at {target}: {e}");
+        let mut source = std::error::Error::source(&e);
+        while let Some(cause) = source {
+            message.push_str(&format!(": {cause}"));
+            source = cause.source();
+        }
+        return Error::Unavailable(message);
     };
     let code = db.code().code();
     let message = format!("postgresql at {target}: {} ({code})", db.message());

@@ -292,6 +292,30 @@ impl PrivateCluster {
         }
     }
 
+    /// Turns TLS on with the PEM certificate chain `cert` and key `key` (written into
+    /// the data directory, owned by the server's user, the key readable by it only) and
+    /// restarts the server.
+    pub fn enable_tls(&self, cert: &str, key: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        let data = self.data_dir();
+        let (cert_path, key_path) = (data.join("server.crt"), data.join("server.key"));
+        std::fs::write(&cert_path, cert).expect("server.crt");
+        std::fs::write(&key_path, key).expect("server.key");
+        std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600))
+            .expect("chmod server.key");
+        if let Some((uid, gid)) = run_as() {
+            for path in [&cert_path, &key_path] {
+                std::os::unix::fs::chown(path, Some(uid), Some(gid)).expect("chown");
+            }
+        }
+        let conf = data.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf).expect("postgresql.conf");
+        text.push_str("\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
+        std::fs::write(&conf, text).expect("postgresql.conf");
+        self.stop_server();
+        self.start_server();
+    }
+
     /// Stops the server (`fast`: connections are closed, nothing committed is lost).
     pub fn stop_server(&self) {
         let data = self.data_dir();

@@ -565,3 +565,62 @@ async fn results_kept_as_events_by_version_1_are_migrated() {
     assert_eq!(ids, ["e1"]);
     store.stop().await.unwrap();
 }
+
+/// TLS to PostgreSQL with a private CA made by the test: `verify-full` checks the
+/// server's certificate against `sslrootcert` and connects over TLS; a CA that did not
+/// sign it is refused; `require` encrypts without checking.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_is_verified_against_the_root_certificate() {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let Some(cluster) = PrivateCluster::start() else {
+        return;
+    };
+    let issuer = || {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
+    };
+    let (ca, other_ca) = (issuer(), issuer());
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    cluster.enable_tls(&cert.pem(), &key.serialize_pem());
+    let dir = tempfile::tempdir().unwrap();
+    let (ca_path, other_path) = (dir.path().join("ca.pem"), dir.path().join("other.pem"));
+    std::fs::write(&ca_path, ca.pem()).unwrap();
+    std::fs::write(&other_path, other_ca.pem()).unwrap();
+    let url = |mode: &str, root: Option<&std::path::Path>| {
+        let mut url = format!("{}?sslmode={mode}", cluster.url("postgres"));
+        if let Some(root) = root {
+            url.push_str(&format!("&sslrootcert={}", root.display()));
+        }
+        url
+    };
+    let store = PostgresStore::open(PostgresOptions::new(url("verify-full", Some(&ca_path))))
+        .await
+        .expect("verify-full with the right CA");
+    store.ready().await.unwrap();
+    // The store's connections are encrypted (seen from the server).
+    let encrypted = count(
+        &cluster.url("postgres"),
+        "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+         WHERE s.ssl AND a.application_name IS DISTINCT FROM 'psql'",
+    )
+    .await;
+    assert!(encrypted >= 1, "{encrypted} TLS connections");
+    store.stop().await.unwrap();
+    let refused = PostgresStore::open(PostgresOptions::new(url("verify-full", Some(&other_path))))
+        .await
+        .expect_err("a CA that did not sign the server's certificate");
+    assert!(
+        refused.to_string().to_lowercase().contains("certificate"),
+        "{refused}"
+    );
+    let store = PostgresStore::open(PostgresOptions::new(url("require", None)))
+        .await
+        .expect("require encrypts without checking");
+    store.ready().await.unwrap();
+    store.stop().await.unwrap();
+}
