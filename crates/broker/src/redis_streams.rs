@@ -133,7 +133,7 @@ use redis::aio::ConnectionManager;
 use redis::{Cmd, FromRedisValue, Pipeline, RedisError, RedisResult, Value};
 
 use self::config::connection_config;
-pub use self::config::{RedisOptions, redact_url};
+pub use self::config::{RedisOptions, redact_url, redis_client};
 use crate::{
     Broker, Consumer, ConsumerOptions, Error, PartitionLag, ProduceRecord, RecordId, Result,
 };
@@ -375,11 +375,8 @@ impl RedisBroker {
             return Err(Error::Invalid("empty redis stream prefix".into()));
         }
         let url = redact_url(&options.url);
-        // rustls needs a process-wide crypto provider for `rediss://`; ours is `ring`.
-        // An error only means one is installed already.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = redis::Client::open(options.url.as_str())
-            .map_err(|e| Error::Invalid(format!("bad redis url {url}: {e}")))?;
+        let client = config::redis_client(&options.url, options.tls_ca.as_deref())
+            .map_err(|e| Error::Invalid(format!("redis at {url}: {e}")))?;
         let config = connection_config(options.connect_timeout, Some(options.command_timeout));
         let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)
             .map_err(|e| Error::Invalid(format!("bad redis url {url}: {e}")))?;

@@ -163,6 +163,9 @@ pub struct RedisBrokerConfig {
     /// Bound on one command or pipeline once connected.
     #[serde(with = "humantime_serde")]
     pub command_timeout: Duration,
+    /// With `rediss://`: a PEM file of CA certificates to verify the server with instead
+    /// of the system's trust store (a private CA). Empty: the system's.
+    pub tls_ca: std::path::PathBuf,
 }
 
 impl Default for RedisBrokerConfig {
@@ -174,6 +177,7 @@ impl Default for RedisBrokerConfig {
             partitions: 8,
             connect_timeout: Duration::from_secs(2),
             command_timeout: Duration::from_secs(5),
+            tls_ca: std::path::PathBuf::new(),
         }
     }
 }

@@ -265,6 +265,9 @@ pub struct RedisConfig {
     pub pool_size: u32,
     /// Prefix of the fan-out's keys and channels.
     pub prefix: String,
+    /// With `rediss://`: a PEM file of CA certificates to verify the server with instead
+    /// of the system's trust store. Empty: the system's.
+    pub tls_ca: PathBuf,
 }
 
 impl Default for RedisConfig {
@@ -273,6 +276,7 @@ impl Default for RedisConfig {
             url: "redis://127.0.0.1:6379/0".to_owned(),
             pool_size: 8,
             prefix: "datanexus".to_owned(),
+            tls_ca: PathBuf::new(),
         }
     }
 }

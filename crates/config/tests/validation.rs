@@ -31,6 +31,7 @@ fn the_builder_mirrors_the_functional_options() {
             url: "redis://cache:6379/2".to_owned(),
             pool_size: 4,
             prefix: "dn".to_owned(),
+            ..RedisConfig::default()
         })
         .logging(LoggingConfig {
             level: "debug".to_owned(),

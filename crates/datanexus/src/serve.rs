@@ -334,6 +334,7 @@ async fn open_broker(config: &Config, telemetry: &Telemetry) -> anyhow::Result<A
                 maxlen: redis.maxlen,
                 connect_timeout: redis.connect_timeout,
                 command_timeout: redis.command_timeout,
+                tls_ca: (!redis.tls_ca.as_os_str().is_empty()).then(|| redis.tls_ca.clone()),
             };
             let broker = RedisBroker::open(options)
                 .await

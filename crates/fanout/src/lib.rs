@@ -61,6 +61,9 @@ pub struct FanoutOptions {
     pub max_age: Duration,
     /// Deadline of one Redis command.
     pub command_timeout: Duration,
+    /// With `rediss://`: PEM CA certificates to verify the server with instead of the
+    /// system's trust store.
+    pub tls_ca: Option<std::path::PathBuf>,
 }
 
 /// Deadline of one Redis command of the fan-out.
@@ -72,19 +75,23 @@ impl FanoutOptions {
     /// `streams.max_replay_results` results for `streams.max_replay_age`. `None`
     /// without Redis (results are then routed inside the process).
     pub fn from_config(config: &Config) -> Option<Self> {
-        let (url, prefix) = match (&config.redis, &config.broker) {
-            (Some(redis), _) => (redis.url.clone(), redis.prefix.clone()),
-            (None, BrokerConfig::Redis(broker)) => {
-                (broker.url.clone(), RedisConfig::default().prefix)
-            }
+        let (url, prefix, tls_ca) = match (&config.redis, &config.broker) {
+            (Some(redis), _) => (redis.url.clone(), redis.prefix.clone(), &redis.tls_ca),
+            (None, BrokerConfig::Redis(broker)) => (
+                broker.url.clone(),
+                RedisConfig::default().prefix,
+                &broker.tls_ca,
+            ),
             (None, _) => return None,
         };
+        let tls_ca = (!tls_ca.as_os_str().is_empty()).then(|| tls_ca.clone());
         Some(FanoutOptions {
             url,
             prefix,
             max_results: config.streams.max_replay_results,
             max_age: config.streams.max_replay_age,
             command_timeout: COMMAND_TIMEOUT,
+            tls_ca,
         })
     }
 }
@@ -96,11 +103,9 @@ impl FanoutOptions {
 pub(crate) async fn connect(
     options: &FanoutOptions,
 ) -> Result<(redis::Client, redis::aio::ConnectionManager)> {
-    // rustls needs a process-wide crypto provider for `rediss://`; ours is `ring`
-    // (a second install is refused harmlessly).
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let client = redis::Client::open(options.url.as_str())
-        .map_err(|e| Error::Config(format!("invalid Redis URL: {e}")))?;
+    let client =
+        datanexus_broker::redis_streams::redis_client(&options.url, options.tls_ca.as_deref())
+            .map_err(|e| Error::Config(format!("invalid Redis URL or TLS CA: {e}")))?;
     let config = redis::aio::ConnectionManagerConfig::new()
         .set_connection_timeout(Some(options.command_timeout))
         .set_response_timeout(Some(options.command_timeout));

@@ -825,3 +825,96 @@ async fn a_consumer_recreates_its_group_when_the_stream_is_deleted() {
     }
     assert_eq!(again.len(), 1, "{again:?}");
 }
+
+/// TLS with a private CA made by the test: a `redis-server` with only a TLS port and a
+/// certificate that CA signed; `rediss://` with `tls_ca` verifies it and works, without
+/// it (the system's trust store) the connection is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_private_ca() {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    if Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        skip("redis-server (for TLS)");
+        return;
+    }
+    let pki = tempfile::tempdir().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let path = |name: &str| pki.path().join(name);
+    std::fs::write(path("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(path("server.pem"), cert.pem()).unwrap();
+    std::fs::write(path("server.key"), key.serialize_pem()).unwrap();
+    let ca_file = path("ca.pem");
+    let url = |port: u16| format!("rediss://127.0.0.1:{port}/0");
+    let start = |port: u16| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let child = Command::new("redis-server")
+            .args(["--port", "0", "--tls-port", &port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--tls-cert-file")
+            .arg(path("server.pem"))
+            .arg("--tls-key-file")
+            .arg(path("server.key"))
+            .arg("--tls-ca-cert-file")
+            .arg(path("ca.pem"))
+            .args(["--tls-auth-clients", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        Some(ServerProcess::new(child, Some(dir)))
+    };
+    let options = |port: u16, tls_ca: Option<std::path::PathBuf>| RedisOptions {
+        url: url(port),
+        stream_prefix: unique("dn-tls"),
+        tls_ca,
+        ..RedisOptions::default()
+    };
+    let ready = |port: u16| {
+        let options = options(port, Some(ca_file.clone()));
+        async move {
+            match RedisBroker::open(options).await {
+                Ok(b) => b.ready().await.is_ok(),
+                Err(_) => false,
+            }
+        }
+    };
+    let Some((_server, port)) = start_on_free_port(start, ready, Duration::from_secs(5)).await
+    else {
+        panic!("redis-server with TLS did not start");
+    };
+    let broker = RedisBroker::open(options(port, Some(ca_file.clone())))
+        .await
+        .unwrap();
+    broker.ensure_topic("t", 1).await.unwrap();
+    let ids = broker
+        .produce(
+            "t",
+            vec![ProduceRecord {
+                partition: Some(0),
+                key: None,
+                value: Bytes::from_static(b"over tls"),
+                timestamp_ms: 1,
+            }],
+        )
+        .await
+        .unwrap();
+    assert_eq!(ids.len(), 1);
+    let untrusting = RedisBroker::open(options(port, None)).await.unwrap();
+    let refused = untrusting
+        .ready()
+        .await
+        .expect_err("a CA the client does not trust");
+    assert_eq!(refused.kind(), ErrorKind::Unavailable, "{refused}");
+}
