@@ -45,6 +45,13 @@ pub enum Error {
     /// No such resource or route.
     #[error("{0}")]
     NotFound(String),
+    /// The name is taken (e.g. a connection id registered twice).
+    #[error("{0}")]
+    Conflict(String),
+    /// A database this server reads for the client (a registered connection) failed or
+    /// cannot be reached; the message names it and the cause.
+    #[error("{0}")]
+    BadGateway(String),
     /// This process opened no store (a `gateway` or `processor`): the query goes to the
     /// process that has one.
     #[error(
@@ -73,6 +80,20 @@ impl From<datanexus_ingest::Error> for Error {
         match e {
             datanexus_ingest::Error::PayloadTooLarge { limit } => Error::PayloadTooLarge { limit },
             e => Error::Invalid(e.to_string()),
+        }
+    }
+}
+
+impl From<datanexus_export::Error> for Error {
+    fn from(e: datanexus_export::Error) -> Self {
+        use datanexus_export::Error as E;
+        match e {
+            E::Invalid(m) => Error::Invalid(m),
+            E::Conflict(m) => Error::Conflict(m),
+            E::NotFound(m) => Error::NotFound(m),
+            E::Unreachable(m) => Error::BadGateway(m),
+            E::Store(e) => Error::Store(e),
+            e => Error::Internal(e.to_string()),
         }
     }
 }
@@ -109,6 +130,8 @@ impl Error {
                 tonic::Code::DeadlineExceeded,
             ),
             Error::NotFound(_) => (StatusCode::NOT_FOUND, tonic::Code::NotFound),
+            Error::Conflict(_) => (StatusCode::CONFLICT, tonic::Code::AlreadyExists),
+            Error::BadGateway(_) => (StatusCode::BAD_GATEWAY, tonic::Code::Unavailable),
             Error::NoStore => (StatusCode::SERVICE_UNAVAILABLE, tonic::Code::Unavailable),
             Error::Broker(e) => broker_status(e.kind()),
             Error::Store(e) => store_status(e),
@@ -131,7 +154,9 @@ impl Error {
             (StatusCode::PAYLOAD_TOO_LARGE, _) => TelemetryKind::PayloadTooLarge,
             (StatusCode::UNSUPPORTED_MEDIA_TYPE, _) => TelemetryKind::UnsupportedMediaType,
             (StatusCode::TOO_MANY_REQUESTS, _) => TelemetryKind::Overloaded,
-            (StatusCode::SERVICE_UNAVAILABLE, _) => TelemetryKind::Unavailable,
+            (StatusCode::SERVICE_UNAVAILABLE | StatusCode::BAD_GATEWAY, _) => {
+                TelemetryKind::Unavailable
+            }
             _ => TelemetryKind::Internal,
         }
     }

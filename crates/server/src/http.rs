@@ -26,10 +26,13 @@
 //! - `query.rs`: `GET /metrics/{name}`, `GET /metrics/{name}/aggregate`.
 //! - `data.rs`: `GET /data`. `datasets.rs`: `GET /datasets/{list,detail,time-range}/`.
 //! - `exposition.rs`: `GET /metrics` (also `?drain=true`), `GET /internal/metrics`.
+//! - `connections.rs`: `POST /db-connections/register`, `GET /db-connections/list`,
+//!   `DELETE /db-connections/remove`.
 //! - `health.rs`: `GET /health`, `GET /ready`. `auth.rs`: the bearer middleware.
 
 mod auth;
 pub(crate) mod body;
+mod connections;
 mod data;
 mod datasets;
 pub(crate) mod events;
@@ -50,7 +53,7 @@ use axum::handler::Handler;
 use axum::http::{Method, Uri, header};
 use axum::middleware::{from_fn, from_fn_with_state, map_response};
 use axum::response::Response;
-use axum::routing::{MethodRouter, get, post};
+use axum::routing::{MethodRouter, delete, get, post};
 use datanexus_config::Scope;
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
@@ -85,6 +88,7 @@ pub(crate) struct Route {
 enum Verb {
     Get,
     Post,
+    Delete,
 }
 
 fn route<H, T>(verb: Verb, path: &'static str, scope: Scope, handler: H) -> Route
@@ -95,6 +99,7 @@ where
     let (method, handler) = match verb {
         Verb::Get => (Method::GET, get(handler)),
         Verb::Post => (Method::POST, post(handler)),
+        Verb::Delete => (Method::DELETE, delete(handler)),
     };
     Route {
         method,
@@ -109,8 +114,8 @@ where
 /// route cannot exist without a scope (the README's endpoint table mirrors this list,
 /// and a test walks it with tokens of every scope).
 pub(crate) fn routes() -> Vec<Route> {
-    use Scope::{Ingest, Query};
-    use Verb::{Get, Post};
+    use Scope::{Admin, Ingest, Query};
+    use Verb::{Delete, Get, Post};
     vec![
         route(Post, "/metrics", Ingest, metrics::record),
         route(Get, "/metrics", Query, exposition::scrape),
@@ -132,6 +137,14 @@ pub(crate) fn routes() -> Vec<Route> {
         route(Get, "/datasets/time-range/", Query, datasets::time_range),
         route(Get, "/internal/metrics", Query, exposition::internal),
         route(Get, "/ready", Query, health::ready),
+        route(
+            Post,
+            "/db-connections/register",
+            Admin,
+            connections::register,
+        ),
+        route(Get, "/db-connections/list", Admin, connections::list),
+        route(Delete, "/db-connections/remove", Admin, connections::remove),
     ]
 }
 

@@ -58,6 +58,9 @@ pub struct ServerOptions {
     /// Where the client event streams' cursors are persisted (`cursors.log`, a journal); `None`
     /// keeps them in memory only. From a config: `<data_dir>/sessions`.
     pub state_dir: Option<PathBuf>,
+    /// Where registered database connections are kept (`POST /db-connections/register`);
+    /// `None` keeps them in memory only. From a config: `<data_dir>/connections.json`.
+    pub connections_file: Option<PathBuf>,
     /// Most stored results replayed to a reconnecting stream client (the newest are
     /// kept); 0 disables replay.
     pub max_replay_results: usize,
@@ -99,6 +102,7 @@ impl std::fmt::Debug for ServerOptions {
             .field("histogram_buckets", &self.histogram_buckets)
             .field("drain_group", &self.drain_group)
             .field("state_dir", &self.state_dir)
+            .field("connections_file", &self.connections_file)
             .field("max_replay_results", &self.max_replay_results)
             .field("max_replay_age", &self.max_replay_age)
             .field("stream_channel_capacity", &self.stream_channel_capacity)
@@ -137,6 +141,7 @@ impl From<&Config> for ServerOptions {
             histogram_buckets: c.metrics.histogram_buckets.clone(),
             drain_group: c.groups.drain.clone(),
             state_dir: Some(c.data_dir.join("sessions")),
+            connections_file: Some(c.data_dir.join("connections.json")),
             max_replay_results: c.streams.max_replay_results,
             max_replay_age: c.streams.max_replay_age,
             stream_channel_capacity: c.streams.channel_capacity,

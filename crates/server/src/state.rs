@@ -28,6 +28,8 @@ struct Shared {
     drainer: Drainer,
     auth: Auth,
     sessions: Arc<Sessions>,
+    /// Registered database connections (`/db-connections/…`).
+    connections: datanexus_export::Connections,
     /// Metric families announced by remote write metadata.
     announced: datanexus_ingest::remote_write::AnnouncedMetadata,
     /// This gateway's id in traces (`datanexus-<pid>`).
@@ -99,6 +101,8 @@ impl AppState {
         };
         let sessions =
             Sessions::open(mailbox, Arc::clone(&telemetry), &options.session_options()).await?;
+        let connections = datanexus_export::Connections::open(options.connections_file.clone())
+            .map_err(|e| Error::Internal(format!("cannot open the connection registry: {e}")))?;
         Ok(AppState {
             inner: Arc::new(Shared {
                 broker,
@@ -108,12 +112,18 @@ impl AppState {
                 drainer,
                 auth,
                 sessions,
+                connections,
                 announced: datanexus_ingest::remote_write::AnnouncedMetadata::default(),
                 instance_id: format!("datanexus-{}", std::process::id()),
                 options,
                 requests,
             }),
         })
+    }
+
+    /// The registered database connections.
+    pub(crate) fn connections(&self) -> &datanexus_export::Connections {
+        &self.inner.connections
     }
 
     /// Metric families announced by remote write metadata.

@@ -6,6 +6,7 @@
 //! [`http_app`]: datanexus_server::http_app
 
 mod api {
+    mod connections;
     mod exposition;
     mod grpc;
     mod http;

@@ -115,7 +115,7 @@ pub(crate) fn target(url: &str, connect_timeout: Duration) -> Result<Target> {
 }
 
 /// `host:port/db` of `config`, for messages.
-fn describe(config: &tokio_postgres::Config) -> String {
+pub(crate) fn describe(config: &tokio_postgres::Config) -> String {
     let host = match config.get_hosts().first() {
         Some(Host::Tcp(h)) => h.clone(),
         Some(Host::Unix(p)) => p.display().to_string(),

@@ -122,6 +122,73 @@ impl Inner {
     }
 }
 
+/// One connection to `url` outside a store (export sources read other databases): the
+/// store's URL syntax, TLS modes (`sslmode`, `sslrootcert`) and error messages. Returns
+/// the client and how the server is named in messages (`host:port/db`, never the
+/// password); the connection runs on a spawned task until the client is dropped.
+///
+/// # Errors
+/// [`Error::Invalid`] for a bad URL, [`Error::Unavailable`] naming the server and the
+/// cause when it cannot be reached or refuses the login.
+pub async fn connect(
+    url: &str,
+    login: &Login,
+    timeout: std::time::Duration,
+) -> Result<(tokio_postgres::Client, String)> {
+    let mut target = connect::target(url, timeout)?;
+    if let Some(user) = &login.user {
+        target.config.user(user);
+    }
+    if let Some(password) = &login.password {
+        target.config.password(password);
+    }
+    if let Some(db) = &login.dbname {
+        target.config.dbname(db);
+    }
+    target.display = connect::describe(&target.config);
+    let (client, connection) = target
+        .config
+        .connect(target.tls.clone())
+        .await
+        .map_err(|e| pg_error(&target.display, e))?;
+    let display = target.display;
+    let name = display.clone();
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(server = %name, error = %e, "postgres connection ended");
+        }
+    });
+    Ok((client, display))
+}
+
+/// What [`connect`] sets over the URL's own user, password and database (each when
+/// given).
+#[derive(Clone, Default)]
+pub struct Login {
+    /// The role to log in as.
+    pub user: Option<String>,
+    /// Its password.
+    pub password: Option<String>,
+    /// The database.
+    pub dbname: Option<String>,
+}
+
+impl std::fmt::Debug for Login {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Login")
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("dbname", &self.dbname)
+            .finish()
+    }
+}
+
+/// The store's mapping of a PostgreSQL error on `target` (see [`connect`]), for code
+/// that runs its own queries on such a connection.
+pub fn error(target: &str, e: tokio_postgres::Error) -> Error {
+    pg_error(target, e)
+}
+
 /// Maps a PostgreSQL error: connection problems (and a server shutting down, starting
 /// up or out of resources) are [`Error::Unavailable`], the rest [`Error::Internal`].
 fn pg_error(target: &str, e: tokio_postgres::Error) -> Error {

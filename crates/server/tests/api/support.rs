@@ -26,6 +26,7 @@ pub(super) const TOKEN: &str = "test-token-1";
 pub(super) fn options() -> ServerOptions {
     ServerOptions {
         state_dir: None,
+        connections_file: None,
         ..ServerOptions::from(&datanexus_config::Config::default())
     }
 }

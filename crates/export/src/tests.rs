@@ -1,0 +1,170 @@
+//! Tests against a real InfluxDB 1.x (`influxd` from Debian's `influxdb`), started by
+//! the test on free loopback ports with authentication on.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{ConnectionSpec, DbType, Error, ping};
+
+const ADMIN: &str = "dn-admin";
+const PASSWORD: &str = "dn-influx-secret";
+
+/// An `influxd` of the test's own, stopped on drop.
+struct InfluxServer {
+    child: Child,
+    _dir: tempfile::TempDir,
+    addr: String,
+}
+
+impl Drop for InfluxServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+impl InfluxServer {
+    /// Starts influxd with authentication and an admin user; `None` (a reported skip,
+    /// a failure under CI=true) when it is not installed.
+    fn start() -> Option<Self> {
+        if Command::new("influxd").arg("version").output().is_err() {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "no influxd to test against (CI=true): .ci/run installs influxdb"
+            );
+            eprintln!("SKIPPED: no influxd (apt-get install influxdb)");
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (http, rpc) = (free_port(), free_port());
+        let addr = format!("127.0.0.1:{http}");
+        let d = dir.path().display();
+        let config = format!(
+            "reporting-disabled = true\nbind-address = \"127.0.0.1:{rpc}\"\n\
+             [meta]\n  dir = \"{d}/meta\"\n\
+             [data]\n  dir = \"{d}/data\"\n  wal-dir = \"{d}/wal\"\n  query-log-enabled = false\n\
+             [http]\n  enabled = true\n  bind-address = \"{addr}\"\n  auth-enabled = true\n  log-enabled = false\n\
+             [monitor]\n  store-enabled = false\n\
+             [continuous_queries]\n  enabled = false\n"
+        );
+        let config_path = dir.path().join("influxdb.conf");
+        std::fs::write(&config_path, config).expect("config");
+        let child = Command::new("influxd")
+            .arg("-config")
+            .arg(&config_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("influxd");
+        let server = InfluxServer {
+            child,
+            _dir: dir,
+            addr,
+        };
+        // The first user may be created without credentials.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let created = server.admin_query(&format!(
+                "CREATE USER \"{ADMIN}\" WITH PASSWORD '{PASSWORD}' WITH ALL PRIVILEGES"
+            ));
+            if created.is_ok() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "influxd did not start: {created:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Some(server)
+    }
+
+    /// Runs `q` with curl-free std networking: a plain HTTP/1.0 POST.
+    fn admin_query(&self, q: &str) -> Result<String, String> {
+        use std::io::{Read, Write};
+        let body = format!("q={}", crate::influx::percent_encode(q));
+        let mut s = std::net::TcpStream::connect(&self.addr).map_err(|e| e.to_string())?;
+        write!(
+            s,
+            "POST /query?u={ADMIN}&p={PASSWORD} HTTP/1.0\r\nHost: {}\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+            self.addr,
+            body.len()
+        )
+        .map_err(|e| e.to_string())?;
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).map_err(|e| e.to_string())?;
+        if answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200") {
+            Ok(answer)
+        } else {
+            Err(answer)
+        }
+    }
+
+    fn spec(&self) -> ConnectionSpec {
+        ConnectionSpec {
+            connection_id: "influx".to_owned(),
+            db_type: DbType::Influx,
+            url: format!("http://{}", self.addr),
+            token: None,
+            org: None,
+            database: None,
+            username: Some(ADMIN.to_owned()),
+            password: Some(PASSWORD.to_owned()),
+        }
+    }
+}
+
+#[tokio::test]
+async fn influx_connections_are_checked_with_their_credentials() {
+    let Some(server) = InfluxServer::start() else {
+        return;
+    };
+    server.admin_query("CREATE DATABASE telegraf").unwrap();
+    let t = Duration::from_secs(10);
+    ping(&server.spec(), None, t).await.unwrap();
+    let mut with_db = server.spec();
+    with_db.database = Some("telegraf".to_owned());
+    ping(&with_db, None, t).await.unwrap();
+
+    // A database the server does not have: named, with the ones it has.
+    with_db.database = Some("nope".to_owned());
+    let e = ping(&with_db, None, t).await.unwrap_err();
+    assert!(
+        matches!(&e, Error::Invalid(m) if m.contains("\"nope\"") && m.contains("telegraf")),
+        "{e}"
+    );
+
+    // A wrong password: authentication failed, the password never in the message.
+    let mut wrong = server.spec();
+    wrong.password = Some("not-the-password".to_owned());
+    let e = ping(&wrong, None, t).await.unwrap_err();
+    let m = e.to_string();
+    assert!(matches!(e, Error::Unreachable(_)), "{m}");
+    assert!(m.contains("authentication failed"), "{m}");
+    assert!(m.contains(&server.addr), "{m}");
+    assert!(!m.contains("not-the-password"), "{m}");
+
+    // No credentials on a server that wants them.
+    let mut anonymous = server.spec();
+    anonymous.username = None;
+    anonymous.password = None;
+    let m = ping(&anonymous, None, t).await.unwrap_err().to_string();
+    assert!(m.contains("authentication failed"), "{m}");
+
+    // Nothing listening.
+    let mut gone = server.spec();
+    gone.url = format!("http://127.0.0.1:{}", free_port());
+    let e = ping(&gone, None, t).await.unwrap_err();
+    assert!(
+        matches!(&e, Error::Unreachable(m) if m.contains("influxdb at http://127.0.0.1:")),
+        "{e}"
+    );
+}
