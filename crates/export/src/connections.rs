@@ -122,6 +122,20 @@ impl std::fmt::Debug for ConnectionSpec {
 }
 
 impl ConnectionSpec {
+    /// A spec with only the id, the type and the URL.
+    pub fn new(connection_id: impl Into<String>, db_type: DbType, url: impl Into<String>) -> Self {
+        ConnectionSpec {
+            connection_id: connection_id.into(),
+            db_type,
+            url: url.into(),
+            token: None,
+            org: None,
+            database: None,
+            username: None,
+            password: None,
+        }
+    }
+
     /// Checks the spec and normalises it: empty optional fields count as absent.
     ///
     /// # Errors
@@ -537,16 +551,7 @@ mod tests {
     use super::*;
 
     fn spec(id: &str, db_type: DbType, url: &str) -> ConnectionSpec {
-        ConnectionSpec {
-            connection_id: id.to_owned(),
-            db_type,
-            url: url.to_owned(),
-            token: None,
-            org: None,
-            database: None,
-            username: None,
-            password: None,
-        }
+        ConnectionSpec::new(id, db_type, url)
     }
 
     async fn reachable(_: ConnectionSpec) -> Result<()> {

@@ -106,16 +106,7 @@ mod tests {
     use datanexus_store_postgres::testkit::PrivateCluster;
 
     fn pg(url: &str) -> ConnectionSpec {
-        ConnectionSpec {
-            connection_id: "pg".to_owned(),
-            db_type: DbType::Postgres,
-            url: url.to_owned(),
-            token: None,
-            org: None,
-            database: None,
-            username: None,
-            password: None,
-        }
+        ConnectionSpec::new("pg", DbType::Postgres, url)
     }
 
     #[tokio::test]

@@ -110,14 +110,9 @@ impl InfluxServer {
 
     fn spec(&self) -> ConnectionSpec {
         ConnectionSpec {
-            connection_id: "influx".to_owned(),
-            db_type: DbType::Influx,
-            url: format!("http://{}", self.addr),
-            token: None,
-            org: None,
-            database: None,
             username: Some(ADMIN.to_owned()),
             password: Some(PASSWORD.to_owned()),
+            ..ConnectionSpec::new("influx", DbType::Influx, format!("http://{}", self.addr))
         }
     }
 }
