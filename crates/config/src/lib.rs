@@ -53,9 +53,9 @@ pub use crate::env::{ENV_CONFIG_FILE, ENV_PREFIX};
 pub use crate::error::{Error, Result};
 pub use crate::overrides::ConfigOverrides;
 pub use crate::sections::{
-    AuthConfig, GroupsConfig, LimitsConfig, LogFormat, LoggingConfig, MetricsConfig, RedisConfig,
-    Role, Scope, ScopedToken, StoreConfig, StoreKind, StreamsConfig, TlsConfig, TokenConfig,
-    TopicsConfig, WorkerConfig,
+    AuthConfig, GroupsConfig, JobsConfig, LimitsConfig, LogFormat, LoggingConfig, MetricsConfig,
+    RedisConfig, Role, Scope, ScopedToken, StoreConfig, StoreKind, StreamsConfig, TlsConfig,
+    TokenConfig, TopicsConfig, WorkerConfig,
 };
 
 /// The root of the Data Nexus configuration.
@@ -97,6 +97,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Client event streams: replay and slow-client limits.
     pub streams: StreamsConfig,
+    /// Export jobs: chunks, workers, retries.
+    pub jobs: JobsConfig,
     /// How long a graceful shutdown may take before tasks are aborted.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
@@ -122,6 +124,7 @@ impl Default for Config {
             store: StoreConfig::default(),
             limits: LimitsConfig::default(),
             streams: StreamsConfig::default(),
+            jobs: JobsConfig::default(),
             shutdown_timeout: Duration::from_secs(20),
         }
     }

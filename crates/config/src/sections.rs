@@ -609,6 +609,28 @@ pub struct StreamsConfig {
     pub max_replay_age: Duration,
 }
 
+/// Export jobs (the large-dataset-delivery seed's `jobs` section).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JobsConfig {
+    /// Chunks a job's time range is split into (the seed's `dividedJobs`), > 0.
+    pub divided_jobs: usize,
+    /// Chunks of one job read at once (the seed's `workerNum`), > 0.
+    pub worker_num: usize,
+    /// Attempts after the first for a chunk that fails.
+    pub retries: u32,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        Self {
+            divided_jobs: 48,
+            worker_num: 6,
+            retries: 3,
+        }
+    }
+}
+
 impl Default for StreamsConfig {
     fn default() -> Self {
         Self {

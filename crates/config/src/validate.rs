@@ -84,6 +84,8 @@ impl Config {
         validate_store(&self.store)?;
         validate_limits(&self.limits)?;
         validate_streams(&self.streams)?;
+        positive("jobs.divided_jobs", self.jobs.divided_jobs)?;
+        positive("jobs.worker_num", self.jobs.worker_num)?;
         positive_duration("shutdown_timeout", self.shutdown_timeout)
     }
 

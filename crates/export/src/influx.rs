@@ -4,6 +4,7 @@
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -98,10 +99,11 @@ impl Influx {
         }
     }
 
-    /// Runs an InfluxQL query (`GET /query?q=…`, `db=` when given) with the
-    /// credentials; returns the JSON answer. An `error` in the answer is an error.
+    /// Runs an InfluxQL query (`GET /query?q=…&epoch=ns`, `db=` when given) with the
+    /// credentials; returns the JSON answer, times as nanoseconds since the epoch.
+    /// An `error` in the answer is an error.
     pub(crate) async fn query(&self, q: &str, db: Option<&str>) -> Result<serde_json::Value> {
-        let mut path = format!("/query?q={}", percent_encode(q));
+        let mut path = format!("/query?q={}&epoch=ns", percent_encode(q));
         if let Some(db) = db {
             path.push_str(&format!("&db={}", percent_encode(db)));
         }
@@ -139,19 +141,58 @@ impl Influx {
         path_and_query: &str,
         with_credentials: bool,
     ) -> Result<(StatusCode, Bytes)> {
+        let response = self.send(path_and_query, with_credentials).await?;
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| Error::Unreachable(format!("{}: reading the answer: {e}", self.name())))?
+            .to_bytes();
+        Ok((status, body))
+    }
+
+    /// Runs an InfluxQL query with `chunked=true` and `epoch=ns`: the answer's body is
+    /// one JSON document per line, each of at most `chunk_size` rows.
+    pub(crate) async fn query_chunked(
+        &self,
+        q: &str,
+        db: &str,
+        chunk_size: usize,
+    ) -> Result<Incoming> {
+        let path = format!(
+            "/query?q={}&db={}&epoch=ns&chunked=true&chunk_size={chunk_size}",
+            percent_encode(q),
+            percent_encode(db)
+        );
+        let response = self.send(&path, true).await?;
+        let status = response.status();
+        if !status.is_success() {
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            return Err(self.refused(status, &body));
+        }
+        Ok(response.into_body())
+    }
+
+    async fn send(
+        &self,
+        path_and_query: &str,
+        with_credentials: bool,
+    ) -> Result<hyper::Response<Incoming>> {
         let mut uri = format!("{}{path_and_query}", self.endpoint.base);
         let mut request = Request::get("/");
         if with_credentials {
-            if let (Some(u), Some(p)) = (&self.username, &self.password) {
-                let sep = if uri.contains('?') { '&' } else { '?' };
-                uri.push_str(&format!(
-                    "{sep}u={}&p={}",
-                    percent_encode(u),
-                    percent_encode(p)
-                ));
-            } else if let Some(u) = &self.username {
+            if let Some(u) = &self.username {
                 let sep = if uri.contains('?') { '&' } else { '?' };
                 uri.push_str(&format!("{sep}u={}", percent_encode(u)));
+                if let Some(p) = &self.password {
+                    uri.push_str(&format!("&p={}", percent_encode(p)));
+                }
             }
             if let Some(token) = &self.token {
                 request = request.header(hyper::header::AUTHORIZATION, format!("Token {token}"));
@@ -161,7 +202,7 @@ impl Influx {
             .uri(uri)
             .body(Empty::new())
             .map_err(|e| Error::Invalid(format!("{}: bad request: {e}", self.name())))?;
-        let response = self.client.request(request).await.map_err(|e| {
+        self.client.request(request).await.map_err(|e| {
             let mut message = format!("{}: {e}", self.name());
             let mut source = std::error::Error::source(&e);
             while let Some(cause) = source {
@@ -169,15 +210,7 @@ impl Influx {
                 source = cause.source();
             }
             Error::Unreachable(message)
-        })?;
-        let status = response.status();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| Error::Unreachable(format!("{}: reading the answer: {e}", self.name())))?
-            .to_bytes();
-        Ok((status, body))
+        })
     }
 
     fn refused(&self, status: StatusCode, body: &[u8]) -> Error {

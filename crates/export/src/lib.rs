@@ -6,6 +6,10 @@
 //! - [`connections`]: the connection spec of `POST /db-connections/register`, its
 //!   validation, the public (secret-free) view, and [`Connections`], the registry kept
 //!   in a file of the data directory (mode 0600, replaced atomically).
+//! - `source.rs` (+ `source/`): the datasets jobs read ([`Source`]): PostgreSQL tables,
+//!   InfluxDB measurements, the own store's measurements, as rows of a [`Schema`].
+//! - `files.rs`: NDJSON, CSV and Parquet files, written by parts and joined.
+//! - `job.rs`: [`Exports`], the jobs: chunks, workers, retries, progress, cancel.
 //! - `ping.rs`: reaching a connection's database (PostgreSQL: a login and `SELECT 1`;
 //!   InfluxDB 1.x: `/ping` and `SHOW DATABASES` with the credentials; `datanexus`: this
 //!   process's own store).
@@ -23,11 +27,17 @@
 
 pub mod connections;
 mod error;
+mod files;
 mod influx;
+mod job;
 mod ping;
+pub mod source;
 #[cfg(test)]
 mod tests;
 
 pub use connections::{ConnectionInfo, ConnectionSpec, Connections, DbType};
 pub use error::{Error, Result};
+pub use files::FileFormat;
+pub use job::{ExportOptions, ExportRequest, Exports, JobState, JobStatus};
 pub use ping::ping;
+pub use source::{DatasetRef, Schema, Source};

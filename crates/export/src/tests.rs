@@ -108,6 +108,27 @@ impl InfluxServer {
         }
     }
 
+    /// Writes line protocol to `db` with the admin's credentials.
+    fn write(&self, db: &str, lines: &str) -> Result<(), String> {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&self.addr).map_err(|e| e.to_string())?;
+        write!(
+            s,
+            "POST /write?db={db}&u={ADMIN}&p={PASSWORD} HTTP/1.0\r\nHost: {}\r\n\
+             Content-Length: {}\r\n\r\n{lines}",
+            self.addr,
+            lines.len()
+        )
+        .map_err(|e| e.to_string())?;
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).map_err(|e| e.to_string())?;
+        if answer.starts_with("HTTP/1.0 204") || answer.starts_with("HTTP/1.1 204") {
+            Ok(())
+        } else {
+            Err(answer)
+        }
+    }
+
     fn spec(&self) -> ConnectionSpec {
         ConnectionSpec {
             username: Some(ADMIN.to_owned()),
@@ -162,4 +183,348 @@ async fn influx_connections_are_checked_with_their_credentials() {
         matches!(&e, Error::Unreachable(m) if m.contains("influxdb at http://127.0.0.1:")),
         "{e}"
     );
+}
+
+// ---------------------------------------------------------------------------------
+// Export jobs against real sources.
+
+use std::sync::Arc;
+
+use datanexus_store::Store;
+
+use crate::{DatasetRef, ExportOptions, ExportRequest, Exports, FileFormat, JobState, JobStatus};
+
+fn exports(dir: &std::path::Path, store: Option<Arc<dyn Store>>) -> Exports {
+    Exports::new(
+        ExportOptions {
+            dir: Some(dir.to_path_buf()),
+            divided_jobs: 7,
+            worker_num: 3,
+            ..ExportOptions::default()
+        },
+        store,
+    )
+}
+
+fn request(connection_id: &str, table: &str, format: FileFormat) -> ExportRequest {
+    ExportRequest {
+        connection_id: connection_id.to_owned(),
+        dataset: DatasetRef {
+            table: table.to_owned(),
+            database: None,
+            time_column: None,
+        },
+        start_ns: None,
+        end_ns: None,
+        format,
+    }
+}
+
+/// Polls until the job ends (60 s at most).
+async fn finished(exports: &Exports, id: &str) -> JobStatus {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = exports.get(id).unwrap();
+        if status.state != JobState::Running {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "export still running: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Runs python3 on `script` with `args`; its stdout.
+fn python(script: &str, args: &[&str]) -> String {
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "python3 failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned()
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn a_postgres_table_exports_to_parquet_that_pyarrow_reads_back_exactly() {
+    use datanexus_store_postgres::testkit::{TestDatabase, execute_blocking};
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    // 100,003 rows (not a multiple of the 7 chunks) over ~28 hours, two rows sharing
+    // the last microsecond, and NULLs.
+    execute_blocking(
+        db.url(),
+        "CREATE TABLE readings (id int8, taken timestamptz NOT NULL, host text, \
+                                v float8, ok bool, note jsonb)",
+    )
+    .unwrap();
+    execute_blocking(
+        db.url(),
+        "INSERT INTO readings \
+         SELECT i, timestamptz '2026-01-01 00:00:00+00' + i * interval '1 second', \
+                'h' || (i % 10), CASE WHEN i % 100 = 0 THEN NULL ELSE i * 0.25 END, \
+                i % 2 = 0, jsonb_build_object('i', i) \
+         FROM generate_series(0, 100001) AS i",
+    )
+    .unwrap();
+    execute_blocking(
+        db.url(),
+        "INSERT INTO readings VALUES (100002, timestamptz '2026-01-01 00:00:00+00' + \
+                100001 * interval '1 second', 'h9', 1.5, true, NULL)",
+    )
+    .unwrap();
+    let mut spec = ConnectionSpec::new("pg", DbType::Postgres, db.url());
+    spec = spec.validated().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let exports = exports(dir.path(), None);
+    let started = exports
+        .start(&spec, request("pg", "readings", FileFormat::Parquet))
+        .await
+        .unwrap();
+    assert_eq!(started.chunks, 7);
+    assert_eq!(started.start.as_deref(), Some("2026-01-01T00:00:00Z"));
+    let done = finished(&exports, &started.job_id).await;
+    assert_eq!(done.state, JobState::Succeeded, "{done:?}");
+    assert_eq!(done.rows, 100_003);
+    assert_eq!(done.chunks_done, 7);
+    let (path, format) = exports.file(&started.job_id).unwrap();
+    assert_eq!(format, FileFormat::Parquet);
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), done.bytes);
+
+    // An independent reader: pyarrow. Row count, and checksums computed by PostgreSQL.
+    let read = python(
+        "import sys, pyarrow.parquet as pq, pyarrow.compute as pc\n\
+         t = pq.read_table(sys.argv[1])\n\
+         print(t.num_rows, pc.sum(t['id']).as_py(), pc.sum(t['v']).as_py(), \
+               pc.count(t['v']).as_py(), pc.sum(pc.cast(t['ok'], 'int64')).as_py(), \
+               t.schema.field('taken').type, t.column_names)",
+        &[path.to_str().unwrap()],
+    );
+    let expected = {
+        let (client, _) = datanexus_store_postgres::connect(
+            db.url(),
+            &datanexus_store_postgres::Login::default(),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+        let row = client
+            .query_one(
+                "SELECT count(*), sum(id)::int8, sum(v), count(v), sum(ok::int)::int8 FROM readings",
+                &[],
+            )
+            .await
+            .unwrap();
+        let (n, ids, v, nv, ok): (i64, i64, f64, i64, i64) =
+            (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+        format!(
+            "{n} {ids} {v} {nv} {ok} timestamp[ns, tz=UTC] ['taken', 'id', 'host', 'v', 'ok', 'note']"
+        )
+    };
+    assert_eq!(read, expected);
+
+    // Bad requests are refused before a job starts.
+    let mut backwards = request("pg", "readings", FileFormat::Csv);
+    backwards.start_ns = Some(10);
+    backwards.end_ns = Some(5);
+    let e = exports.start(&spec, backwards).await.unwrap_err();
+    assert!(
+        matches!(&e, Error::Invalid(m) if m.contains("after end")),
+        "{e}"
+    );
+    let e = exports
+        .start(&spec, request("pg", "no_such_table", FileFormat::Csv))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, Error::NotFound(m) if m.contains("no_such_table")),
+        "{e}"
+    );
+    let e = exports
+        .start(
+            &spec,
+            request("pg", "readings; DROP TABLE readings", FileFormat::Csv),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(&e, Error::Invalid(_) | Error::NotFound(_)), "{e}");
+    let mut wrong_time = request("pg", "readings", FileFormat::Csv);
+    wrong_time.dataset.time_column = Some("host".to_owned());
+    let e = exports.start(&spec, wrong_time).await.unwrap_err();
+    assert!(
+        matches!(&e, Error::Invalid(m) if m.contains("not a timestamp")),
+        "{e}"
+    );
+
+    // A range of its own, both ends included: seconds 10..=19 are 10 rows.
+    let mut ranged = request("pg", "readings", FileFormat::Csv);
+    let base = 1_767_225_600_000_000_000_i64; // 2026-01-01T00:00:00Z
+    ranged.start_ns = Some(base + 10_000_000_000);
+    ranged.end_ns = Some(base + 19_000_000_000);
+    let started = exports.start(&spec, ranged).await.unwrap();
+    let done = finished(&exports, &started.job_id).await;
+    assert_eq!(
+        (done.state, done.rows),
+        (JobState::Succeeded, 10),
+        "{done:?}"
+    );
+    let (path, _) = exports.file(&started.job_id).unwrap();
+    let csv = crate::files::read_text(&path);
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "taken,id,host,v,ok,note");
+    assert_eq!(
+        lines[1],
+        "2026-01-01T00:00:10Z,10,h0,2.5,true,\"{\"\"i\"\": 10}\""
+    );
+    assert_eq!(lines.len(), 11);
+
+    // Cancelled while running: ends cancelled with the rows so far, no file.
+    let slow = Exports::new(
+        ExportOptions {
+            dir: Some(dir.path().to_path_buf()),
+            divided_jobs: 500,
+            worker_num: 1,
+            ..ExportOptions::default()
+        },
+        None,
+    );
+    let started = slow
+        .start(&spec, request("pg", "readings", FileFormat::Ndjson))
+        .await
+        .unwrap();
+    let cancelled = slow.cancel(&started.job_id).unwrap();
+    assert_eq!(cancelled.state, JobState::Cancelled);
+    let later = finished(&slow, &started.job_id).await;
+    assert_eq!(later.state, JobState::Cancelled);
+    assert!(later.rows < 100_003, "{later:?}");
+    assert!(matches!(
+        slow.file(&started.job_id),
+        Err(Error::Conflict(_))
+    ));
+}
+
+#[tokio::test]
+async fn the_own_store_exports_to_ndjson_sample_for_sample() {
+    use datanexus_model::{Labels, MetricType, Point};
+    use datanexus_store_embedded::{EmbeddedStore, EmbeddedStoreOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(
+        EmbeddedStore::open(&dir.path().join("store"), EmbeddedStoreOptions::default()).unwrap(),
+    );
+    let mut points = Vec::new();
+    for i in 0..5_000_i64 {
+        let labels = Labels::new([("host".to_owned(), format!("h{}", i % 3))]).unwrap();
+        points.push(
+            Point::sample("temp", labels, i as f64 / 4.0, 1_000_000_000 * (1_000 + i))
+                .with_kind(MetricType::Gauge),
+        );
+    }
+    store.write_points(&points).await.unwrap();
+    store.flush().await.unwrap();
+    let spec = ConnectionSpec::new("own", DbType::Datanexus, "")
+        .validated()
+        .unwrap();
+    let exports = exports(dir.path(), Some(Arc::clone(&store)));
+    let started = exports
+        .start(&spec, request("own", "temp", FileFormat::Ndjson))
+        .await
+        .unwrap();
+    let done = finished(&exports, &started.job_id).await;
+    assert_eq!(
+        (done.state, done.rows),
+        (JobState::Succeeded, 5_000),
+        "{done:?}"
+    );
+    let (path, _) = exports.file(&started.job_id).unwrap();
+    let mut exported: Vec<(String, String, f64)> = crate::files::read_text(&path)
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            assert_eq!(v["field"], "value");
+            (
+                v["time"].as_str().unwrap().to_owned(),
+                v["host"].as_str().unwrap().to_owned(),
+                v["value"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    exported.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut expected: Vec<(String, String, f64)> = points
+        .iter()
+        .map(|p| {
+            (
+                chrono::DateTime::<chrono::Utc>::from_timestamp_nanos(p.timestamp_ns)
+                    .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+                p.labels.iter().next().unwrap().1.to_owned(),
+                p.fields[0].1.as_f64().unwrap(),
+            )
+        })
+        .collect();
+    expected.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(exported, expected);
+
+    let e = exports
+        .start(&spec, request("own", "nope", FileFormat::Ndjson))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, Error::NotFound(m) if m.contains("nope")),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn an_influx_measurement_exports_to_csv_with_its_tags_and_fields() {
+    let Some(server) = InfluxServer::start() else {
+        return;
+    };
+    server.admin_query("CREATE DATABASE telegraf").unwrap();
+    // 2,500 points over two hosts, written with line protocol.
+    let mut lines = String::new();
+    for i in 0..2_500_u64 {
+        lines.push_str(&format!(
+            "cpu,host=h{} usage={}.5,count={}i,up=true {}\n",
+            i % 2,
+            i,
+            i,
+            (1_000 + i) * 1_000_000_000
+        ));
+    }
+    server.write("telegraf", &lines).unwrap();
+    let mut spec = server.spec();
+    spec.database = Some("telegraf".to_owned());
+    let dir = tempfile::tempdir().unwrap();
+    let exports = exports(dir.path(), None);
+    let started = exports
+        .start(&spec, request("influx", "cpu", FileFormat::Csv))
+        .await
+        .unwrap();
+    let done = finished(&exports, &started.job_id).await;
+    assert_eq!(
+        (done.state, done.rows),
+        (JobState::Succeeded, 2_500),
+        "{done:?}"
+    );
+    let (path, _) = exports.file(&started.job_id).unwrap();
+    let csv = crate::files::read_text(&path);
+    let mut lines = csv.lines();
+    assert_eq!(lines.next(), Some("time,host,count,up,usage"));
+    assert_eq!(lines.next(), Some("1970-01-01T00:16:40Z,h0,0,true,0.5"));
+    assert_eq!(
+        lines.last(),
+        Some("1970-01-01T00:58:19Z,h1,2499,true,2499.5")
+    );
+    assert_eq!(csv.lines().count(), 2_501);
 }

@@ -28,6 +28,8 @@
 //! - `exposition.rs`: `GET /metrics` (also `?drain=true`), `GET /internal/metrics`.
 //! - `connections.rs`: `POST /db-connections/register`, `GET /db-connections/list`,
 //!   `DELETE /db-connections/remove`.
+//! - `exports.rs`: `POST /exports`, `GET /exports`, `GET|DELETE /exports/{id}`,
+//!   `GET /exports/{id}/file`.
 //! - `health.rs`: `GET /health`, `GET /ready`. `auth.rs`: the bearer middleware.
 
 mod auth;
@@ -36,6 +38,7 @@ mod connections;
 mod data;
 mod datasets;
 pub(crate) mod events;
+mod exports;
 mod exposition;
 mod health;
 pub(crate) mod metrics;
@@ -145,6 +148,11 @@ pub(crate) fn routes() -> Vec<Route> {
         ),
         route(Get, "/db-connections/list", Admin, connections::list),
         route(Delete, "/db-connections/remove", Admin, connections::remove),
+        route(Post, "/exports", Admin, exports::start),
+        route(Get, "/exports", Admin, exports::list),
+        route(Get, "/exports/{id}", Admin, exports::status),
+        route(Delete, "/exports/{id}", Admin, exports::cancel),
+        route(Get, "/exports/{id}/file", Admin, exports::file),
     ]
 }
 

@@ -61,6 +61,8 @@ pub struct ServerOptions {
     /// Where registered database connections are kept (`POST /db-connections/register`);
     /// `None` keeps them in memory only. From a config: `<data_dir>/connections.json`.
     pub connections_file: Option<PathBuf>,
+    /// How export jobs run; from a config: files in `<data_dir>/exports`, `[jobs]`.
+    pub exports: datanexus_export::ExportOptions,
     /// Most stored results replayed to a reconnecting stream client (the newest are
     /// kept); 0 disables replay.
     pub max_replay_results: usize,
@@ -103,6 +105,7 @@ impl std::fmt::Debug for ServerOptions {
             .field("drain_group", &self.drain_group)
             .field("state_dir", &self.state_dir)
             .field("connections_file", &self.connections_file)
+            .field("exports", &self.exports)
             .field("max_replay_results", &self.max_replay_results)
             .field("max_replay_age", &self.max_replay_age)
             .field("stream_channel_capacity", &self.stream_channel_capacity)
@@ -142,6 +145,13 @@ impl From<&Config> for ServerOptions {
             drain_group: c.groups.drain.clone(),
             state_dir: Some(c.data_dir.join("sessions")),
             connections_file: Some(c.data_dir.join("connections.json")),
+            exports: datanexus_export::ExportOptions {
+                dir: Some(c.data_dir.join("exports")),
+                divided_jobs: c.jobs.divided_jobs,
+                worker_num: c.jobs.worker_num,
+                retries: c.jobs.retries,
+                ..datanexus_export::ExportOptions::default()
+            },
             max_replay_results: c.streams.max_replay_results,
             max_replay_age: c.streams.max_replay_age,
             stream_channel_capacity: c.streams.channel_capacity,

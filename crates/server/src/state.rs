@@ -30,6 +30,8 @@ struct Shared {
     sessions: Arc<Sessions>,
     /// Registered database connections (`/db-connections/…`).
     connections: datanexus_export::Connections,
+    /// Export jobs (`/exports`).
+    exports: datanexus_export::Exports,
     /// Metric families announced by remote write metadata.
     announced: datanexus_ingest::remote_write::AnnouncedMetadata,
     /// This gateway's id in traces (`datanexus-<pid>`).
@@ -103,6 +105,7 @@ impl AppState {
             Sessions::open(mailbox, Arc::clone(&telemetry), &options.session_options()).await?;
         let connections = datanexus_export::Connections::open(options.connections_file.clone())
             .map_err(|e| Error::Internal(format!("cannot open the connection registry: {e}")))?;
+        let exports = datanexus_export::Exports::new(options.exports.clone(), store.clone());
         Ok(AppState {
             inner: Arc::new(Shared {
                 broker,
@@ -113,6 +116,7 @@ impl AppState {
                 auth,
                 sessions,
                 connections,
+                exports,
                 announced: datanexus_ingest::remote_write::AnnouncedMetadata::default(),
                 instance_id: format!("datanexus-{}", std::process::id()),
                 options,
@@ -124,6 +128,11 @@ impl AppState {
     /// The registered database connections.
     pub(crate) fn connections(&self) -> &datanexus_export::Connections {
         &self.inner.connections
+    }
+
+    /// The export jobs.
+    pub(crate) fn exports(&self) -> &datanexus_export::Exports {
+        &self.inner.exports
     }
 
     /// Metric families announced by remote write metadata.

@@ -114,3 +114,105 @@ async fn unreachable_databases_and_bad_specs_are_client_errors_without_secrets()
     let (status, _, json) = send(&app, get("/db-connections/list?x=1")).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{json}");
 }
+
+#[tokio::test]
+async fn exports_run_over_http_from_the_own_store_and_are_downloaded() {
+    use datanexus_model::{Labels, Point};
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = options();
+    o.exports = datanexus_export::ExportOptions {
+        dir: Some(dir.path().join("exports")),
+        divided_jobs: 5,
+        ..datanexus_export::ExportOptions::default()
+    };
+    let (_d, backends, app) = super::support::app_with(o).await;
+    let points: Vec<Point> = (0..300_i64)
+        .map(|i| {
+            let labels = Labels::new([("host".to_owned(), format!("h{}", i % 2))]).unwrap();
+            Point::sample("load", labels, i as f64, (1_000 + i) * 1_000_000_000)
+        })
+        .collect();
+    super::support::store_points(backends.store.as_ref(), &points).await;
+    let own = r#"{"connection_id": "own", "db_type": "datanexus"}"#;
+    let (status, _, json) = send(&app, post_json("/db-connections/register", own)).await;
+    assert_eq!(status, StatusCode::CREATED, "{json}");
+
+    let body = json!({"connection_id": "own", "table": "load", "format": "csv",
+                      "start": "1970-01-01T00:16:50Z", "end": 1109});
+    let (status, _, json) = send(&app, post_json("/exports", &body.to_string())).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{json}");
+    let id = json["job_id"].as_str().unwrap().to_owned();
+    assert_eq!(json["chunks"], 5);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let done = loop {
+        let (status, _, json) = send(&app, get(&format!("/exports/{id}"))).await;
+        assert_eq!(status, StatusCode::OK, "{json}");
+        if json["state"] != "running" {
+            break json;
+        }
+        assert!(std::time::Instant::now() < deadline, "{json}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    // Seconds 1010..=1109: 100 samples.
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done["rows"], 100);
+    assert_eq!(done["file"], format!("/exports/{id}/file"));
+    let (_, _, listed) = send(&app, get("/exports")).await;
+    assert_eq!(listed["exports"][0]["job_id"], id.as_str());
+
+    let (status, headers, csv) =
+        super::support::send_text(&app, get(&format!("/exports/{id}/file"))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["content-type"], "text/csv; charset=utf-8");
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 101);
+    assert_eq!(lines[0], "time,host,field,value");
+    assert!(lines.contains(&"1970-01-01T00:16:50Z,h0,value,10"), "{csv}");
+
+    // Mistakes: 4xx naming them.
+    let cases = [
+        (
+            json!({"connection_id": "nope", "table": "load", "format": "csv"}),
+            StatusCode::NOT_FOUND,
+            "nope",
+        ),
+        (
+            json!({"connection_id": "own", "table": "absent", "format": "csv"}),
+            StatusCode::NOT_FOUND,
+            "absent",
+        ),
+        (
+            json!({"connection_id": "own", "table": "load", "format": "xml"}),
+            StatusCode::BAD_REQUEST,
+            "xml",
+        ),
+        (
+            json!({"connection_id": "own", "table": "load", "format": "csv", "start": 20, "end": 10}),
+            StatusCode::BAD_REQUEST,
+            "after end",
+        ),
+        (
+            json!({"connection_id": "own", "table": "load", "format": "csv", "start": "yesterday"}),
+            StatusCode::BAD_REQUEST,
+            "invalid start",
+        ),
+        (
+            json!({"connection_id": "own", "table": "load"}),
+            StatusCode::BAD_REQUEST,
+            "format",
+        ),
+    ];
+    for (body, expected, text) in cases {
+        let (status, _, json) = send(&app, post_json("/exports", &body.to_string())).await;
+        assert_eq!(status, expected, "{body}: {json}");
+        assert!(error_of(&json).contains(text), "{body}: {json}");
+    }
+    let (status, _, _) = send(&app, get("/exports/exp-unknown")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _, _) = send(&app, delete("/exports/exp-unknown")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // Cancelling a finished job keeps its state.
+    let (status, _, json) = send(&app, delete(&format!("/exports/{id}"))).await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+    assert_eq!(json["state"], "succeeded");
+}

@@ -27,6 +27,7 @@ pub(super) fn options() -> ServerOptions {
     ServerOptions {
         state_dir: None,
         connections_file: None,
+        exports: datanexus_export::ExportOptions::default(),
         ..ServerOptions::from(&datanexus_config::Config::default())
     }
 }

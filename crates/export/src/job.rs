@@ -1,0 +1,742 @@
+//! Export jobs: a dataset's time range split into `divided_jobs` chunks (the last one
+//! ends exactly at the range's end: the seed dropped the rows after the last whole
+//! chunk), read by `worker_num` workers at once, each chunk written to a part file of
+//! its own and retried from scratch up to `retries` times; the parts are then joined
+//! in chunk order into `<dir>/<job id>.<format>`. Progress (rows, bytes, chunks, rate,
+//! ETA) is kept per job; `cancel` stops the workers between pages.
+//!
+//! Jobs are listed until the process stops; their files stay in the directory.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use datanexus_store::Store;
+use futures::StreamExt;
+use parking_lot::Mutex;
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+
+use crate::error::io_error;
+use crate::files::{self, FileFormat, PartWriter};
+use crate::source::{self, DatasetRef, Row, Schema, Source};
+use crate::{ConnectionSpec, Error, Result};
+
+/// How export jobs run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportOptions {
+    /// Where export files are written (`<data_dir>/exports`); `None` refuses exports.
+    pub dir: Option<PathBuf>,
+    /// Chunks a job's range is split into (the seed's `jobs.dividedJobs`, 48).
+    pub divided_jobs: usize,
+    /// Chunks read at once (the seed's `jobs.workerNum`, 6).
+    pub worker_num: usize,
+    /// Attempts after the first for a chunk that fails.
+    pub retries: u32,
+    /// How long opening a source waits for its database.
+    pub connect_timeout: Duration,
+}
+
+impl Default for ExportOptions {
+    fn default() -> Self {
+        ExportOptions {
+            dir: None,
+            divided_jobs: 48,
+            worker_num: 6,
+            retries: 3,
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What to export.
+#[derive(Debug, Clone)]
+pub struct ExportRequest {
+    /// The registered connection read.
+    pub connection_id: String,
+    /// Its dataset.
+    pub dataset: DatasetRef,
+    /// First nanosecond exported; `None` = the dataset's first row.
+    pub start_ns: Option<i64>,
+    /// Last nanosecond exported (included); `None` = the dataset's last row.
+    pub end_ns: Option<i64>,
+    /// The file's format.
+    pub format: FileFormat,
+}
+
+/// Where a job is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    /// Reading and writing.
+    Running,
+    /// Done: the file is complete.
+    Succeeded,
+    /// Stopped by a chunk that failed after its retries (see the error).
+    Failed,
+    /// Stopped by `DELETE /exports/{id}`.
+    Cancelled,
+}
+
+/// A job as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobStatus {
+    /// The job's id.
+    pub job_id: String,
+    /// Where it is.
+    pub state: JobState,
+    /// The connection read.
+    pub connection_id: String,
+    /// The dataset read (table or measurement).
+    pub table: String,
+    /// The database, when one was named.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+    /// The file format.
+    pub format: &'static str,
+    /// The range exported (RFC 3339, both ends included); `null` for an empty dataset.
+    pub start: Option<String>,
+    /// See `start`.
+    pub end: Option<String>,
+    /// Chunks of the range.
+    pub chunks: usize,
+    /// Chunks written.
+    pub chunks_done: usize,
+    /// Rows written so far.
+    pub rows: u64,
+    /// Bytes of the final file (once succeeded) or of the parts so far.
+    pub bytes: u64,
+    /// Rows per second since the start.
+    pub rows_per_second: f64,
+    /// Seconds since the start (until the end).
+    pub elapsed_seconds: f64,
+    /// Estimated seconds left (running jobs with a chunk done).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eta_seconds: Option<f64>,
+    /// When it started (RFC 3339).
+    pub started_at: String,
+    /// Why it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Where to download the file (once succeeded).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+}
+
+/// One job.
+struct Job {
+    id: String,
+    request: ExportRequest,
+    range: Option<(i64, i64)>,
+    chunks: usize,
+    started: Instant,
+    started_at: String,
+    rows: AtomicU64,
+    bytes: AtomicU64,
+    chunks_done: AtomicUsize,
+    end: Mutex<End>,
+    cancel: watch::Sender<bool>,
+}
+
+/// How a job ended (or not yet).
+#[derive(Default)]
+struct End {
+    state: Option<JobState>,
+    error: Option<String>,
+    elapsed: Option<Duration>,
+}
+
+impl Job {
+    fn status(&self) -> JobStatus {
+        let end = self.end.lock();
+        let state = end.state.unwrap_or(JobState::Running);
+        let elapsed = end.elapsed.unwrap_or_else(|| self.started.elapsed());
+        let rows = self.rows.load(Ordering::Relaxed);
+        let done = self.chunks_done.load(Ordering::Relaxed);
+        let secs = elapsed.as_secs_f64();
+        let eta = (state == JobState::Running && done > 0)
+            .then(|| secs * (self.chunks - done) as f64 / done as f64);
+        let format = |ns: i64| files_time(ns);
+        JobStatus {
+            job_id: self.id.clone(),
+            state,
+            connection_id: self.request.connection_id.clone(),
+            table: self.request.dataset.table.clone(),
+            database: self.request.dataset.database.clone(),
+            format: self.request.format.extension(),
+            start: self.range.map(|(lo, _)| format(lo)),
+            end: self.range.map(|(_, hi)| format(hi - 1)),
+            chunks: self.chunks,
+            chunks_done: done,
+            rows,
+            bytes: self.bytes.load(Ordering::Relaxed),
+            rows_per_second: if secs > 0.0 { rows as f64 / secs } else { 0.0 },
+            elapsed_seconds: secs,
+            eta_seconds: eta,
+            started_at: self.started_at.clone(),
+            error: end.error.clone(),
+            file: (state == JobState::Succeeded).then(|| format!("/exports/{}/file", self.id)),
+        }
+    }
+
+    fn cancelled(&self) -> bool {
+        *self.cancel.borrow()
+    }
+
+    fn finish(&self, state: JobState, error: Option<String>) {
+        let mut end = self.end.lock();
+        if end.state.is_none() {
+            end.state = Some(state);
+            end.error = error;
+            end.elapsed = Some(self.started.elapsed());
+        }
+    }
+}
+
+fn files_time(ns: i64) -> String {
+    chrono::DateTime::<chrono::Utc>::from_timestamp_nanos(ns)
+        .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+}
+
+/// The export jobs of this process.
+pub struct Exports {
+    options: ExportOptions,
+    store: Option<Arc<dyn Store>>,
+    jobs: Mutex<BTreeMap<String, Arc<Job>>>,
+    next: AtomicU64,
+}
+
+impl std::fmt::Debug for Exports {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Exports")
+            .field("options", &self.options)
+            .field("jobs", &self.jobs.lock().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Exports {
+    /// Jobs run with `options`; `datanexus` connections read `store`.
+    pub fn new(options: ExportOptions, store: Option<Arc<dyn Store>>) -> Self {
+        Exports {
+            options,
+            store,
+            jobs: Mutex::new(BTreeMap::new()),
+            next: AtomicU64::new(1),
+        }
+    }
+
+    /// Opens the dataset, splits the range and starts the job; returns at once.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for a bad request or when exports have no directory,
+    /// [`Error::NotFound`] for an unknown dataset, [`Error::Unreachable`] when the
+    /// database cannot be reached.
+    pub async fn start(&self, spec: &ConnectionSpec, request: ExportRequest) -> Result<JobStatus> {
+        let dir = self.options.dir.clone().ok_or_else(|| {
+            Error::Invalid("exports need a data directory to write their files to".to_owned())
+        })?;
+        if let (Some(s), Some(e)) = (request.start_ns, request.end_ns)
+            && s > e
+        {
+            return Err(Error::Invalid(format!(
+                "start ({}) is after end ({})",
+                files_time(s),
+                files_time(e)
+            )));
+        }
+        if request.dataset.table.is_empty() {
+            return Err(Error::Invalid("table is required".to_owned()));
+        }
+        let source = source::open(
+            spec,
+            &request.dataset,
+            self.store.clone(),
+            self.options.connect_timeout,
+        )
+        .await?;
+        self.launch(request, source, dir).await
+    }
+
+    /// Starts the job of `request` on `source`.
+    async fn launch(
+        &self,
+        request: ExportRequest,
+        source: Arc<dyn Source>,
+        dir: PathBuf,
+    ) -> Result<JobStatus> {
+        let schema = source.schema().await?;
+        let known = if request.start_ns.is_none() || request.end_ns.is_none() {
+            source.time_range().await?
+        } else {
+            None
+        };
+        let start = request.start_ns.or(known.map(|(lo, _)| lo));
+        let end = request.end_ns.or(known.map(|(_, hi)| hi));
+        // Half-open internally: [start, end + 1).
+        let range = match (start, end) {
+            (Some(s), Some(e)) if s <= e => Some((s, e.saturating_add(1))),
+            _ => None,
+        };
+        let chunks = range.map_or(Vec::new(), |(lo, hi)| {
+            split(lo, hi, self.options.divided_jobs)
+        });
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let id = format!("exp-{:x}-{n}", chrono::Utc::now().timestamp_millis());
+        let (cancel, _) = watch::channel(false);
+        let job = Arc::new(Job {
+            id: id.clone(),
+            request,
+            range,
+            chunks: chunks.len(),
+            started: Instant::now(),
+            started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            rows: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            chunks_done: AtomicUsize::new(0),
+            end: Mutex::new(End::default()),
+            cancel,
+        });
+        self.jobs.lock().insert(id.clone(), Arc::clone(&job));
+        tracing::info!(job_id = %id, source = %source.name(), chunks = chunks.len(), "export started");
+        let run = Run {
+            job: Arc::clone(&job),
+            source,
+            schema,
+            dir,
+            options: self.options.clone(),
+        };
+        tokio::spawn(run.run(chunks));
+        Ok(job.status())
+    }
+
+    /// The job `id`.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`].
+    pub fn get(&self, id: &str) -> Result<JobStatus> {
+        self.job(id).map(|j| j.status())
+    }
+
+    /// Every job, oldest first.
+    pub fn list(&self) -> Vec<JobStatus> {
+        let mut all: Vec<JobStatus> = self.jobs.lock().values().map(|j| j.status()).collect();
+        all.sort_by(|a, b| {
+            a.started_at
+                .cmp(&b.started_at)
+                .then(a.job_id.cmp(&b.job_id))
+        });
+        all
+    }
+
+    /// Cancels the job `id` (a finished job keeps its state); returns its status.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`].
+    pub fn cancel(&self, id: &str) -> Result<JobStatus> {
+        let job = self.job(id)?;
+        job.cancel.send_replace(true);
+        job.finish(JobState::Cancelled, None);
+        Ok(job.status())
+    }
+
+    /// The file of the succeeded job `id` and its format.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for an unknown job, [`Error::Conflict`] while it has no
+    /// complete file.
+    pub fn file(&self, id: &str) -> Result<(PathBuf, FileFormat)> {
+        let job = self.job(id)?;
+        let state = job.status().state;
+        if state != JobState::Succeeded {
+            return Err(Error::Conflict(format!(
+                "export {id} is {}: its file exists once it succeeded",
+                serde_json::to_value(state)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default()
+            )));
+        }
+        let dir = self.options.dir.clone().unwrap_or_default();
+        Ok((final_path(&dir, &job), job.request.format))
+    }
+
+    fn job(&self, id: &str) -> Result<Arc<Job>> {
+        self.jobs
+            .lock()
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("no export {id:?}")))
+    }
+}
+
+fn final_path(dir: &Path, job: &Job) -> PathBuf {
+    dir.join(format!("{}.{}", job.id, job.request.format.extension()))
+}
+
+/// `[start, end)` split into at most `n` chunks covering it exactly (the last ends at
+/// `end`); fewer when the range has fewer nanoseconds.
+pub(crate) fn split(start: i64, end: i64, n: usize) -> Vec<(i64, i64)> {
+    if end <= start {
+        return Vec::new();
+    }
+    let len = i128::from(end) - i128::from(start);
+    let n = (n.max(1) as i128).min(len);
+    let at =
+        |i: i128| -> i64 { i64::try_from(i128::from(start) + len * i / n).unwrap_or(i64::MAX) };
+    (0..n).map(|i| (at(i), at(i + 1))).collect()
+}
+
+/// Why a chunk stopped.
+enum Stop {
+    Cancelled,
+    Failed(Error),
+}
+
+/// A running job.
+struct Run {
+    job: Arc<Job>,
+    source: Arc<dyn Source>,
+    schema: Schema,
+    dir: PathBuf,
+    options: ExportOptions,
+}
+
+impl Run {
+    fn parts_dir(&self) -> PathBuf {
+        self.dir.join(format!("{}.parts", self.job.id))
+    }
+
+    fn part(&self, i: usize) -> PathBuf {
+        self.parts_dir().join(format!(
+            "part-{i:05}.{}",
+            self.job.request.format.extension()
+        ))
+    }
+
+    async fn run(self, chunks: Vec<(i64, i64)>) {
+        let this = Arc::new(self);
+        let outcome = this.clone().run_chunks(chunks).await;
+        let job = &this.job;
+        match outcome {
+            Ok(bytes) => {
+                job.bytes.store(bytes, Ordering::Relaxed);
+                job.finish(JobState::Succeeded, None);
+                tracing::info!(job_id = %job.id, rows = job.rows.load(Ordering::Relaxed), bytes, "export succeeded");
+            }
+            Err(Stop::Cancelled) => {
+                job.finish(JobState::Cancelled, None);
+                tracing::info!(job_id = %job.id, "export cancelled");
+            }
+            Err(Stop::Failed(e)) => {
+                tracing::warn!(job_id = %job.id, error = %e, "export failed");
+                job.finish(JobState::Failed, Some(e.to_string()));
+            }
+        }
+        let _ = tokio::fs::remove_dir_all(this.parts_dir()).await;
+    }
+
+    /// Writes every chunk's part, then joins them; returns the file's size.
+    async fn run_chunks(
+        self: Arc<Self>,
+        chunks: Vec<(i64, i64)>,
+    ) -> std::result::Result<u64, Stop> {
+        let parts_dir = self.parts_dir();
+        tokio::fs::create_dir_all(&parts_dir)
+            .await
+            .map_err(|e| Stop::Failed(io_error(&parts_dir)(e)))?;
+        let n = chunks.len();
+        let mut results = futures::stream::iter(chunks.into_iter().enumerate())
+            .map(|(i, (lo, hi))| {
+                let this = Arc::clone(&self);
+                async move { this.chunk(i, lo, hi).await }
+            })
+            .buffer_unordered(self.options.worker_num.max(1));
+        while let Some(result) = results.next().await {
+            if let Err(stop) = result {
+                // The other workers stop at their next page.
+                self.job.cancel.send_replace(true);
+                return Err(stop);
+            }
+        }
+        drop(results);
+        if self.job.cancelled() {
+            return Err(Stop::Cancelled);
+        }
+        let parts: Vec<PathBuf> = (0..n).map(|i| self.part(i)).collect();
+        let target = final_path(&self.dir, &self.job);
+        let format = self.job.request.format;
+        let schema = self.schema.clone();
+        tokio::task::spawn_blocking(move || files::join(&parts, &target, format, &schema))
+            .await
+            .map_err(|e| Stop::Failed(Error::Invalid(format!("joining the parts: {e}"))))?
+            .map_err(Stop::Failed)
+    }
+
+    /// Writes chunk `i` (`[lo, hi)`), retrying it from scratch.
+    async fn chunk(&self, i: usize, lo: i64, hi: i64) -> std::result::Result<(), Stop> {
+        let mut attempt = 0;
+        loop {
+            if self.job.cancelled() {
+                return Err(Stop::Cancelled);
+            }
+            let counted = AtomicU64::new(0);
+            match self.write_part(i, lo, hi, &counted).await {
+                Ok(bytes) => {
+                    self.job.bytes.fetch_add(bytes, Ordering::Relaxed);
+                    self.job.chunks_done.fetch_add(1, Ordering::Relaxed);
+                    return Ok(());
+                }
+                Err(Stop::Cancelled) => return Err(Stop::Cancelled),
+                Err(Stop::Failed(e)) => {
+                    // This attempt's rows are written again by the next one.
+                    self.job
+                        .rows
+                        .fetch_sub(counted.load(Ordering::Relaxed), Ordering::Relaxed);
+                    if attempt >= self.options.retries {
+                        return Err(Stop::Failed(Error::Unreachable(format!(
+                            "chunk {i} ({} to {}) failed {} times, last: {e}",
+                            files_time(lo),
+                            files_time(hi - 1),
+                            attempt + 1
+                        ))));
+                    }
+                    attempt += 1;
+                    tracing::warn!(job_id = %self.job.id, chunk = i, attempt, error = %e, "export chunk failed, retrying");
+                    tokio::time::sleep(Duration::from_millis(200 << attempt.min(5))).await;
+                }
+            }
+        }
+    }
+
+    /// Reads `[lo, hi)` into part `i` (a temporary file renamed once complete);
+    /// returns its size.
+    async fn write_part(
+        &self,
+        i: usize,
+        lo: i64,
+        hi: i64,
+        counted: &AtomicU64,
+    ) -> std::result::Result<u64, Stop> {
+        let path = self.part(i);
+        let mut temp_name = path.as_os_str().to_owned();
+        temp_name.push(".tmp");
+        let temp = PathBuf::from(temp_name);
+        let format = self.job.request.format;
+        let (tx, mut rx) = mpsc::channel::<Vec<Row>>(2);
+        let source = Arc::clone(&self.source);
+        let schema = &self.schema;
+        let read = async move {
+            let read = source.read(schema, lo, hi, &tx).await;
+            drop(tx);
+            read
+        };
+        let write = async {
+            let schema = self.schema.clone();
+            let t = temp.clone();
+            let mut writer = blocking(move || PartWriter::create(&t, format, &schema)).await?;
+            let mut written = 0u64;
+            while let Some(page) = rx.recv().await {
+                if self.job.cancelled() {
+                    return Err(Stop::Cancelled);
+                }
+                let rows = page.len() as u64;
+                let schema = self.schema.clone();
+                let t = temp.clone();
+                writer = blocking(move || {
+                    writer.write(&t, &schema, &page)?;
+                    Ok(writer)
+                })
+                .await?;
+                written += rows;
+                counted.fetch_add(rows, Ordering::Relaxed);
+                self.job.rows.fetch_add(rows, Ordering::Relaxed);
+            }
+            let t = temp.clone();
+            blocking(move || writer.finish(&t)).await?;
+            Ok(written)
+        };
+        let (read, written) = tokio::join!(read, write);
+        let written = written?;
+        let read = read.map_err(Stop::Failed)?;
+        if self.job.cancelled() {
+            return Err(Stop::Cancelled);
+        }
+        if read != written {
+            return Err(Stop::Failed(Error::Invalid(format!(
+                "chunk {i}: {read} rows read but {written} written"
+            ))));
+        }
+        let (t, p) = (temp.clone(), path.clone());
+        blocking(move || {
+            std::fs::rename(&t, &p).map_err(io_error(&p))?;
+            std::fs::metadata(&p).map(|m| m.len()).map_err(io_error(&p))
+        })
+        .await
+    }
+}
+
+/// Runs file work off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> std::result::Result<T, Stop> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Stop::Failed(Error::Invalid(format!("file task: {e}"))))?
+        .map_err(Stop::Failed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::{Column, ColumnKind, Role, Value};
+    use async_trait::async_trait;
+
+    /// A source of one row per nanosecond of `[0, 1000)` whose reads of the range
+    /// holding `bad` fail (after sending a few rows) `failures` times — the job's
+    /// retry logic under test, not an engine.
+    struct Flaky {
+        bad: i64,
+        failures: AtomicU64,
+    }
+
+    #[async_trait]
+    impl Source for Flaky {
+        fn name(&self) -> String {
+            "flaky".to_owned()
+        }
+        async fn schema(&self) -> Result<Schema> {
+            Ok(Schema {
+                dataset: "flaky".to_owned(),
+                time_column: "time".to_owned(),
+                columns: vec![Column {
+                    name: "n".to_owned(),
+                    kind: ColumnKind::Int,
+                    role: Role::Field,
+                }],
+            })
+        }
+        async fn time_range(&self) -> Result<Option<(i64, i64)>> {
+            Ok(Some((0, 999)))
+        }
+        async fn read(
+            &self,
+            _: &Schema,
+            lo: i64,
+            hi: i64,
+            out: &mpsc::Sender<Vec<Row>>,
+        ) -> Result<u64> {
+            let rows: Vec<Row> = (lo..hi)
+                .map(|t| Row {
+                    time_ns: t,
+                    values: vec![Value::Int(t)],
+                })
+                .collect();
+            if (lo..hi).contains(&self.bad)
+                && self
+                    .failures
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |f| f.checked_sub(1))
+                    .is_ok()
+            {
+                let _ = out.send(rows[..3.min(rows.len())].to_vec()).await;
+                return Err(Error::Unreachable("connection reset".to_owned()));
+            }
+            let n = rows.len() as u64;
+            let _ = out.send(rows).await;
+            Ok(n)
+        }
+    }
+
+    async fn run(failures: u64) -> (JobStatus, Option<String>) {
+        let dir = tempfile::tempdir().unwrap();
+        let exports = Exports::new(
+            ExportOptions {
+                dir: Some(dir.path().to_path_buf()),
+                divided_jobs: 9,
+                worker_num: 2,
+                retries: 2,
+                ..ExportOptions::default()
+            },
+            None,
+        );
+        let request = ExportRequest {
+            connection_id: "flaky".to_owned(),
+            dataset: DatasetRef {
+                table: "flaky".to_owned(),
+                database: None,
+                time_column: None,
+            },
+            start_ns: None,
+            end_ns: None,
+            format: FileFormat::Ndjson,
+        };
+        let source = Arc::new(Flaky {
+            bad: 500,
+            failures: AtomicU64::new(failures),
+        });
+        let started = exports
+            .launch(request, source, dir.path().to_path_buf())
+            .await
+            .unwrap();
+        let status = loop {
+            let s = exports.get(&started.job_id).unwrap();
+            if s.state != JobState::Running {
+                break s;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        let text = exports
+            .file(&started.job_id)
+            .ok()
+            .map(|(path, _)| crate::files::read_text(&path));
+        (status, text)
+    }
+
+    #[tokio::test]
+    async fn a_failed_chunk_is_rewritten_from_scratch_and_nothing_is_doubled() {
+        let (status, text) = run(2).await;
+        assert_eq!(status.state, JobState::Succeeded, "{status:?}");
+        assert_eq!(status.rows, 1000);
+        let text = text.unwrap();
+        let times: Vec<i64> = text
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["n"]
+                    .as_i64()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(times, (0..1000).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn a_chunk_failing_after_its_retries_fails_the_job_with_the_cause() {
+        let (status, text) = run(3).await;
+        assert_eq!(status.state, JobState::Failed, "{status:?}");
+        let error = status.error.unwrap();
+        assert!(error.contains("failed 3 times"), "{error}");
+        assert!(error.contains("connection reset"), "{error}");
+        assert!(text.is_none());
+    }
+
+    #[test]
+    fn ranges_split_exactly_with_the_remainder_in_the_chunks() {
+        let chunks = split(0, 100, 48);
+        assert_eq!(chunks.len(), 48);
+        assert_eq!(chunks[0].0, 0);
+        assert_eq!(chunks[47].1, 100);
+        for w in chunks.windows(2) {
+            assert_eq!(w[0].1, w[1].0);
+            assert!(w[0].0 < w[0].1);
+        }
+        // Fewer nanoseconds than chunks: one chunk per nanosecond.
+        assert_eq!(split(5, 8, 48), vec![(5, 6), (6, 7), (7, 8)]);
+        assert!(split(5, 5, 3).is_empty());
+        // The whole i64 range does not overflow.
+        let all = split(i64::MIN, i64::MAX, 7);
+        assert_eq!(all.first().unwrap().0, i64::MIN);
+        assert_eq!(all.last().unwrap().1, i64::MAX);
+    }
+}

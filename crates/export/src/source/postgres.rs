@@ -1,0 +1,349 @@
+//! A PostgreSQL table as a source: columns from the catalog (names quoted by
+//! `quote_ident`), rows by time range through a portal, `PAGE_ROWS` at a time, in one
+//! read-only transaction per range, on a connection of its own (ranges are read
+//! concurrently, and a retried range reconnects). Sessions use the time zone UTC, so a
+//! `timestamp` column (without time zone) is read as UTC.
+
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use tokio::sync::mpsc;
+use tokio_postgres::Client;
+use tokio_postgres::types::ToSql;
+
+use super::{Column, ColumnKind, DatasetRef, PAGE_ROWS, Role, Row, Schema, Source, Value};
+use crate::{ConnectionSpec, Error, Result};
+
+/// A table of a PostgreSQL database.
+pub(super) struct PostgresSource {
+    url: String,
+    login: datanexus_store_postgres::Login,
+    timeout: Duration,
+    server: String,
+    /// `"schema"."table"`, quoted.
+    relation: String,
+    /// The time column, quoted.
+    time: String,
+    /// One select expression per column, in schema order.
+    selects: Vec<String>,
+    schema: Schema,
+}
+
+/// Column types read as integers, floats, booleans; `timestamp`s may be the time.
+const INT_TYPES: [&str; 4] = ["int2", "int4", "int8", "oid"];
+const FLOAT_TYPES: [&str; 3] = ["float4", "float8", "numeric"];
+const TEXT_TYPES: [&str; 5] = ["text", "varchar", "bpchar", "name", "citext"];
+const TIME_TYPES: [&str; 2] = ["timestamptz", "timestamp"];
+
+impl PostgresSource {
+    /// Connects and reads the table's columns.
+    pub(super) async fn open(
+        spec: &ConnectionSpec,
+        dataset: &DatasetRef,
+        timeout: Duration,
+    ) -> Result<Self> {
+        let login = datanexus_store_postgres::Login {
+            user: spec.username.clone(),
+            password: spec.password.clone(),
+            dbname: dataset.database.clone().or_else(|| spec.database.clone()),
+        };
+        let (client, server) = connect(&spec.url, &login, timeout).await?;
+        let pg = |e| store_error(datanexus_store_postgres::error(&server, e));
+        let rows = client
+            .query(
+                "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname), \
+                        a.attname::text, quote_ident(a.attname), t.typname::text \
+                 FROM pg_attribute a \
+                 JOIN pg_class c ON c.oid = a.attrelid \
+                 JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 JOIN pg_type t ON t.oid = a.atttypid \
+                 WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped \
+                 ORDER BY a.attnum",
+                &[&dataset.table],
+            )
+            .await
+            .map_err(|e| match e.as_db_error() {
+                // to_regclass refuses a name that is not a (qualified) identifier.
+                Some(db) if db.code().code().starts_with("42") => Error::Invalid(format!(
+                    "invalid table name {:?}: {}",
+                    dataset.table,
+                    db.message()
+                )),
+                _ => pg(e),
+            })?;
+        if rows.is_empty() {
+            return Err(Error::NotFound(format!(
+                "postgresql at {server} has no table {:?}",
+                dataset.table
+            )));
+        }
+        let relation: String = rows[0].get(0);
+        let all: Vec<(String, String, String)> = rows
+            .iter()
+            .map(|r| (r.get(1), r.get(2), r.get(3)))
+            .collect();
+        let times: Vec<&(String, String, String)> = all
+            .iter()
+            .filter(|(_, _, ty)| TIME_TYPES.contains(&ty.as_str()))
+            .collect();
+        let time = match &dataset.time_column {
+            Some(wanted) => {
+                let found = all.iter().find(|(name, _, _)| name == wanted).ok_or_else(|| {
+                    Error::Invalid(format!("table {relation} has no column {wanted:?}"))
+                })?;
+                if !TIME_TYPES.contains(&found.2.as_str()) {
+                    return Err(Error::Invalid(format!(
+                        "column {wanted:?} of {relation} is a {}, not a timestamp",
+                        found.2
+                    )));
+                }
+                found
+            }
+            None => match times.as_slice() {
+                [only] => *only,
+                [] => {
+                    return Err(Error::Invalid(format!(
+                        "table {relation} has no timestamp column to export by"
+                    )));
+                }
+                several => several
+                    .iter()
+                    .find(|(name, _, _)| name == "time")
+                    .copied()
+                    .ok_or_else(|| {
+                        let names: Vec<&str> =
+                            several.iter().map(|(n, _, _)| n.as_str()).collect();
+                        Error::Invalid(format!(
+                            "table {relation} has several timestamp columns ({}): name one with time_column",
+                            names.join(", ")
+                        ))
+                    })?,
+            },
+        };
+        let mut columns = Vec::new();
+        let mut selects = Vec::new();
+        for (name, quoted, ty) in &all {
+            if name == &time.0 {
+                continue;
+            }
+            let (kind, role, select) = if ty == "bool" {
+                (ColumnKind::Bool, Role::Field, quoted.clone())
+            } else if INT_TYPES.contains(&ty.as_str()) {
+                (ColumnKind::Int, Role::Field, format!("{quoted}::int8"))
+            } else if FLOAT_TYPES.contains(&ty.as_str()) {
+                (ColumnKind::Float, Role::Field, format!("{quoted}::float8"))
+            } else if TEXT_TYPES.contains(&ty.as_str()) {
+                (ColumnKind::Text, Role::Tag, format!("{quoted}::text"))
+            } else {
+                (ColumnKind::Text, Role::Field, format!("{quoted}::text"))
+            };
+            columns.push(Column {
+                name: name.clone(),
+                kind,
+                role,
+            });
+            selects.push(select);
+        }
+        let schema = Schema {
+            dataset: dataset.table.clone(),
+            time_column: time.0.clone(),
+            columns,
+        };
+        Ok(PostgresSource {
+            url: spec.url.clone(),
+            login,
+            timeout,
+            server,
+            relation,
+            time: time.1.clone(),
+            selects,
+            schema,
+        })
+    }
+
+    async fn client(&self) -> Result<Client> {
+        connect(&self.url, &self.login, self.timeout)
+            .await
+            .map(|(client, _)| client)
+    }
+
+    fn pg(&self, e: tokio_postgres::Error) -> Error {
+        store_error(datanexus_store_postgres::error(&self.server, e))
+    }
+
+    /// The time column as nanoseconds (exact for PostgreSQL's microseconds).
+    fn time_ns(&self) -> String {
+        format!("(extract(epoch from {}) * 1000000000)::int8", self.time)
+    }
+}
+
+#[async_trait]
+impl Source for PostgresSource {
+    fn name(&self) -> String {
+        format!("postgresql at {}, table {}", self.server, self.relation)
+    }
+
+    async fn schema(&self) -> Result<Schema> {
+        Ok(self.schema.clone())
+    }
+
+    async fn time_range(&self) -> Result<Option<(i64, i64)>> {
+        let t = &self.time;
+        let sql = format!(
+            "SELECT (extract(epoch from min({t})) * 1000000000)::int8, \
+                    (extract(epoch from max({t})) * 1000000000)::int8 FROM {}",
+            self.relation
+        );
+        let row = self
+            .client()
+            .await?
+            .query_one(&sql, &[])
+            .await
+            .map_err(|e| self.pg(e))?;
+        let (lo, hi): (Option<i64>, Option<i64>) = (row.get(0), row.get(1));
+        Ok(lo.zip(hi))
+    }
+
+    async fn read(
+        &self,
+        schema: &Schema,
+        start_ns: i64,
+        end_ns: i64,
+        out: &mpsc::Sender<Vec<Row>>,
+    ) -> Result<u64> {
+        let mut list = vec![self.time_ns()];
+        list.extend(self.selects.iter().cloned());
+        let t = &self.time;
+        let sql = format!(
+            "SELECT {} FROM {} WHERE {t} >= $1 AND {t} < $2 ORDER BY {t}",
+            list.join(", "),
+            self.relation
+        );
+        let mut client = self.client().await?;
+        let tx = client
+            .build_transaction()
+            .read_only(true)
+            .start()
+            .await
+            .map_err(|e| self.pg(e))?;
+        let statement = tx.prepare(&sql).await.map_err(|e| self.pg(e))?;
+        let (start, end) = (system_time(start_ns), system_time(end_ns));
+        let params: [&(dyn ToSql + Sync); 2] = [&start, &end];
+        let portal = tx.bind(&statement, &params).await.map_err(|e| self.pg(e))?;
+        let mut n = 0u64;
+        loop {
+            let rows = tx
+                .query_portal(&portal, PAGE_ROWS as i32)
+                .await
+                .map_err(|e| self.pg(e))?;
+            if rows.is_empty() {
+                return Ok(n);
+            }
+            let page: Vec<Row> = rows
+                .iter()
+                .map(|r| convert(schema, r))
+                .collect::<Result<_>>()?;
+            n += page.len() as u64;
+            let last = page.len() < PAGE_ROWS;
+            if out.send(page).await.is_err() {
+                return Ok(n);
+            }
+            if last {
+                return Ok(n);
+            }
+        }
+    }
+}
+
+/// A row of the select list (time first, then the schema's columns).
+fn convert(schema: &Schema, r: &tokio_postgres::Row) -> Result<Row> {
+    let bad = |e: tokio_postgres::Error| Error::Invalid(format!("unreadable value: {e}"));
+    let time_ns: Option<i64> = r.try_get(0).map_err(bad)?;
+    let mut values = Vec::with_capacity(schema.columns.len());
+    for (i, column) in schema.columns.iter().enumerate() {
+        let at = i + 1;
+        let value = match column.kind {
+            ColumnKind::Bool => r
+                .try_get::<_, Option<bool>>(at)
+                .map_err(bad)?
+                .map(Value::Bool),
+            ColumnKind::Int => r
+                .try_get::<_, Option<i64>>(at)
+                .map_err(bad)?
+                .map(Value::Int),
+            ColumnKind::Float => r
+                .try_get::<_, Option<f64>>(at)
+                .map_err(bad)?
+                .map(Value::Float),
+            ColumnKind::Text => r
+                .try_get::<_, Option<String>>(at)
+                .map_err(bad)?
+                .map(Value::Text),
+        };
+        values.push(value.unwrap_or(Value::Null));
+    }
+    Ok(Row {
+        // The range filter excludes NULL times.
+        time_ns: time_ns.unwrap_or(0),
+        values,
+    })
+}
+
+/// Nanoseconds since the epoch as a `SystemTime` of whole microseconds, rounded up.
+/// PostgreSQL keeps microseconds, so `ts >= ceil(start)` and `ts < ceil(end)` select
+/// exactly the rows in `[start, end)` at any nanosecond bound, and adjacent ranges
+/// still meet at the same instant: every row is read once.
+fn system_time(ns: i64) -> SystemTime {
+    let us = ns.div_euclid(1_000) + i64::from(ns.rem_euclid(1_000) != 0);
+    let d = Duration::from_micros(us.unsigned_abs());
+    if us >= 0 {
+        SystemTime::UNIX_EPOCH + d
+    } else {
+        SystemTime::UNIX_EPOCH - d
+    }
+}
+
+/// A connection in the time zone UTC, and how the server is named.
+async fn connect(
+    url: &str,
+    login: &datanexus_store_postgres::Login,
+    timeout: Duration,
+) -> Result<(Client, String)> {
+    let (client, server) = datanexus_store_postgres::connect(url, login, timeout)
+        .await
+        .map_err(store_error)?;
+    client
+        .batch_execute("SET TIME ZONE 'UTC'")
+        .await
+        .map_err(|e| store_error(datanexus_store_postgres::error(&server, e)))?;
+    Ok((client, server))
+}
+
+/// A PostgreSQL failure as ours.
+fn store_error(e: datanexus_store::Error) -> Error {
+    match e {
+        datanexus_store::Error::Invalid(m) => Error::Invalid(m),
+        datanexus_store::Error::NotFound(m) => Error::NotFound(m),
+        other => Error::Unreachable(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounds_round_up_to_whole_microseconds() {
+        let micros = |ns| match system_time(ns).duration_since(SystemTime::UNIX_EPOCH) {
+            Ok(d) => d.as_micros() as i64,
+            Err(e) => -(e.duration().as_micros() as i64),
+        };
+        assert_eq!(micros(5_000), 5);
+        assert_eq!(micros(5_001), 6);
+        assert_eq!(micros(5_999), 6);
+        assert_eq!(micros(0), 0);
+        assert_eq!(micros(-1), 0);
+        assert_eq!(micros(-1_000), -1);
+        assert_eq!(micros(-1_001), -1);
+    }
+}
