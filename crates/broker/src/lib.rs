@@ -34,8 +34,11 @@ pub mod redis_streams;
 
 #[cfg(test)]
 mod conformance;
-#[cfg(all(test, any(feature = "redis", feature = "kafka")))]
-mod testkit;
+#[cfg(any(
+    all(test, any(feature = "redis", feature = "kafka")),
+    feature = "testkit"
+))]
+pub mod testkit;
 
 pub use error::{Error, ErrorKind, Result};
 

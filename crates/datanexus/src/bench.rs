@@ -27,10 +27,10 @@ use crate::cli::{BenchArgs, Workload};
 mod echo;
 mod grpc_batch;
 pub(crate) mod http;
-mod ingest;
+pub(crate) mod ingest;
 mod load;
 mod payload;
-mod report;
+pub(crate) mod report;
 mod stream;
 mod verify;
 

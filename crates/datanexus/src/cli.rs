@@ -26,6 +26,13 @@ pub(crate) enum Command {
     /// Sample clients of the gRPC services.
     #[command(subcommand)]
     Client(ClientCommand),
+    /// Export a dataset (PostgreSQL table, InfluxDB measurement) over a time range to a
+    /// Kafka topic or a file, with a progress bar and a final table.
+    Export(Box<ExportArgs>),
+    /// Read a topic as a consumer group (the large-dataset-delivery seed's client):
+    /// print the records, or call an HTTP URL per record; commits only what was handled.
+    #[cfg(feature = "kafka")]
+    ExportConsume(ExportConsumeArgs),
     /// Exit 0 when a server answers `GET /health` (or with --ready `GET /ready`) with
     /// 200: for container health checks and exec probes, where no curl is installed.
     Healthcheck(HealthcheckArgs),
@@ -205,6 +212,87 @@ pub(crate) struct ServeArgs {
     /// [env: DATANEXUS_TLS__CLIENT_CA].
     #[arg(long, value_name = "FILE")]
     pub(crate) tls_client_ca: Option<std::path::PathBuf>,
+}
+
+/// Flags of `datanexus export`.
+#[derive(Debug, Args)]
+pub(crate) struct ExportArgs {
+    /// A connection registered with the server using --data-dir (its id), or a URL:
+    /// `postgres://user@host:5432/db` or an InfluxDB 1.x `http://host:8086`.
+    #[arg(long, value_name = "ID|URL")]
+    pub(crate) connection: String,
+    /// The table (PostgreSQL, `schema.table` too) or measurement (InfluxDB).
+    #[arg(long)]
+    pub(crate) table: String,
+    /// The database (InfluxDB; PostgreSQL: the connection's by default).
+    #[arg(long)]
+    pub(crate) database: Option<String>,
+    /// PostgreSQL: the time column (default: the only timestamp column, or `time`).
+    #[arg(long, value_name = "COLUMN")]
+    pub(crate) time_column: Option<String>,
+    /// First time exported (RFC 3339 or Unix seconds) [default: the first row's].
+    #[arg(long, value_name = "TIME")]
+    pub(crate) start: Option<String>,
+    /// Last time exported, included [default: the last row's].
+    #[arg(long, value_name = "TIME")]
+    pub(crate) end: Option<String>,
+    /// Where to: `kafka://host:port[,host:port]/topic` (the topic must exist) or a file
+    /// (`.parquet`, `.csv`, `.ndjson`/`.jsonl`).
+    #[arg(long, value_name = "kafka://BROKERS/TOPIC|FILE")]
+    pub(crate) to: String,
+    /// Kafka record format: `json` or `protobuf` (`datanexus.v1.PointRecord`); files:
+    /// overrides the extension's.
+    #[arg(long)]
+    pub(crate) format: Option<String>,
+    /// The user for a URL connection (the password is read from
+    /// DATANEXUS_EXPORT_PASSWORD, never from the command line).
+    #[arg(long)]
+    pub(crate) username: Option<String>,
+    /// Chunks the range is split into (`[jobs] divided_jobs`).
+    #[arg(long, default_value_t = 48)]
+    pub(crate) divided_jobs: usize,
+    /// Chunks read at once (`[jobs] worker_num`).
+    #[arg(long, default_value_t = 6)]
+    pub(crate) workers: usize,
+    /// Attempts after the first for a failed chunk.
+    #[arg(long, default_value_t = 3)]
+    pub(crate) retries: u32,
+    /// Data directory of the server whose registered connections --connection names.
+    #[arg(long, value_name = "DIR", default_value = "./data")]
+    pub(crate) data_dir: PathBuf,
+}
+
+/// Flags of `datanexus export-consume`.
+#[cfg(feature = "kafka")]
+#[derive(Debug, Args)]
+pub(crate) struct ExportConsumeArgs {
+    /// Comma-separated `host:port` Kafka brokers.
+    #[arg(long, value_name = "BROKERS")]
+    pub(crate) bootstrap_servers: String,
+    /// The consumer group (its committed offsets say where to resume).
+    #[arg(long)]
+    pub(crate) group: String,
+    /// The topic.
+    #[arg(long)]
+    pub(crate) topic: String,
+    /// Records handled at once (concurrent HTTP calls).
+    #[arg(long, default_value_t = 4)]
+    pub(crate) workers: usize,
+    /// Call this URL per record (`POST`, the record's value as the body); `{key}`,
+    /// `{partition}`, `{offset}` and `{timestamp}` (ms) are replaced, percent-encoded.
+    /// Without it the records are printed as JSON lines.
+    #[arg(long, value_name = "URL")]
+    pub(crate) http_url_fmt: Option<String>,
+    /// Attempts after the first for a failed call (with backoff); a call that still
+    /// fails stops the consumer without committing its record.
+    #[arg(long, default_value_t = 3)]
+    pub(crate) retries: u32,
+    /// Stop after this many records (default: run until SIGINT/SIGTERM).
+    #[arg(long)]
+    pub(crate) limit: Option<u64>,
+    /// Stop after this long without a record (default: never).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub(crate) idle_timeout: Option<std::time::Duration>,
 }
 
 /// Flags of `datanexus consume`.

@@ -4,6 +4,9 @@
 //! - `cli`: the command line (clap).
 //! - `serve`: `datanexus serve`, wiring config → broker → servers → shutdown.
 //! - `consume`: `datanexus consume`, reading a topic of the embedded log back.
+//! - `export`: `datanexus export`, an export job run in this process.
+//! - `export_consume`: `datanexus export-consume` (feature `kafka`), the seed's
+//!   consumer client.
 //! - `bench`: `datanexus bench`, a load generator.
 //! - `client`: `datanexus client`, sample gRPC clients.
 //! - `logging`: tracing subscriber set-up.
@@ -18,6 +21,9 @@ mod bench;
 mod cli;
 mod client;
 mod consume;
+mod export;
+#[cfg(feature = "kafka")]
+mod export_consume;
 mod logging;
 mod serve;
 mod tools;
@@ -42,6 +48,9 @@ fn main() -> std::process::ExitCode {
             cli::Command::Consume(args) => consume::run(args).await,
             cli::Command::Bench(args) => bench::run(args).await,
             cli::Command::Client(command) => client::run(command).await,
+            cli::Command::Export(args) => export::run(*args).await,
+            #[cfg(feature = "kafka")]
+            cli::Command::ExportConsume(args) => export_consume::run(args).await,
             cli::Command::Healthcheck(args) => tools::healthcheck(args).await,
             cli::Command::Completions(args) => tools::completions(args.shell),
             cli::Command::Manpage => tools::manpage(),

@@ -214,7 +214,7 @@ fn format_time(ns: i64) -> String {
 }
 
 /// One NDJSON line: `{"time": "…", "<column>": value, …}`.
-fn json_line(out: &mut String, schema: &Schema, row: &Row) {
+pub(crate) fn json_line(out: &mut String, schema: &Schema, row: &Row) {
     let mut map = serde_json::Map::with_capacity(row.values.len() + 1);
     map.insert(
         schema.time_column.clone(),

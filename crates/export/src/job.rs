@@ -1,9 +1,16 @@
 //! Export jobs: a dataset's time range split into `divided_jobs` chunks (the last one
 //! ends exactly at the range's end: the seed dropped the rows after the last whole
-//! chunk), read by `worker_num` workers at once, each chunk written to a part file of
-//! its own and retried from scratch up to `retries` times; the parts are then joined
-//! in chunk order into `<dir>/<job id>.<format>`. Progress (rows, bytes, chunks, rate,
-//! ETA) is kept per job; `cancel` stops the workers between pages.
+//! chunk), read by `worker_num` workers at once and retried from scratch up to
+//! `retries` times.
+//!
+//! To a file: each chunk is written to a part file of its own; the parts are then
+//! joined in chunk order into `<dir>/<job id>.<format>`. To Kafka: chunk `i` goes to
+//! partition `i mod n` of the topic's `n` (the seed's layout), and a partition's chunks
+//! are sent one after the other in time order, so each partition holds its records in
+//! time order (and a key's records in order within it). A chunk retried after some of
+//! its records were delivered sends them again (at least once); a clean run sends each
+//! row exactly once. Progress (rows, bytes, chunks, rate, ETA, per-partition offsets)
+//! is kept per job; `cancel` stops the workers between pages.
 //!
 //! Jobs are listed until the process stops; their files stay in the directory.
 
@@ -21,6 +28,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::error::io_error;
 use crate::files::{self, FileFormat, PartWriter};
+use crate::sink::{KafkaSink, Target};
 use crate::source::{self, DatasetRef, Row, Schema, Source};
 use crate::{ConnectionSpec, Error, Result};
 
@@ -62,8 +70,8 @@ pub struct ExportRequest {
     pub start_ns: Option<i64>,
     /// Last nanosecond exported (included); `None` = the dataset's last row.
     pub end_ns: Option<i64>,
-    /// The file's format.
-    pub format: FileFormat,
+    /// Where the rows go.
+    pub target: Target,
 }
 
 /// Where a job is.
@@ -94,8 +102,16 @@ pub struct JobStatus {
     /// The database, when one was named.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub database: Option<String>,
-    /// The file format.
+    /// `file` or `kafka`.
+    pub target: &'static str,
+    /// The format: `parquet`, `csv`, `ndjson` (files), `protobuf`, `json` (Kafka).
     pub format: &'static str,
+    /// The Kafka topic.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+    /// Kafka: the offsets delivered per partition, by partition.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub partitions: Vec<PartitionOffsets>,
     /// The range exported (RFC 3339, both ends included); `null` for an empty dataset.
     pub start: Option<String>,
     /// See `start`.
@@ -125,6 +141,19 @@ pub struct JobStatus {
     pub file: Option<String>,
 }
 
+/// What a Kafka export delivered to one partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PartitionOffsets {
+    /// The partition.
+    pub partition: u32,
+    /// The offset of its first record.
+    pub first_offset: u64,
+    /// The offset of its last record.
+    pub last_offset: u64,
+    /// Records delivered (more than the rows when a chunk was retried).
+    pub records: u64,
+}
+
 /// One job.
 struct Job {
     id: String,
@@ -136,6 +165,7 @@ struct Job {
     rows: AtomicU64,
     bytes: AtomicU64,
     chunks_done: AtomicUsize,
+    offsets: Mutex<BTreeMap<u32, PartitionOffsets>>,
     end: Mutex<End>,
     cancel: watch::Sender<bool>,
 }
@@ -165,7 +195,16 @@ impl Job {
             connection_id: self.request.connection_id.clone(),
             table: self.request.dataset.table.clone(),
             database: self.request.dataset.database.clone(),
-            format: self.request.format.extension(),
+            target: match self.request.target {
+                Target::File(_) => "file",
+                Target::Kafka(_) => "kafka",
+            },
+            format: self.request.target.format_name(),
+            topic: match &self.request.target {
+                Target::File(_) => None,
+                Target::Kafka(kafka) => Some(kafka.topic.clone()),
+            },
+            partitions: self.offsets.lock().values().copied().collect(),
             start: self.range.map(|(lo, _)| format(lo)),
             end: self.range.map(|(_, hi)| format(hi - 1)),
             chunks: self.chunks,
@@ -177,8 +216,23 @@ impl Job {
             eta_seconds: eta,
             started_at: self.started_at.clone(),
             error: end.error.clone(),
-            file: (state == JobState::Succeeded).then(|| format!("/exports/{}/file", self.id)),
+            file: (state == JobState::Succeeded && matches!(self.request.target, Target::File(_)))
+                .then(|| format!("/exports/{}/file", self.id)),
         }
+    }
+
+    /// Notes the records `first..=last` (`records` of them) delivered to `partition`.
+    fn delivered(&self, partition: u32, first: u64, last: u64, records: u64) {
+        let mut offsets = self.offsets.lock();
+        let entry = offsets.entry(partition).or_insert(PartitionOffsets {
+            partition,
+            first_offset: first,
+            last_offset: last,
+            records: 0,
+        });
+        entry.first_offset = entry.first_offset.min(first);
+        entry.last_offset = entry.last_offset.max(last);
+        entry.records += records;
     }
 
     fn cancelled(&self) -> bool {
@@ -228,16 +282,25 @@ impl Exports {
         }
     }
 
-    /// Opens the dataset, splits the range and starts the job; returns at once.
+    /// Opens the dataset (and the Kafka topic), splits the range and starts the job;
+    /// returns at once.
     ///
     /// # Errors
-    /// [`Error::Invalid`] for a bad request or when exports have no directory,
-    /// [`Error::NotFound`] for an unknown dataset, [`Error::Unreachable`] when the
-    /// database cannot be reached.
+    /// [`Error::Invalid`] for a bad request or when file exports have no directory,
+    /// [`Error::NotFound`] for an unknown dataset or topic, [`Error::Unreachable`] when
+    /// the database or Kafka cannot be reached.
     pub async fn start(&self, spec: &ConnectionSpec, request: ExportRequest) -> Result<JobStatus> {
-        let dir = self.options.dir.clone().ok_or_else(|| {
-            Error::Invalid("exports need a data directory to write their files to".to_owned())
-        })?;
+        let output = match &request.target {
+            Target::File(format) => Output::File {
+                dir: self.options.dir.clone().ok_or_else(|| {
+                    Error::Invalid(
+                        "exports need a data directory to write their files to".to_owned(),
+                    )
+                })?,
+                format: *format,
+            },
+            Target::Kafka(_) => Output::Kafka(None),
+        };
         if let (Some(s), Some(e)) = (request.start_ns, request.end_ns)
             && s > e
         {
@@ -257,15 +320,21 @@ impl Exports {
             self.options.connect_timeout,
         )
         .await?;
-        self.launch(request, source, dir).await
+        let output = match (output, &request.target) {
+            (Output::Kafka(_), Target::Kafka(kafka)) => Output::Kafka(Some(Arc::new(
+                KafkaSink::open(kafka, self.options.connect_timeout).await?,
+            ))),
+            (output, _) => output,
+        };
+        self.launch(request, source, output).await
     }
 
-    /// Starts the job of `request` on `source`.
+    /// Starts the job of `request` on `source`, writing to `output`.
     async fn launch(
         &self,
         request: ExportRequest,
         source: Arc<dyn Source>,
-        dir: PathBuf,
+        output: Output,
     ) -> Result<JobStatus> {
         let schema = source.schema().await?;
         let known = if request.start_ns.is_none() || request.end_ns.is_none() {
@@ -296,6 +365,7 @@ impl Exports {
             rows: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             chunks_done: AtomicUsize::new(0),
+            offsets: Mutex::new(BTreeMap::new()),
             end: Mutex::new(End::default()),
             cancel,
         });
@@ -305,7 +375,8 @@ impl Exports {
             job: Arc::clone(&job),
             source,
             schema,
-            dir,
+            output,
+            done: chunks.iter().map(|_| watch::channel(false).0).collect(),
             options: self.options.clone(),
         };
         tokio::spawn(run.run(chunks));
@@ -349,6 +420,11 @@ impl Exports {
     /// complete file.
     pub fn file(&self, id: &str) -> Result<(PathBuf, FileFormat)> {
         let job = self.job(id)?;
+        let Target::File(format) = job.request.target else {
+            return Err(Error::NotFound(format!(
+                "export {id} went to a kafka topic: it has no file"
+            )));
+        };
         let state = job.status().state;
         if state != JobState::Succeeded {
             return Err(Error::Conflict(format!(
@@ -360,7 +436,7 @@ impl Exports {
             )));
         }
         let dir = self.options.dir.clone().unwrap_or_default();
-        Ok((final_path(&dir, &job), job.request.format))
+        Ok((final_path(&dir, &job), format))
     }
 
     fn job(&self, id: &str) -> Result<Arc<Job>> {
@@ -373,7 +449,7 @@ impl Exports {
 }
 
 fn final_path(dir: &Path, job: &Job) -> PathBuf {
-    dir.join(format!("{}.{}", job.id, job.request.format.extension()))
+    dir.join(format!("{}.{}", job.id, job.request.target.format_name()))
 }
 
 /// `[start, end)` split into at most `n` chunks covering it exactly (the last ends at
@@ -395,25 +471,34 @@ enum Stop {
     Failed(Error),
 }
 
+/// Where a running job writes.
+enum Output {
+    /// Part files in `dir`, joined into one file.
+    File { dir: PathBuf, format: FileFormat },
+    /// A Kafka topic (`None` only until the sink is open).
+    Kafka(Option<Arc<KafkaSink>>),
+}
+
 /// A running job.
 struct Run {
     job: Arc<Job>,
     source: Arc<dyn Source>,
     schema: Schema,
-    dir: PathBuf,
+    output: Output,
+    /// Set once chunk `i` is complete (Kafka: chunk `i + n` of the same partition
+    /// waits for it).
+    done: Vec<watch::Sender<bool>>,
     options: ExportOptions,
 }
 
 impl Run {
-    fn parts_dir(&self) -> PathBuf {
-        self.dir.join(format!("{}.parts", self.job.id))
+    fn parts_dir(&self, dir: &Path) -> PathBuf {
+        dir.join(format!("{}.parts", self.job.id))
     }
 
-    fn part(&self, i: usize) -> PathBuf {
-        self.parts_dir().join(format!(
-            "part-{i:05}.{}",
-            self.job.request.format.extension()
-        ))
+    fn part(&self, dir: &Path, format: FileFormat, i: usize) -> PathBuf {
+        self.parts_dir(dir)
+            .join(format!("part-{i:05}.{}", format.extension()))
     }
 
     async fn run(self, chunks: Vec<(i64, i64)>) {
@@ -435,18 +520,22 @@ impl Run {
                 job.finish(JobState::Failed, Some(e.to_string()));
             }
         }
-        let _ = tokio::fs::remove_dir_all(this.parts_dir()).await;
+        if let Output::File { dir, .. } = &this.output {
+            let _ = tokio::fs::remove_dir_all(this.parts_dir(dir)).await;
+        }
     }
 
-    /// Writes every chunk's part, then joins them; returns the file's size.
+    /// Writes every chunk, then (files) joins the parts; returns the bytes written.
     async fn run_chunks(
         self: Arc<Self>,
         chunks: Vec<(i64, i64)>,
     ) -> std::result::Result<u64, Stop> {
-        let parts_dir = self.parts_dir();
-        tokio::fs::create_dir_all(&parts_dir)
-            .await
-            .map_err(|e| Stop::Failed(io_error(&parts_dir)(e)))?;
+        if let Output::File { dir, .. } = &self.output {
+            let parts_dir = self.parts_dir(dir);
+            tokio::fs::create_dir_all(&parts_dir)
+                .await
+                .map_err(|e| Stop::Failed(io_error(&parts_dir)(e)))?;
+        }
         let n = chunks.len();
         let mut results = futures::stream::iter(chunks.into_iter().enumerate())
             .map(|(i, (lo, hi))| {
@@ -465,9 +554,12 @@ impl Run {
         if self.job.cancelled() {
             return Err(Stop::Cancelled);
         }
-        let parts: Vec<PathBuf> = (0..n).map(|i| self.part(i)).collect();
-        let target = final_path(&self.dir, &self.job);
-        let format = self.job.request.format;
+        let Output::File { dir, format } = &self.output else {
+            return Ok(self.job.bytes.load(Ordering::Relaxed));
+        };
+        let parts: Vec<PathBuf> = (0..n).map(|i| self.part(dir, *format, i)).collect();
+        let target = final_path(dir, &self.job);
+        let format = *format;
         let schema = self.schema.clone();
         tokio::task::spawn_blocking(move || files::join(&parts, &target, format, &schema))
             .await
@@ -477,16 +569,38 @@ impl Run {
 
     /// Writes chunk `i` (`[lo, hi)`), retrying it from scratch.
     async fn chunk(&self, i: usize, lo: i64, hi: i64) -> std::result::Result<(), Stop> {
+        if let Output::Kafka(Some(sink)) = &self.output {
+            // The partition's previous chunk first: records stay in time order.
+            let lane = sink.partitions() as usize;
+            if let Some(previous) = i.checked_sub(lane).and_then(|p| self.done.get(p)) {
+                let mut done = previous.subscribe();
+                if done.wait_for(|d| *d).await.is_err() {
+                    return Err(Stop::Cancelled);
+                }
+            }
+        }
         let mut attempt = 0;
         loop {
             if self.job.cancelled() {
                 return Err(Stop::Cancelled);
             }
             let counted = AtomicU64::new(0);
-            match self.write_part(i, lo, hi, &counted).await {
+            let written = match &self.output {
+                Output::File { dir, format } => {
+                    self.write_part(dir, *format, i, lo, hi, &counted).await
+                }
+                Output::Kafka(Some(sink)) => self.send_chunk(sink, i, lo, hi, &counted).await,
+                Output::Kafka(None) => Err(Stop::Failed(Error::Invalid(
+                    "the kafka sink is not open".to_owned(),
+                ))),
+            };
+            match written {
                 Ok(bytes) => {
                     self.job.bytes.fetch_add(bytes, Ordering::Relaxed);
                     self.job.chunks_done.fetch_add(1, Ordering::Relaxed);
+                    if let Some(done) = self.done.get(i) {
+                        done.send_replace(true);
+                    }
                     return Ok(());
                 }
                 Err(Stop::Cancelled) => return Err(Stop::Cancelled),
@@ -511,20 +625,16 @@ impl Run {
         }
     }
 
-    /// Reads `[lo, hi)` into part `i` (a temporary file renamed once complete);
-    /// returns its size.
-    async fn write_part(
+    /// Reads `[lo, hi)` and hands each page to `take`, which returns the page's
+    /// bytes; counts the rows. Returns the bytes once every row read was taken.
+    async fn pump(
         &self,
         i: usize,
         lo: i64,
         hi: i64,
         counted: &AtomicU64,
+        take: &mut (dyn Take + '_),
     ) -> std::result::Result<u64, Stop> {
-        let path = self.part(i);
-        let mut temp_name = path.as_os_str().to_owned();
-        temp_name.push(".tmp");
-        let temp = PathBuf::from(temp_name);
-        let format = self.job.request.format;
         let (tx, mut rx) = mpsc::channel::<Vec<Row>>(2);
         let source = Arc::clone(&self.source);
         let schema = &self.schema;
@@ -534,32 +644,21 @@ impl Run {
             read
         };
         let write = async {
-            let schema = self.schema.clone();
-            let t = temp.clone();
-            let mut writer = blocking(move || PartWriter::create(&t, format, &schema)).await?;
-            let mut written = 0u64;
+            let (mut rows, mut bytes) = (0u64, 0u64);
             while let Some(page) = rx.recv().await {
                 if self.job.cancelled() {
                     return Err(Stop::Cancelled);
                 }
-                let rows = page.len() as u64;
-                let schema = self.schema.clone();
-                let t = temp.clone();
-                writer = blocking(move || {
-                    writer.write(&t, &schema, &page)?;
-                    Ok(writer)
-                })
-                .await?;
-                written += rows;
-                counted.fetch_add(rows, Ordering::Relaxed);
-                self.job.rows.fetch_add(rows, Ordering::Relaxed);
+                let n = page.len() as u64;
+                bytes += take.take(page).await?;
+                rows += n;
+                counted.fetch_add(n, Ordering::Relaxed);
+                self.job.rows.fetch_add(n, Ordering::Relaxed);
             }
-            let t = temp.clone();
-            blocking(move || writer.finish(&t)).await?;
-            Ok(written)
+            Ok((rows, bytes))
         };
         let (read, written) = tokio::join!(read, write);
-        let written = written?;
+        let (written, bytes) = written?;
         let read = read.map_err(Stop::Failed)?;
         if self.job.cancelled() {
             return Err(Stop::Cancelled);
@@ -569,12 +668,116 @@ impl Run {
                 "chunk {i}: {read} rows read but {written} written"
             ))));
         }
+        Ok(bytes)
+    }
+
+    /// Reads `[lo, hi)` into part `i` (a temporary file renamed once complete);
+    /// returns its size.
+    async fn write_part(
+        &self,
+        dir: &Path,
+        format: FileFormat,
+        i: usize,
+        lo: i64,
+        hi: i64,
+        counted: &AtomicU64,
+    ) -> std::result::Result<u64, Stop> {
+        let path = self.part(dir, format, i);
+        let mut temp_name = path.as_os_str().to_owned();
+        temp_name.push(".tmp");
+        let temp = PathBuf::from(temp_name);
+        let (schema, t) = (self.schema.clone(), temp.clone());
+        let writer = blocking(move || PartWriter::create(&t, format, &schema)).await?;
+        let mut part = Part {
+            writer: Some(writer),
+            temp: temp.clone(),
+            schema: self.schema.clone(),
+        };
+        self.pump(i, lo, hi, counted, &mut part).await?;
+        let w = part.writer.take().ok_or(Stop::Cancelled)?;
         let (t, p) = (temp.clone(), path.clone());
         blocking(move || {
+            w.finish(&t)?;
             std::fs::rename(&t, &p).map_err(io_error(&p))?;
             std::fs::metadata(&p).map(|m| m.len()).map_err(io_error(&p))
         })
         .await
+    }
+
+    /// Sends `[lo, hi)` to partition `i mod n` of the topic; returns the bytes of the
+    /// records' values.
+    async fn send_chunk(
+        &self,
+        sink: &KafkaSink,
+        i: usize,
+        lo: i64,
+        hi: i64,
+        counted: &AtomicU64,
+    ) -> std::result::Result<u64, Stop> {
+        let partitions = sink.partitions().max(1) as usize;
+        let mut send = Sending {
+            sink,
+            partition: u32::try_from(i % partitions).unwrap_or(0),
+            schema: &self.schema,
+            job: &self.job,
+        };
+        self.pump(i, lo, hi, counted, &mut send).await
+    }
+}
+
+/// Where [`Run::pump`] hands a chunk's pages; returns each page's bytes.
+#[async_trait::async_trait]
+trait Take: Send {
+    async fn take(&mut self, page: Vec<Row>) -> std::result::Result<u64, Stop>;
+}
+
+/// A part file being written (by blocking tasks).
+struct Part {
+    writer: Option<PartWriter>,
+    temp: PathBuf,
+    schema: Schema,
+}
+
+#[async_trait::async_trait]
+impl Take for Part {
+    async fn take(&mut self, page: Vec<Row>) -> std::result::Result<u64, Stop> {
+        let mut w = self.writer.take().ok_or(Stop::Cancelled)?;
+        let (schema, t) = (self.schema.clone(), self.temp.clone());
+        self.writer = Some(
+            blocking(move || {
+                w.write(&t, &schema, &page)?;
+                Ok(w)
+            })
+            .await?,
+        );
+        Ok(0)
+    }
+}
+
+/// A chunk's partition of the topic.
+struct Sending<'a> {
+    sink: &'a KafkaSink,
+    partition: u32,
+    schema: &'a Schema,
+    job: &'a Job,
+}
+
+#[async_trait::async_trait]
+impl Take for Sending<'_> {
+    async fn take(&mut self, page: Vec<Row>) -> std::result::Result<u64, Stop> {
+        let sent = self
+            .sink
+            .send(self.partition, self.schema, &page)
+            .await
+            .map_err(Stop::Failed)?;
+        Ok(match sent {
+            Some((first, last, bytes)) => {
+                self.job
+                    .delivered(self.partition, first, last, page.len() as u64);
+                bytes
+            }
+            None => 0,
+        })
     }
 }
 
@@ -670,14 +873,21 @@ mod tests {
             },
             start_ns: None,
             end_ns: None,
-            format: FileFormat::Ndjson,
+            target: Target::File(FileFormat::Ndjson),
         };
         let source = Arc::new(Flaky {
             bad: 500,
             failures: AtomicU64::new(failures),
         });
         let started = exports
-            .launch(request, source, dir.path().to_path_buf())
+            .launch(
+                request,
+                source,
+                Output::File {
+                    dir: dir.path().to_path_buf(),
+                    format: FileFormat::Ndjson,
+                },
+            )
             .await
             .unwrap();
         let status = loop {

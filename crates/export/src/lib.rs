@@ -9,6 +9,8 @@
 //! - `source.rs` (+ `source/`): the datasets jobs read ([`Source`]): PostgreSQL tables,
 //!   InfluxDB measurements, the own store's measurements, as rows of a [`Schema`].
 //! - `files.rs`: NDJSON, CSV and Parquet files, written by parts and joined.
+//! - `sink.rs`: where rows go ([`Target`]: a file or a Kafka topic), rows as Kafka
+//!   records (`datanexus.v1.PointRecord` or JSON), the Kafka producer (feature `kafka`).
 //! - `job.rs`: [`Exports`], the jobs: chunks, workers, retries, progress, cancel.
 //! - `ping.rs`: reaching a connection's database (PostgreSQL: a login and `SELECT 1`;
 //!   InfluxDB 1.x: `/ping` and `SHOW DATABASES` with the credentials; `datanexus`: this
@@ -31,6 +33,7 @@ mod files;
 mod influx;
 mod job;
 mod ping;
+mod sink;
 pub mod source;
 #[cfg(test)]
 mod tests;
@@ -40,4 +43,5 @@ pub use error::{Error, Result};
 pub use files::FileFormat;
 pub use job::{ExportOptions, ExportRequest, Exports, JobState, JobStatus};
 pub use ping::ping;
+pub use sink::{KafkaTarget, MessageFormat, Target};
 pub use source::{DatasetRef, Schema, Source};

@@ -192,7 +192,9 @@ use std::sync::Arc;
 
 use datanexus_store::Store;
 
-use crate::{DatasetRef, ExportOptions, ExportRequest, Exports, FileFormat, JobState, JobStatus};
+use crate::{
+    DatasetRef, ExportOptions, ExportRequest, Exports, FileFormat, JobState, JobStatus, Target,
+};
 
 fn exports(dir: &std::path::Path, store: Option<Arc<dyn Store>>) -> Exports {
     Exports::new(
@@ -216,13 +218,13 @@ fn request(connection_id: &str, table: &str, format: FileFormat) -> ExportReques
         },
         start_ns: None,
         end_ns: None,
-        format,
+        target: Target::File(format),
     }
 }
 
-/// Polls until the job ends (60 s at most).
+/// Polls until the job ends (5 minutes at most: a stuck job, not a slow one, fails).
 async fn finished(exports: &Exports, id: &str) -> JobStatus {
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         let status = exports.get(id).unwrap();
         if status.state != JobState::Running {
@@ -236,6 +238,7 @@ async fn finished(exports: &Exports, id: &str) -> JobStatus {
     }
 }
 
+#[cfg(any(feature = "postgres", feature = "kafka"))]
 /// Runs python3 on `script` with `args`; its stdout.
 fn python(script: &str, args: &[&str]) -> String {
     let out = Command::new("python3")
@@ -527,4 +530,104 @@ async fn an_influx_measurement_exports_to_csv_with_its_tags_and_fields() {
         Some("1970-01-01T00:58:19Z,h1,2499,true,2499.5")
     );
     assert_eq!(csv.lines().count(), 2_501);
+}
+
+/// 1,000,000 InfluxDB points → Kafka (tansu) as JSON records, read back by an
+/// independent client (confluent-kafka in Python, assigned every partition from the
+/// beginning): exactly the points, once each, each partition in time order.
+#[cfg(feature = "kafka")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_million_influx_points_reach_kafka_once_each() {
+    use datanexus_broker::Broker;
+    use datanexus_broker::kafka::{KafkaBroker, KafkaOptions};
+
+    use crate::{KafkaTarget, MessageFormat};
+
+    let Some(server) = InfluxServer::start() else {
+        return;
+    };
+    let Some((_kafka, bootstrap)) = datanexus_broker::testkit::kafka_server().await else {
+        return;
+    };
+    server.admin_query("CREATE DATABASE telegraf").unwrap();
+    // Point i: host h(i mod 100), second 1,600,000,000 + i / 100, usage i + 0.25, n i.
+    const POINTS: u64 = 1_000_000;
+    let mut lines = String::new();
+    for i in 0..POINTS {
+        lines.push_str(&format!(
+            "cpu,host=h{} usage={}.25,n={}i {}\n",
+            i % 100,
+            i,
+            i,
+            (1_600_000_000 + i / 100) * 1_000_000_000
+        ));
+        if (i + 1) % 50_000 == 0 {
+            server.write("telegraf", &lines).unwrap();
+            lines.clear();
+        }
+    }
+    let topic = format!("export-{}", std::process::id());
+    let admin = KafkaBroker::open(KafkaOptions {
+        bootstrap_servers: bootstrap.clone(),
+        ..KafkaOptions::default()
+    })
+    .unwrap();
+    admin.ensure_topic(&topic, 4).await.unwrap();
+
+    let mut spec = server.spec();
+    spec.database = Some("telegraf".to_owned());
+    let dir = tempfile::tempdir().unwrap();
+    let exports = exports(dir.path(), None);
+    let mut req = request("influx", "cpu", FileFormat::Ndjson);
+    req.target = Target::Kafka(KafkaTarget::new(&bootstrap, &topic, MessageFormat::Json).unwrap());
+    let started = exports.start(&spec, req).await.unwrap();
+    assert_eq!(started.chunks, 7);
+    let done = finished(&exports, &started.job_id).await;
+    assert_eq!(done.state, JobState::Succeeded, "{done:?}");
+    assert_eq!(done.rows, POINTS);
+    assert_eq!(done.partitions.len(), 4, "{done:?}");
+    for p in &done.partitions {
+        assert_eq!(p.last_offset - p.first_offset + 1, p.records, "{p:?}");
+    }
+    assert_eq!(
+        done.partitions.iter().map(|p| p.records).sum::<u64>(),
+        POINTS
+    );
+    assert!(exports.file(&started.job_id).is_err());
+
+    let read = python(
+        "import sys, json\n\
+         from confluent_kafka import Consumer, TopicPartition, OFFSET_BEGINNING\n\
+         bootstrap, topic, want = sys.argv[1], sys.argv[2], int(sys.argv[3])\n\
+         c = Consumer({'bootstrap.servers': bootstrap, 'group.id': 'check', \
+                       'enable.auto.commit': False})\n\
+         c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(4)])\n\
+         seen, last, ordered, total, keys_ok, sample = set(), {}, True, 0, True, None\n\
+         idle = 0\n\
+         while len(seen) < want and idle < 30:\n\
+         \x20   batch = c.consume(10000, 1.0)\n\
+         \x20   idle = 0 if batch else idle + 1\n\
+         \x20   for m in batch:\n\
+         \x20       if m.error(): raise SystemExit(str(m.error()))\n\
+         \x20       v = json.loads(m.value())\n\
+         \x20       total += 1\n\
+         \x20       seen.add(v['n'])\n\
+         \x20       keys_ok = keys_ok and m.key() == v['host'].encode()\n\
+         \x20       if last.get(m.partition(), '') > v['time']: ordered = False\n\
+         \x20       last[m.partition()] = v['time']\n\
+         \x20       if v['n'] == 123457: sample = v\n\
+         extra = c.consume(100, 2.0)\n\
+         print(total + len(extra), len(seen), sum(seen), ordered, keys_ok, \
+               json.dumps(sample, sort_keys=True))",
+        &[&bootstrap, &topic, &POINTS.to_string()],
+    );
+    let expected_sum = POINTS * (POINTS - 1) / 2;
+    assert_eq!(
+        read,
+        format!(
+            "{POINTS} {POINTS} {expected_sum} True True \
+             {{\"host\": \"h57\", \"n\": 123457, \"time\": \"2020-09-13T12:47:14Z\", \
+             \"usage\": 123457.25}}"
+        )
+    );
 }

@@ -29,7 +29,7 @@
 //! - `connections.rs`: `POST /db-connections/register`, `GET /db-connections/list`,
 //!   `DELETE /db-connections/remove`.
 //! - `exports.rs`: `POST /exports`, `GET /exports`, `GET|DELETE /exports/{id}`,
-//!   `GET /exports/{id}/file`.
+//!   `GET /exports/{id}/file`, the seed's `GET /data/export/`.
 //! - `health.rs`: `GET /health`, `GET /ready`. `auth.rs`: the bearer middleware.
 
 mod auth;
@@ -148,6 +148,8 @@ pub(crate) fn routes() -> Vec<Route> {
         ),
         route(Get, "/db-connections/list", Admin, connections::list),
         route(Delete, "/db-connections/remove", Admin, connections::remove),
+        route(Get, "/data/export", Admin, exports::seed_export),
+        route(Get, "/data/export/", Admin, exports::seed_export),
         route(Post, "/exports", Admin, exports::start),
         route(Get, "/exports", Admin, exports::list),
         route(Get, "/exports/{id}", Admin, exports::status),

@@ -10,17 +10,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::*;
 use crate::conformance::{records, unique};
-use crate::testkit::{self, ServerProcess, free_port, start_on_free_port};
+use crate::testkit::{self, ServerProcess, free_port};
 use crate::{Bytes, ErrorKind, Position};
-
-const BOOTSTRAP_VAR: &str = "TEST_KAFKA_BROKERS";
 
 /// Keeps the private broker (if any) alive for the test.
 struct Fixture {
@@ -28,66 +25,14 @@ struct Fixture {
     bootstrap: String,
 }
 
-fn tansu_binary() -> Option<PathBuf> {
-    let path = match std::env::var_os("TANSU_BIN") {
-        Some(path) => PathBuf::from(path),
-        None => PathBuf::from(std::env::var_os("HOME")?).join(".cache/datanexus-tools/tansu"),
-    };
-    path.is_file().then_some(path)
-}
-
-async fn accepts_connections(bootstrap: &str) -> bool {
-    matches!(
-        tokio::time::timeout(
-            Duration::from_secs(1),
-            tokio::net::TcpStream::connect(bootstrap)
-        )
-        .await,
-        Ok(Ok(_))
-    )
-}
-
-/// Starts tansu on a free loopback port; `None` if there is no binary or it never
-/// listens.
-async fn spawn_tansu() -> Option<(ServerProcess, String)> {
-    let binary = tansu_binary()?;
-    let start = |port: u16| {
-        let url = format!("tcp://127.0.0.1:{port}");
-        let child = Command::new(&binary)
-            .arg("broker")
-            .args(["--listener-url", &url, "--advertised-listener-url", &url])
-            .args(["--storage-engine", "memory://tansu/"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .ok()?;
-        Some(ServerProcess::new(child, None))
-    };
-    let ready = |port: u16| async move { accepts_connections(&format!("127.0.0.1:{port}")).await };
-    let (server, port) = start_on_free_port(start, ready, Duration::from_secs(10)).await?;
-    Some((server, format!("127.0.0.1:{port}")))
-}
-
 /// Fails under CI, else reports the skip.
 fn skip(what: &str) {
-    testkit::skip(what, &format!("set {BOOTSTRAP_VAR} or TANSU_BIN"));
+    testkit::skip(what, testkit::KAFKA_HINT);
 }
 
 /// The broker to test against, or `None` to skip (never under CI).
 async fn server() -> Option<(Option<ServerProcess>, String)> {
-    if let Ok(bootstrap) = std::env::var(BOOTSTRAP_VAR) {
-        assert!(
-            accepts_connections(&bootstrap).await,
-            "{BOOTSTRAP_VAR}={bootstrap} does not accept connections"
-        );
-        return Some((None, bootstrap));
-    }
-    if let Some((server, bootstrap)) = spawn_tansu().await {
-        return Some((Some(server), bootstrap));
-    }
-    skip("kafka broker");
-    None
+    testkit::kafka_server().await
 }
 
 fn test_options(bootstrap: &str) -> KafkaOptions {

@@ -148,7 +148,7 @@ fn report(name: &str, target: String, args: &BenchArgs, unit: &'static str, o: O
 }
 
 /// Percent-encodes a query-string value (everything but unreserved characters).
-fn encode_query_value(text: &str) -> String {
+pub(crate) fn encode_query_value(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for b in text.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {

@@ -1,10 +1,15 @@
 //! Export jobs, scope `admin`:
 //!
 //! - `POST /exports` with `{"connection_id", "table", "database", "time_column",
-//!   "start", "end", "format": "ndjson" | "csv" | "parquet"}` → `202` and the job's
-//!   status (`start`/`end`: RFC 3339 or Unix seconds, both included; absent = the
-//!   dataset's first/last row); `400` for a bad request, `404` for an unknown
-//!   connection or dataset, `502` when the database cannot be reached;
+//!   "start", "end", "format"}` → `202` and the job's status. To a file: `format` is
+//!   `ndjson` | `csv` | `parquet`; to Kafka: `kafka_brokers` and `send_topic` (the
+//!   seed's names), `format` `json` (default) | `protobuf`. `start`/`end`: RFC 3339 or
+//!   Unix seconds, both included; absent = the dataset's first/last row. `400` for a
+//!   bad request, `404` for an unknown connection, dataset or topic, `502` when the
+//!   database or Kafka cannot be reached;
+//! - `GET /data/export/` (the seed's path): the same as query parameters, always to
+//!   Kafka; `202` at once (the seed blocked until the export ended), or with
+//!   `wait=true` `200` once the job ended;
 //! - `GET /exports` → `{"exports": [status, …]}`; `GET /exports/{id}` → the status;
 //! - `DELETE /exports/{id}` → cancels, answers the status;
 //! - `GET /exports/{id}/file` → the file, streamed (`409` until the job succeeded).
@@ -14,7 +19,9 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use datanexus_export::{DatasetRef, ExportRequest, FileFormat, JobStatus};
+use datanexus_export::{
+    DatasetRef, ExportRequest, FileFormat, JobState, JobStatus, KafkaTarget, MessageFormat, Target,
+};
 use datanexus_model::time;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -37,7 +44,34 @@ struct ExportBody {
     start: Option<Value>,
     #[serde(default)]
     end: Option<Value>,
-    format: String,
+    #[serde(default)]
+    format: Option<String>,
+    #[serde(default)]
+    kafka_brokers: Option<String>,
+    #[serde(default)]
+    send_topic: Option<String>,
+}
+
+/// Where an export goes: Kafka when a topic or brokers are named (`format` `json` by
+/// default, or `protobuf`), else a file of `format`.
+fn target(format: Option<&str>, brokers: Option<&str>, topic: Option<&str>) -> Result<Target> {
+    if brokers.is_none() && topic.is_none() {
+        let format = format.ok_or_else(|| {
+            Error::Invalid(
+                "format is required: \"ndjson\", \"csv\" or \"parquet\" (or kafka_brokers \
+                 and send_topic for Kafka)"
+                    .to_owned(),
+            )
+        })?;
+        return Ok(Target::File(FileFormat::parse(format)?));
+    }
+    let format = MessageFormat::parse(format.unwrap_or("json"))?;
+    let topic = topic.ok_or_else(|| Error::Invalid("send_topic is required".to_owned()))?;
+    Ok(Target::Kafka(KafkaTarget::new(
+        brokers.unwrap_or_default(),
+        topic,
+        format,
+    )?))
 }
 
 /// A time of the body: RFC 3339 or Unix seconds, as a string or a number.
@@ -71,7 +105,11 @@ pub(crate) async fn start(
     let request = ExportRequest {
         start_ns: time_of("start", b.start.as_ref())?,
         end_ns: time_of("end", b.end.as_ref())?,
-        format: FileFormat::parse(&b.format)?,
+        target: target(
+            b.format.as_deref(),
+            b.kafka_brokers.as_deref(),
+            b.send_topic.as_deref(),
+        )?,
         dataset: DatasetRef {
             table: b.table,
             database: b.database.filter(|d| !d.is_empty()),
@@ -82,6 +120,54 @@ pub(crate) async fn start(
     let spec = state.connections().get(&request.connection_id).await?;
     let status = state.exports().start(&spec, request).await?;
     Ok((StatusCode::ACCEPTED, Json(status)))
+}
+
+/// Handles `GET /data/export/` (the seed's export to Kafka).
+pub(crate) async fn seed_export(
+    State(state): State<AppState>,
+    params: Result<Params>,
+) -> Result<(StatusCode, Json<JobStatus>)> {
+    let mut p = params?;
+    let required = |p: &mut Params, name: &str| -> Result<String> {
+        p.string(name)?
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| Error::Invalid(format!("missing parameter {name}")))
+    };
+    let connection_id = required(&mut p, "connection_id")?;
+    let table = required(&mut p, "table")?;
+    let brokers = required(&mut p, "kafka_brokers")?;
+    let topic = required(&mut p, "send_topic")?;
+    let range = p.range("start", "end")?;
+    let format = p.string("format")?;
+    let request = ExportRequest {
+        connection_id,
+        dataset: DatasetRef {
+            table,
+            database: p.string("database")?.filter(|d| !d.is_empty()),
+            time_column: p.string("time_column")?.filter(|c| !c.is_empty()),
+        },
+        start_ns: range.start_ns,
+        end_ns: range.end_ns,
+        target: target(
+            Some(format.as_deref().unwrap_or("json")),
+            Some(&brokers),
+            Some(&topic),
+        )?,
+    };
+    let wait = p.flag("wait")?;
+    p.finish()?;
+    let spec = state.connections().get(&request.connection_id).await?;
+    let exports = state.exports();
+    let status = exports.start(&spec, request).await?;
+    if !wait {
+        return Ok((StatusCode::ACCEPTED, Json(status)));
+    }
+    let mut status = status;
+    while status.state == JobState::Running {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        status = exports.get(&status.job_id)?;
+    }
+    Ok((StatusCode::OK, Json(status)))
 }
 
 /// Handles `GET /exports`.

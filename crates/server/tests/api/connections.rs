@@ -201,12 +201,64 @@ async fn exports_run_over_http_from_the_own_store_and_are_downloaded() {
             StatusCode::BAD_REQUEST,
             "format",
         ),
+        (
+            json!({"connection_id": "own", "table": "load", "send_topic": "t"}),
+            StatusCode::BAD_REQUEST,
+            "kafka_brokers",
+        ),
+        (
+            json!({"connection_id": "own", "table": "load", "kafka_brokers": "127.0.0.1:1",
+                   "send_topic": "a/b"}),
+            StatusCode::BAD_REQUEST,
+            "a/b",
+        ),
+        (
+            json!({"connection_id": "own", "table": "load", "kafka_brokers": "127.0.0.1:1",
+                   "send_topic": "t", "format": "avro"}),
+            StatusCode::BAD_REQUEST,
+            "avro",
+        ),
     ];
     for (body, expected, text) in cases {
         let (status, _, json) = send(&app, post_json("/exports", &body.to_string())).await;
         assert_eq!(status, expected, "{body}: {json}");
         assert!(error_of(&json).contains(text), "{body}: {json}");
     }
+    // The seed's GET /data/export/: the same checks on query parameters.
+    let seed_cases = [
+        ("table=load&kafka_brokers=h:1&send_topic=t", "connection_id"),
+        ("connection_id=own&table=load&send_topic=t", "kafka_brokers"),
+        (
+            "connection_id=own&table=load&kafka_brokers=h:1",
+            "send_topic",
+        ),
+        (
+            "connection_id=own&table=load&kafka_brokers=h:1&send_topic=t&format=xml",
+            "xml",
+        ),
+        (
+            "connection_id=own&table=load&kafka_brokers=h:1&send_topic=t&start=20&end=10",
+            "after",
+        ),
+        (
+            "connection_id=own&table=load&kafka_brokers=h:1&send_topic=t&bogus=1",
+            "bogus",
+        ),
+    ];
+    for (query, text) in seed_cases {
+        let (status, _, json) = send(&app, get(&format!("/data/export/?{query}"))).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {json}");
+        assert!(error_of(&json).contains(text), "{query}: {json}");
+    }
+    let (status, _, json) = send(
+        &app,
+        get("/data/export/?connection_id=nope&table=load&kafka_brokers=h:1&send_topic=t"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{json}");
+    // A job that went to Kafka has no file; one that succeeded to a file has no topic.
+    assert!(done.get("topic").is_none(), "{done}");
+    assert_eq!(done["target"], "file");
     let (status, _, _) = send(&app, get("/exports/exp-unknown")).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, _, _) = send(&app, delete("/exports/exp-unknown")).await;

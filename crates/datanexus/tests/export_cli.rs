@@ -1,0 +1,239 @@
+//! `datanexus export` and `datanexus export-consume` as a user runs them: a PostgreSQL
+//! table exported to a Kafka topic (a private tansu) and to a CSV file, then the topic
+//! read by `export-consume` calling an HTTP server of the test per record — twice in
+//! one group, each run stopping after half the records, so the second run must start
+//! exactly where the first committed.
+
+#![cfg(all(feature = "kafka", feature = "postgres"))]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Command, Output};
+use std::sync::{Arc, Mutex};
+
+use datanexus_broker::Broker;
+use datanexus_broker::kafka::{KafkaBroker, KafkaOptions};
+use datanexus_store_postgres::testkit::{TestDatabase, execute_blocking};
+use support::Tansu;
+
+const ROWS: u64 = 6_007;
+
+fn datanexus(args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_datanexus"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run datanexus");
+    assert!(
+        out.status.success(),
+        "datanexus {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    out
+}
+
+/// The calls an HTTP server received: the body (the record) of each, in order. The
+/// first call of every record whose id is a multiple of 1,000 answers 500 (the client
+/// must retry it).
+#[derive(Default)]
+struct Calls {
+    bodies: Vec<serde_json::Value>,
+    failed_once: BTreeMap<i64, ()>,
+}
+
+fn serve_calls(calls: Arc<Mutex<Calls>>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let calls = Arc::clone(&calls);
+            std::thread::spawn(move || handle(stream, &calls));
+        }
+    });
+    addr
+}
+
+/// Answers HTTP/1.1 requests on one keep-alive connection.
+fn handle(stream: TcpStream, calls: &Mutex<Calls>) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut out = stream;
+    loop {
+        let mut length = 0usize;
+        let mut line = String::new();
+        let mut first = true;
+        loop {
+            line.clear();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            if first {
+                assert!(line.starts_with("POST /record?key="), "{line}");
+                first = false;
+            }
+            if line == "\r\n" {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':')
+                && k.eq_ignore_ascii_case("content-length")
+            {
+                length = v.trim().parse().unwrap();
+            }
+        }
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).unwrap();
+        let record: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let id = record["id"].as_i64().unwrap();
+        let status = {
+            let mut calls = calls.lock().unwrap();
+            if id % 1_000 == 0 && calls.failed_once.insert(id, ()).is_none() {
+                "500 Internal Server Error"
+            } else {
+                calls.bodies.push(record);
+                "200 OK"
+            }
+        };
+        let answer = format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n");
+        if out.write_all(answer.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_exported_to_kafka_is_consumed_once_per_row_across_two_runs() {
+    let Some(tansu) = Tansu::start() else {
+        return;
+    };
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    execute_blocking(
+        db.url(),
+        "CREATE TABLE readings (id int8, taken timestamptz NOT NULL, site text, v float8)",
+    )
+    .unwrap();
+    execute_blocking(
+        db.url(),
+        &format!(
+            "INSERT INTO readings SELECT i, timestamptz '2026-03-01 00:00:00+00' + \
+             i * interval '1 second', 's' || (i % 7), i * 0.5 \
+             FROM generate_series(0, {}) AS i",
+            ROWS - 1
+        ),
+    )
+    .unwrap();
+    let bootstrap = format!("127.0.0.1:{}", tansu.port);
+    let topic = "readings-out";
+    KafkaBroker::open(KafkaOptions {
+        bootstrap_servers: bootstrap.clone(),
+        ..KafkaOptions::default()
+    })
+    .unwrap()
+    .ensure_topic(topic, 3)
+    .await
+    .unwrap();
+
+    // To Kafka: the final table names the rows and the three partitions.
+    let to = format!("kafka://{bootstrap}/{topic}");
+    let out = datanexus(&[
+        "export",
+        "--connection",
+        db.url(),
+        "--table",
+        "readings",
+        "--to",
+        &to,
+        "--divided-jobs",
+        "6",
+        "--workers",
+        "3",
+    ]);
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(table.contains(&format!("rows       {ROWS}\n")), "{table}");
+    assert!(table.contains("state      succeeded"), "{table}");
+    assert_eq!(table.matches("partition  ").count(), 3, "{table}");
+
+    // To a file, over a range: both ends included.
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("part.csv");
+    datanexus(&[
+        "export",
+        "--connection",
+        db.url(),
+        "--table",
+        "readings",
+        "--start",
+        "2026-03-01T00:00:10Z",
+        "--end",
+        "2026-03-01T00:00:19Z",
+        "--to",
+        csv.to_str().unwrap(),
+    ]);
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 11, "{text}");
+    assert_eq!(lines[0], "taken,id,site,v");
+    assert_eq!(lines[1], "2026-03-01T00:00:10Z,10,s3,5");
+    // Nothing but the file is left next to it.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+
+    // Bad input is refused before anything runs.
+    let bad = Command::new(env!("CARGO_BIN_EXE_datanexus"))
+        .args(["export", "--connection", db.url(), "--table", "readings"])
+        .args(["--to", &format!("kafka://{bootstrap}/no-such-topic")])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("does not exist"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+
+    // export-consume, twice in one group, each run handling half the records.
+    let calls = Arc::new(Mutex::new(Calls::default()));
+    let addr = serve_calls(Arc::clone(&calls));
+    let url = format!("http://{addr}/record?key={{key}}&offset={{offset}}");
+    let half = (ROWS / 2).to_string();
+    for _ in 0..2 {
+        datanexus(&[
+            "export-consume",
+            "--bootstrap-servers",
+            &bootstrap,
+            "--group",
+            "deliver",
+            "--topic",
+            topic,
+            "--workers",
+            "8",
+            "--http-url-fmt",
+            &url,
+            "--limit",
+            &half,
+        ]);
+    }
+    let calls = calls.lock().unwrap();
+    let mut ids: Vec<i64> = calls
+        .bodies
+        .iter()
+        .map(|b| b["id"].as_i64().unwrap())
+        .collect();
+    ids.sort_unstable();
+    let handled = usize::try_from(2 * (ROWS / 2)).unwrap();
+    assert_eq!(ids.len(), handled, "every call handled once");
+    ids.dedup();
+    assert_eq!(ids.len(), handled, "no record handled twice");
+    assert_eq!(
+        calls.failed_once.len(),
+        ids.iter().filter(|i| *i % 1_000 == 0).count()
+    );
+    let sample = calls.bodies.iter().find(|b| b["id"] == 4_321).unwrap();
+    assert_eq!(sample["site"], "s2");
+    assert_eq!(sample["v"], 2_160.5);
+    assert_eq!(sample["taken"], "2026-03-01T01:12:01Z");
+}
