@@ -208,13 +208,19 @@ fn parquet_error(path: &Path, e: parquet::errors::ParquetError) -> Error {
     }
 }
 
-fn format_time(ns: i64) -> String {
+pub(crate) fn format_time(ns: i64) -> String {
     chrono::DateTime::<chrono::Utc>::from_timestamp_nanos(ns)
         .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
 }
 
 /// One NDJSON line: `{"time": "…", "<column>": value, …}`.
 pub(crate) fn json_line(out: &mut String, schema: &Schema, row: &Row) {
+    out.push_str(&row_json(schema, row).to_string());
+    out.push('\n');
+}
+
+/// A row as a JSON object: `{"<time column>": "…", "<column>": value, …}`.
+pub(crate) fn row_json(schema: &Schema, row: &Row) -> serde_json::Value {
     let mut map = serde_json::Map::with_capacity(row.values.len() + 1);
     map.insert(
         schema.time_column.clone(),
@@ -231,8 +237,7 @@ pub(crate) fn json_line(out: &mut String, schema: &Schema, row: &Row) {
         };
         map.insert(column.name.clone(), v);
     }
-    out.push_str(&serde_json::Value::Object(map).to_string());
-    out.push('\n');
+    serde_json::Value::Object(map)
 }
 
 fn csv_header(schema: &Schema) -> String {

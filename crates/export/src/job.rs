@@ -383,6 +383,12 @@ impl Exports {
         Ok(job.status())
     }
 
+    /// What browsing a connection ([`crate::browse`]) needs: the own store and how long
+    /// to wait for a database.
+    pub fn browse_context(&self) -> (Option<Arc<dyn Store>>, Duration) {
+        (self.store.clone(), self.options.connect_timeout)
+    }
+
     /// The job `id`.
     ///
     /// # Errors

@@ -12,6 +12,8 @@
 //! - `sink.rs`: where rows go ([`Target`]: a file or a Kafka topic), rows as Kafka
 //!   records (`datanexus.v1.PointRecord` or JSON), the Kafka producer (feature `kafka`).
 //! - `job.rs`: [`Exports`], the jobs: chunks, workers, retries, progress, cancel.
+//! - [`browse`]: a connection's datasets, their columns and time range, and their
+//!   rows by time, paged.
 //! - `ping.rs`: reaching a connection's database (PostgreSQL: a login and `SELECT 1`;
 //!   InfluxDB 1.x: `/ping` and `SHOW DATABASES` with the credentials; `datanexus`: this
 //!   process's own store).
@@ -27,6 +29,7 @@
 //!   registered, and only once it is on disk: a registration that answers `201`
 //!   survives a crash.
 
+pub mod browse;
 pub mod connections;
 mod error;
 mod files;

@@ -177,17 +177,51 @@ pub async fn open(
     match spec.db_type {
         DbType::Postgres => open_postgres(spec, dataset, timeout).await,
         DbType::Influx => Ok(Arc::new(influx::InfluxSource::new(spec, dataset)?)),
-        DbType::Datanexus => {
-            let store = store.ok_or_else(|| {
-                Error::Unreachable(
-                    "this process has no store (role gateway or processor): export \
-                     datanexus connections from the process with role store or all"
-                        .to_owned(),
-                )
-            })?;
-            Ok(Arc::new(store::StoreSource::new(store, dataset)))
-        }
+        DbType::Datanexus => Ok(Arc::new(store::StoreSource::new(
+            own_store(store)?,
+            dataset,
+        ))),
     }
+}
+
+/// The own store of `datanexus` connections.
+pub(crate) fn own_store(store: Option<Arc<dyn Store>>) -> Result<Arc<dyn Store>> {
+    store.ok_or_else(|| {
+        Error::Unreachable(
+            "this process has no store (role gateway or processor): use datanexus \
+             connections on the process with role store or all"
+                .to_owned(),
+        )
+    })
+}
+
+/// The measurements of an InfluxDB database (`database`, else the connection's).
+pub(crate) async fn influx_measurements(
+    spec: &ConnectionSpec,
+    database: Option<&str>,
+) -> Result<Vec<String>> {
+    influx::measurements(spec, database).await
+}
+
+/// The tables and views of a PostgreSQL database with a timestamp column.
+#[cfg(feature = "postgres")]
+pub(crate) async fn postgres_tables(
+    spec: &ConnectionSpec,
+    database: Option<&str>,
+    timeout: Duration,
+) -> Result<Vec<String>> {
+    postgres::tables(spec, database, timeout).await
+}
+
+#[cfg(not(feature = "postgres"))]
+pub(crate) async fn postgres_tables(
+    _: &ConnectionSpec,
+    _: Option<&str>,
+    _: Duration,
+) -> Result<Vec<String>> {
+    Err(Error::Invalid(
+        "this datanexus was built without the postgres feature".to_owned(),
+    ))
 }
 
 #[cfg(feature = "postgres")]

@@ -631,3 +631,128 @@ async fn a_million_influx_points_reach_kafka_once_each() {
         )
     );
 }
+
+/// Browsing a PostgreSQL connection: the exportable tables (quoted where needed, other
+/// schemas qualified, tables without a timestamp left out), a table's columns and
+/// range, and its rows by time, a page at a time.
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn a_postgres_connection_is_browsed_by_table_and_time() {
+    use datanexus_store_postgres::testkit::{TestDatabase, execute_blocking};
+
+    use crate::browse;
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    for sql in [
+        "CREATE TABLE readings (taken timestamptz NOT NULL, site text, v float8)",
+        "INSERT INTO readings SELECT timestamptz '2026-05-01 00:00:00+00' + \
+         i * interval '1 minute', 's' || (i % 3), i FROM generate_series(0, 99) AS i",
+        "CREATE TABLE \"Mixed Case\" (t timestamp, n int4)",
+        "CREATE TABLE no_time (n int4)",
+        "CREATE SCHEMA s2",
+        "CREATE TABLE s2.events (at timestamptz, what text)",
+    ] {
+        execute_blocking(db.url(), sql).unwrap();
+    }
+    let spec = ConnectionSpec::new("pg", DbType::Postgres, db.url())
+        .validated()
+        .unwrap();
+    let timeout = Duration::from_secs(10);
+    let names = browse::datasets(&spec, None, None, timeout).await.unwrap();
+    assert_eq!(names, ["\"Mixed Case\"", "readings", "s2.events"]);
+
+    let dataset = DatasetRef {
+        table: "readings".to_owned(),
+        database: None,
+        time_column: None,
+    };
+    let detail = browse::detail(&spec, &dataset, None, timeout)
+        .await
+        .unwrap();
+    assert_eq!(
+        serde_json::to_value(&detail).unwrap(),
+        serde_json::json!({"name": "readings", "time_column": "taken",
+            "columns": [{"name": "site", "type": "text", "role": "tag"},
+                        {"name": "v", "type": "float", "role": "field"}],
+            "first": "2026-05-01T00:00:00Z", "last": "2026-05-01T01:39:00Z"})
+    );
+
+    // Minutes 10..=19, three rows after skipping four.
+    let start = 1_777_593_600_000_000_000 + 10 * 60_000_000_000;
+    let range = (Some(start), Some(start + 9 * 60_000_000_000));
+    let page = browse::query_by_time(&spec, &dataset, range, 4, 3, None, timeout)
+        .await
+        .unwrap();
+    let v: Vec<f64> = page.rows.iter().map(|r| r["v"].as_f64().unwrap()).collect();
+    assert_eq!(v, [14.0, 15.0, 16.0]);
+    assert_eq!(page.rows[0]["taken"], "2026-05-01T00:14:00Z");
+    assert_eq!(page.next_offset, Some(7));
+    let last = browse::query_by_time(&spec, &dataset, range, 7, 3, None, timeout)
+        .await
+        .unwrap();
+    assert_eq!((last.count, last.next_offset), (3, None));
+    let all = browse::query_by_time(&spec, &dataset, (None, None), 0, 10_000, None, timeout)
+        .await
+        .unwrap();
+    assert_eq!((all.count, all.next_offset), (100, None));
+
+    let e = browse::query_by_time(&spec, &dataset, (None, None), 0, 10_001, None, timeout)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Invalid(_)), "{e}");
+    let missing = DatasetRef {
+        table: "no_such".to_owned(),
+        ..dataset.clone()
+    };
+    let e = browse::detail(&spec, &missing, None, timeout)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::NotFound(_)), "{e}");
+}
+
+/// Browsing an InfluxDB connection: its measurements, their tags and fields, rows.
+#[tokio::test]
+async fn an_influx_connection_is_browsed_by_measurement_and_time() {
+    use crate::browse;
+    let Some(server) = InfluxServer::start() else {
+        return;
+    };
+    server.admin_query("CREATE DATABASE telegraf").unwrap();
+    server
+        .write(
+            "telegraf",
+            "cpu,host=a usage=1.5 1000000000000\ncpu,host=b usage=2.5 1001000000000\n\
+             mem,host=a used=7i 1000000000000\n",
+        )
+        .unwrap();
+    let spec = server.spec();
+    let timeout = Duration::from_secs(10);
+    let names = browse::datasets(&spec, Some("telegraf"), None, timeout)
+        .await
+        .unwrap();
+    assert_eq!(names, ["cpu", "mem"]);
+    let dataset = DatasetRef {
+        table: "cpu".to_owned(),
+        database: Some("telegraf".to_owned()),
+        time_column: None,
+    };
+    let detail = browse::detail(&spec, &dataset, None, timeout)
+        .await
+        .unwrap();
+    assert_eq!(detail.columns.len(), 2);
+    assert_eq!(detail.first.as_deref(), Some("1970-01-01T00:16:40Z"));
+    assert_eq!(detail.last.as_deref(), Some("1970-01-01T00:16:41Z"));
+    let page = browse::query_by_time(&spec, &dataset, (None, None), 1, 10, None, timeout)
+        .await
+        .unwrap();
+    assert_eq!(page.count, 1);
+    assert_eq!(
+        page.rows[0],
+        serde_json::json!({"time": "1970-01-01T00:16:41Z", "host": "b", "usage": 2.5})
+    );
+    let e = browse::datasets(&spec, None, None, timeout)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Invalid(_)), "{e}");
+}

@@ -24,7 +24,8 @@
 //! - `remote_write.rs`: `POST /api/v1/write` (Prometheus remote write 1.0, snappy;
 //!   outside the gzip layer).
 //! - `query.rs`: `GET /metrics/{name}`, `GET /metrics/{name}/aggregate`.
-//! - `data.rs`: `GET /data`. `datasets.rs`: `GET /datasets/{list,detail,time-range}/`.
+//! - `data.rs`: `GET /data`. `datasets.rs`: `GET /datasets/{list,detail,time-range}/`
+//!   (the own store's, or a connection's), `GET /data/query-by-time/`.
 //! - `exposition.rs`: `GET /metrics` (also `?drain=true`), `GET /internal/metrics`.
 //! - `connections.rs`: `POST /db-connections/register`, `GET /db-connections/list`,
 //!   `DELETE /db-connections/remove`.
@@ -148,6 +149,8 @@ pub(crate) fn routes() -> Vec<Route> {
         ),
         route(Get, "/db-connections/list", Admin, connections::list),
         route(Delete, "/db-connections/remove", Admin, connections::remove),
+        route(Get, "/data/query-by-time", Admin, datasets::query_by_time),
+        route(Get, "/data/query-by-time/", Admin, datasets::query_by_time),
         route(Get, "/data/export", Admin, exports::seed_export),
         route(Get, "/data/export/", Admin, exports::seed_export),
         route(Post, "/exports", Admin, exports::start),

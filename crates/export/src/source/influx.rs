@@ -18,19 +18,38 @@ pub(super) struct InfluxSource {
     measurement: String,
 }
 
+/// The database read: `database`, else the connection's.
+fn database_of(spec: &ConnectionSpec, database: Option<&str>) -> Result<String> {
+    database
+        .map(str::to_owned)
+        .or_else(|| spec.database.clone())
+        .ok_or_else(|| {
+            Error::Invalid(
+                "InfluxDB needs a database: give database= or register the connection \
+                 with one"
+                    .to_owned(),
+            )
+        })
+}
+
+/// The measurements of the database (`SHOW MEASUREMENTS`).
+pub(super) async fn measurements(
+    spec: &ConnectionSpec,
+    database: Option<&str>,
+) -> Result<Vec<String>> {
+    let db = database_of(spec, database)?;
+    let v = Influx::new(spec)?
+        .query("SHOW MEASUREMENTS", Some(&db))
+        .await?;
+    Ok(InfluxSource::rows(&v)
+        .iter()
+        .filter_map(|r| r.first().and_then(Json::as_str).map(str::to_owned))
+        .collect())
+}
+
 impl InfluxSource {
     pub(super) fn new(spec: &ConnectionSpec, dataset: &DatasetRef) -> Result<Self> {
-        let db = dataset
-            .database
-            .clone()
-            .or_else(|| spec.database.clone())
-            .ok_or_else(|| {
-                Error::Invalid(
-                    "an InfluxDB export needs a database: give database= or register the \
-                     connection with one"
-                        .to_owned(),
-                )
-            })?;
+        let db = database_of(spec, dataset.database.as_deref())?;
         Ok(InfluxSource {
             influx: Influx::new(spec)?,
             db,

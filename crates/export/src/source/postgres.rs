@@ -35,6 +35,46 @@ const FLOAT_TYPES: [&str; 3] = ["float4", "float8", "numeric"];
 const TEXT_TYPES: [&str; 5] = ["text", "varchar", "bpchar", "name", "citext"];
 const TIME_TYPES: [&str; 2] = ["timestamptz", "timestamp"];
 
+/// The tables, views and materialized views with a timestamp column that the user may
+/// read (not partitions, not the catalogs), as `to_regclass` takes them.
+pub(super) async fn tables(
+    spec: &ConnectionSpec,
+    database: Option<&str>,
+    timeout: Duration,
+) -> Result<Vec<String>> {
+    let login = login(spec, database);
+    let (client, server) = connect(&spec.url, &login, timeout).await?;
+    let rows = client
+        .query(
+            "SELECT DISTINCT CASE WHEN n.nspname = 'public' THEN quote_ident(c.relname) \
+                    ELSE quote_ident(n.nspname) || '.' || quote_ident(c.relname) END \
+             FROM pg_class c \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             JOIN pg_attribute a ON a.attrelid = c.oid \
+             JOIN pg_type t ON t.oid = a.atttypid \
+             WHERE c.relkind IN ('r', 'p', 'v', 'm') AND NOT c.relispartition \
+               AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+               AND n.nspname NOT LIKE 'pg\\_toast%' \
+               AND a.attnum > 0 AND NOT a.attisdropped AND t.typname = ANY($1) \
+               AND has_table_privilege(c.oid, 'SELECT') \
+             ORDER BY 1",
+            &[&TIME_TYPES.as_slice()],
+        )
+        .await
+        .map_err(|e| store_error(datanexus_store_postgres::error(&server, e)))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+fn login(spec: &ConnectionSpec, database: Option<&str>) -> datanexus_store_postgres::Login {
+    datanexus_store_postgres::Login {
+        user: spec.username.clone(),
+        password: spec.password.clone(),
+        dbname: database
+            .map(str::to_owned)
+            .or_else(|| spec.database.clone()),
+    }
+}
+
 impl PostgresSource {
     /// Connects and reads the table's columns.
     pub(super) async fn open(
@@ -42,11 +82,7 @@ impl PostgresSource {
         dataset: &DatasetRef,
         timeout: Duration,
     ) -> Result<Self> {
-        let login = datanexus_store_postgres::Login {
-            user: spec.username.clone(),
-            password: spec.password.clone(),
-            dbname: dataset.database.clone().or_else(|| spec.database.clone()),
-        };
+        let login = login(spec, dataset.database.as_deref());
         let (client, server) = connect(&spec.url, &login, timeout).await?;
         let pg = |e| store_error(datanexus_store_postgres::error(&server, e));
         let rows = client

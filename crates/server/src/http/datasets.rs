@@ -8,22 +8,83 @@
 //! A dataset is `{"name", "type", "help", "fields", "labels", "series", "samples",
 //! "first", "last"}`: metric type, help text (or `null`), sorted field and label names,
 //! series and sample counts, and the first and last sample times (RFC 3339 UTC).
+//!
+//! With `connection_id=` (and optionally `database=`; a token with the scope `admin`,
+//! as the connection's other endpoints) they browse a registered connection instead:
+//! `list` → `{"connection_id", "datasets": [name, …]}`; `detail` (`name=` or the
+//! seed's `table=`/`collection=`, `time_column=`) → `{"name", "time_column",
+//! "columns": [{"name", "type", "role"}], "first", "last"}`; `time-range` → `{"name",
+//! "first", "last"}`. `GET /data/query-by-time/` pages a connection's rows by time.
 
-use axum::Json;
 use axum::extract::State;
+use axum::{Extension, Json};
+use datanexus_config::Scope;
+use datanexus_export::{ConnectionSpec, DatasetRef, browse};
 use datanexus_model::time;
 use datanexus_store::DatasetInfo;
 use serde_json::{Value, json};
 
+use crate::auth::Granted;
 use crate::http::params::Params;
 use crate::{AppState, Error, Result};
+
+/// The registered connection named by `connection_id=`, if any; browsing one needs the
+/// scope `admin`.
+async fn connection(
+    state: &AppState,
+    granted: Option<Extension<Granted>>,
+    params: &mut Params,
+) -> Result<Option<ConnectionSpec>> {
+    let Some(id) = params.string("connection_id")? else {
+        return Ok(None);
+    };
+    granted
+        .map_or(Granted::NONE, |g| g.0)
+        .require(Scope::Admin)?;
+    Ok(Some(state.connections().get(&id).await?))
+}
+
+/// The dataset of a connection named by `name=` (or `table=`, `collection=`).
+fn dataset_of(params: &mut Params) -> Result<DatasetRef> {
+    let mut table = None;
+    for key in ["name", "table", "collection"] {
+        if let Some(v) = params.string(key)? {
+            table.get_or_insert(v);
+        }
+    }
+    let table = table.filter(|t| !t.is_empty()).ok_or_else(|| {
+        Error::Invalid("missing parameter name (the dataset's name; also table=)".into())
+    })?;
+    Ok(DatasetRef {
+        table,
+        database: params
+            .string("database")?
+            .or(params.string("mongo_database")?)
+            .filter(|d| !d.is_empty()),
+        time_column: params
+            .string("time_column")?
+            .or(params.string("time_field")?)
+            .filter(|c| !c.is_empty()),
+    })
+}
 
 /// Handles `GET /datasets/list/`.
 pub(crate) async fn list(
     State(state): State<AppState>,
+    granted: Option<Extension<Granted>>,
     params: Result<Params>,
 ) -> Result<Json<Value>> {
-    params?.finish()?;
+    let mut params = params?;
+    if let Some(spec) = connection(&state, granted, &mut params).await? {
+        let database = params.string("database")?.filter(|d| !d.is_empty());
+        params.finish()?;
+        let (store, timeout) = state.exports().browse_context();
+        let names = browse::datasets(&spec, database.as_deref(), store, timeout).await?;
+        return Ok(Json(
+            json!({ "connection_id": spec.connection_id, "datasets": names }),
+        ));
+    }
+    params.finish()?;
     let datasets: Vec<Value> = state
         .store()?
         .datasets()
@@ -34,26 +95,84 @@ pub(crate) async fn list(
     Ok(Json(json!({ "datasets": datasets })))
 }
 
+/// The detail of a connection's dataset named by the parameters.
+async fn connection_detail(
+    state: &AppState,
+    spec: &ConnectionSpec,
+    mut params: Params,
+) -> Result<browse::DatasetDetail> {
+    let dataset = dataset_of(&mut params)?;
+    params.finish()?;
+    let (store, timeout) = state.exports().browse_context();
+    Ok(browse::detail(spec, &dataset, store, timeout).await?)
+}
+
 /// Handles `GET /datasets/detail/`.
 pub(crate) async fn detail(
     State(state): State<AppState>,
+    granted: Option<Extension<Granted>>,
     params: Result<Params>,
 ) -> Result<Json<Value>> {
-    let info = find(&state, params?).await?;
+    let mut params = params?;
+    if let Some(spec) = connection(&state, granted, &mut params).await? {
+        let detail = connection_detail(&state, &spec, params).await?;
+        return Ok(Json(json!(detail)));
+    }
+    let info = find(&state, params).await?;
     Ok(Json(dataset_json(&info)))
 }
 
 /// Handles `GET /datasets/time-range/`.
 pub(crate) async fn time_range(
     State(state): State<AppState>,
+    granted: Option<Extension<Granted>>,
     params: Result<Params>,
 ) -> Result<Json<Value>> {
-    let info = find(&state, params?).await?;
+    let mut params = params?;
+    if let Some(spec) = connection(&state, granted, &mut params).await? {
+        let d = connection_detail(&state, &spec, params).await?;
+        return Ok(Json(
+            json!({ "name": d.name, "first": d.first, "last": d.last }),
+        ));
+    }
+    let info = find(&state, params).await?;
     Ok(Json(json!({
         "name": info.measurement,
         "first": time::format_rfc3339(info.first_ns),
         "last": time::format_rfc3339(info.last_ns),
     })))
+}
+
+/// Handles `GET /data/query-by-time/`: `connection_id=` and the dataset as for
+/// `detail`, optional `start`/`end` (both included; absent: the dataset's first/last
+/// row), `limit` (1 to 10,000, default 1,000) and `offset` → `{"name", "rows",
+/// "count", "next_offset"}`.
+pub(crate) async fn query_by_time(
+    State(state): State<AppState>,
+    granted: Option<Extension<Granted>>,
+    params: Result<Params>,
+) -> Result<Json<browse::RowsPage>> {
+    let mut params = params?;
+    let spec = connection(&state, granted, &mut params)
+        .await?
+        .ok_or_else(|| Error::Invalid("missing parameter connection_id".into()))?;
+    let dataset = dataset_of(&mut params)?;
+    let range = params.range("start", "end")?;
+    let limit = params.count("limit", 1_000, browse::MAX_PAGE)?;
+    let offset = params.count("offset", 0, usize::MAX)?;
+    params.finish()?;
+    let (store, timeout) = state.exports().browse_context();
+    let page = browse::query_by_time(
+        &spec,
+        &dataset,
+        (range.start_ns, range.end_ns),
+        offset,
+        limit,
+        store,
+        timeout,
+    )
+    .await?;
+    Ok(Json(page))
 }
 
 /// The dataset named by the `name` parameter.

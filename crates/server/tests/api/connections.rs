@@ -256,6 +256,66 @@ async fn exports_run_over_http_from_the_own_store_and_are_downloaded() {
     )
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{json}");
+    // Browsing the connection: its datasets, one's columns and range, rows by time.
+    let (status, _, json) = send(&app, get("/datasets/list/?connection_id=own")).await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+    assert_eq!(json, json!({"connection_id": "own", "datasets": ["load"]}));
+    let (status, _, json) = send(&app, get("/datasets/detail/?connection_id=own&table=load")).await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+    assert_eq!(json["time_column"], "time");
+    assert_eq!(json["first"], "1970-01-01T00:16:40Z");
+    assert_eq!(
+        json["columns"][0],
+        json!({"name": "host", "type": "text", "role": "tag"})
+    );
+    let (status, _, json) = send(
+        &app,
+        get("/datasets/time-range/?connection_id=own&name=load"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+    assert_eq!(json["last"], "1970-01-01T00:21:39Z");
+    let (status, _, json) = send(
+        &app,
+        get("/data/query-by-time/?connection_id=own&table=load&start=1010&end=1019&limit=4&offset=2"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+    assert_eq!(json["count"], 4);
+    assert_eq!(json["next_offset"], 6);
+    assert_eq!(json["rows"][0]["time"], "1970-01-01T00:16:52Z");
+    assert_eq!(json["rows"][0]["value"], 12.0);
+    for (query, expected) in [
+        ("/data/query-by-time/?table=load", StatusCode::BAD_REQUEST),
+        (
+            "/data/query-by-time/?connection_id=own",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/data/query-by-time/?connection_id=own&table=load&limit=0",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/data/query-by-time/?connection_id=own&table=load&limit=10001",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/data/query-by-time/?connection_id=nope&table=load",
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "/data/query-by-time/?connection_id=own&table=absent",
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "/datasets/detail/?connection_id=own&table=absent",
+            StatusCode::NOT_FOUND,
+        ),
+    ] {
+        let (status, _, json) = send(&app, get(query)).await;
+        assert_eq!(status, expected, "{query}: {json}");
+    }
+
     // A job that went to Kafka has no file; one that succeeded to a file has no topic.
     assert!(done.get("topic").is_none(), "{done}");
     assert_eq!(done["target"], "file");

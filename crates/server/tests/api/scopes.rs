@@ -120,3 +120,38 @@ async fn grpc_ingest_needs_the_ingest_scope() {
     }
     server.shutdown().await.expect("clean shutdown");
 }
+
+/// `/datasets/*` are `query` routes, but browsing a registered connection with them
+/// (`connection_id=`) reaches a database the admin registered: it needs `admin` too.
+#[tokio::test]
+async fn browsing_a_connection_needs_the_admin_scope() {
+    let mut o = scoped_options();
+    o.auth_tokens.push(TokenConfig::Scoped(ScopedToken {
+        token: "token-both".into(),
+        scopes: vec![Scope::Query, Scope::Admin],
+    }));
+    let (_dir, _broker, app) = app(o).await;
+    for path in [
+        "/datasets/list/?connection_id=pg",
+        "/datasets/detail/?connection_id=pg&name=t",
+        "/datasets/time-range/?connection_id=pg&name=t",
+    ] {
+        let get = || request(&Method::GET, path);
+        let (status, _, body) = send_text(&app, bearer(get(), &token_of(Scope::Query))).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{path}: {body}");
+        assert!(body.contains("admin"), "{path}: {body}");
+        // With both, it gets as far as the (unknown) connection.
+        let (status, _, body) = send_text(&app, bearer(get(), "token-both")).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}: {body}");
+    }
+    // Without connection_id a query token browses the own store as before.
+    let (status, _, body) = send_text(
+        &app,
+        bearer(
+            request(&Method::GET, "/datasets/list/"),
+            &token_of(Scope::Query),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
