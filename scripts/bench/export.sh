@@ -11,6 +11,7 @@
 # for each run makes a fresh 6-partition topic and prints records/s.
 #
 # Usage: scripts/bench/export.sh [--series N] [--points N]
+# EXPORT_WRAP='perf record -g -o FILE' runs the InfluxDB export under a profiler.
 set -euo pipefail
 
 SERIES=${SERIES:-100}
@@ -105,17 +106,15 @@ for _ in $(seq 1 600); do
     sleep 0.5
 done
 
-topic_n=0
+# A 6-partition topic named $1.
 new_topic() {
-    topic_n=$((topic_n + 1))
-    python3 - "$brokers" "bench-$topic_n" <<'PY'
+    python3 - "$brokers" "$1" <<'PY'
 import sys
 from confluent_kafka.admin import AdminClient, NewTopic
 a = AdminClient({"bootstrap.servers": sys.argv[1]})
 for f in a.create_topics([NewTopic(sys.argv[2], 6, 1)]).values():
     f.result()
 PY
-    echo "bench-$topic_n"
 }
 
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -127,12 +126,12 @@ end=$(date +%s.%N)
 python3 -c "print(f'influxdb read: {$TOTAL} rows in {$end - $start:.2f} s = {$TOTAL / ($end - $start):,.0f} rows/s')"
 
 echo "== InfluxDB → Kafka: datanexus export (6 workers, 48 chunks, JSON records)"
-t=$(new_topic)
-"$BIN" export --connection "$influx" --database bench --table cpu --to "kafka://$brokers/$t" 2>/dev/null \
+t=from-influx; new_topic "$t"
+${EXPORT_WRAP:-} "$BIN" export --connection "$influx" --database bench --table cpu --to "kafka://$brokers/$t" 2>/dev/null \
     | grep -E '^(rows|seconds|rows/s) '
 
 echo "== the own store → Kafka: POST /exports (a datanexus connection, JSON records)"
-t=$(new_topic)
+t=from-store; new_topic "$t"
 curl -fsS -XPOST "$dn/db-connections/register" -H 'Content-Type: application/json' \
     -d '{"connection_id": "own", "db_type": "datanexus"}' >/dev/null
 job=$(curl -fsS -XPOST "$dn/exports" -H 'Content-Type: application/json' \
@@ -144,10 +143,10 @@ while :; do
     [ "$state" != running ] && break
     sleep 0.2
 done
-echo "$status" | python3 -c 'import sys, json; s = json.load(sys.stdin); print(f"{s[\"state\"]}: rows {s[\"rows\"]} in {s[\"elapsed_seconds\"]:.2f} s = {s[\"rows_per_second\"]:,.0f} rows/s")'
+echo "$status" | python3 -c 'import sys, json; s = json.load(sys.stdin); print("%s: rows %d in %.2f s = %.0f rows/s" % (s["state"], s["rows"], s["elapsed_seconds"], s["rows_per_second"]))'
 
 echo "== a plain librdkafka producer of the same JSON records (read from a file first)"
 "$BIN" export --connection "$influx" --database bench --table cpu --to "$work/cpu.ndjson" >/dev/null 2>&1
-t=$(new_topic)
+t=plain; new_topic "$t"
 "$PLAIN" "$brokers" "$t" "$work/cpu.ndjson" host 6
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -215,8 +215,58 @@ pub(crate) fn format_time(ns: i64) -> String {
 
 /// One NDJSON line: `{"time": "…", "<column>": value, …}`.
 pub(crate) fn json_line(out: &mut String, schema: &Schema, row: &Row) {
-    out.push_str(&row_json(schema, row).to_string());
-    out.push('\n');
+    use std::fmt::Write as _;
+    out.push('{');
+    json_str(out, &schema.time_column);
+    out.push(':');
+    json_str(out, &format_time(row.time_ns));
+    for (column, value) in schema.columns.iter().zip(&row.values) {
+        out.push(',');
+        json_str(out, &column.name);
+        out.push(':');
+        match value {
+            Value::Null => out.push_str("null"),
+            Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+            Value::Int(i) => {
+                let _ = write!(out, "{i}");
+            }
+            Value::Float(f) => match serde_json::Number::from_f64(*f) {
+                Some(n) => {
+                    let _ = write!(out, "{n}");
+                }
+                None => out.push_str("null"),
+            },
+            Value::Text(s) => json_str(out, s),
+        }
+    }
+    out.push_str("}\n");
+}
+
+/// `s` as a JSON string (quoted, escaped).
+fn json_str(out: &mut String, s: &str) {
+    use std::fmt::Write as _;
+    out.push('"');
+    let mut plain = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let escape = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0..0x20 => "",
+            _ => continue,
+        };
+        out.push_str(s.get(plain..i).unwrap_or_default());
+        if escape.is_empty() {
+            let _ = write!(out, "\\u{b:04x}");
+        } else {
+            out.push_str(escape);
+        }
+        plain = i + 1;
+    }
+    out.push_str(s.get(plain..).unwrap_or_default());
+    out.push('"');
 }
 
 /// A row as a JSON object: `{"<time column>": "…", "<column>": value, …}`.
@@ -396,6 +446,30 @@ mod tests {
     }
 
     #[test]
+    fn json_lines_escape_like_serde_json_and_keep_the_column_order() {
+        let schema = schema();
+        let tricky = "q\"b\\s\n\r\t\u{1}\u{1f}é😀";
+        let row = Row {
+            time_ns: -1,
+            values: vec![
+                Value::Text(tricky.to_owned()),
+                Value::Float(-0.0),
+                Value::Int(i64::MIN),
+            ],
+        };
+        let mut line = String::new();
+        json_line(&mut line, &schema, &row);
+        let parsed: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(parsed, row_json(&schema, &row));
+        assert_eq!(parsed["host"], tricky);
+        assert!(
+            line.starts_with("{\"time\":\"1969-12-31T23:59:59.999999999Z\",\"host\":"),
+            "{line}"
+        );
+        assert!(line.ends_with("}\n"));
+    }
+
+    #[test]
     fn parts_join_into_csv_and_ndjson() {
         let dir = tempfile::tempdir().unwrap();
         for format in [FileFormat::Csv, FileFormat::Ndjson] {
@@ -416,8 +490,8 @@ mod tests {
                      1970-01-01T00:00:02Z,,2.5,\n"
                 }
                 _ => {
-                    "{\"host\":\"a,\\\"b\\\"\",\"n\":7,\"time\":\"1970-01-01T00:00:01.500Z\",\"v\":null}\n\
-                     {\"host\":null,\"n\":null,\"time\":\"1970-01-01T00:00:02Z\",\"v\":2.5}\n"
+                    "{\"time\":\"1970-01-01T00:00:01.500Z\",\"host\":\"a,\\\"b\\\"\",\"v\":null,\"n\":7}\n\
+                     {\"time\":\"1970-01-01T00:00:02Z\",\"host\":null,\"v\":2.5,\"n\":null}\n"
                 }
             };
             assert_eq!(text, expected, "{format:?}");

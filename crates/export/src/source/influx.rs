@@ -179,6 +179,8 @@ impl Source for InfluxSource {
         );
         let mut body = self.influx.query_chunked(&q, &self.db, PAGE_ROWS).await?;
         let mut pending: Vec<u8> = Vec::new();
+        // `pending[..scanned]` holds no newline.
+        let mut scanned = 0;
         let mut n = 0u64;
         loop {
             let frame = body.frame().await;
@@ -192,13 +194,22 @@ impl Source for InfluxSource {
                 }
             }
             // Every complete line is one JSON document (the last may lack its newline).
-            while let Some(end) = pending.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = pending.drain(..=end).collect();
-                n += self.send_document(schema, &line, out).await?;
+            // Only the bytes that arrived are searched, and the documents handled are
+            // dropped from the buffer once per frame.
+            let mut start = 0;
+            while let Some(at) = pending[scanned..].iter().position(|&b| b == b'\n') {
+                let end = scanned + at;
+                n += self
+                    .send_document(schema, &pending[start..end], out)
+                    .await?;
                 if out.is_closed() {
                     return Ok(n);
                 }
+                start = end + 1;
+                scanned = start;
             }
+            pending.drain(..start);
+            scanned = pending.len();
             if done {
                 if !pending.iter().all(u8::is_ascii_whitespace) {
                     n += self.send_document(schema, &pending, out).await?;
