@@ -6,14 +6,18 @@
 //! stop — SIGINT/SIGTERM, `--limit`, `--idle-timeout`, or a call that failed after
 //! its retries — loses nothing: the group's next member starts after what was handled.
 
+use std::collections::VecDeque;
 use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use datanexus_broker::kafka::{KafkaBroker, KafkaOptions};
-use datanexus_broker::{Broker, ConsumerOptions, Delivery, Position, RecordId};
-use futures::StreamExt;
+use datanexus_broker::{Broker, Consumer, ConsumerOptions, Delivery, Position, RecordId};
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -54,58 +58,36 @@ pub(crate) async fn run(args: ExportConsumeArgs) -> anyhow::Result<()> {
         )
         .await
         .with_context(|| format!("cannot join group {:?} on {:?}", args.group, args.topic))?;
-    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
-    let mut stop = Box::pin(shutdown_signal());
-    let (mut handled, mut failed) = (0u64, None::<anyhow::Error>);
-    let mut last_record = Instant::now();
-    let limit = args.limit.unwrap_or(u64::MAX);
-    let stdout = std::io::stdout();
-    while handled < limit && failed.is_none() {
-        let want = usize::try_from(limit - handled)
-            .unwrap_or(usize::MAX)
-            .min(workers * POLL_PER_WORKER);
-        let batch = tokio::select! {
-            () = &mut stop => break,
-            batch = consumer.poll(want, Duration::from_millis(500)) => batch?,
-        };
-        if batch.is_empty() {
-            if args
-                .idle_timeout
-                .is_some_and(|t| last_record.elapsed() >= t)
-            {
-                break;
-            }
-            continue;
-        }
-        last_record = Instant::now();
-        let mut done: Vec<RecordId> = Vec::with_capacity(batch.len());
-        match &args.http_url_fmt {
-            None => {
-                let mut out = stdout.lock();
-                for d in &batch {
-                    writeln!(out, "{}", render(d))?;
-                    done.push(d.id);
-                }
-                out.flush()?;
-            }
-            Some(fmt) => {
-                let mut calls = futures::stream::iter(batch.iter().map(|d| {
-                    let client = &client;
-                    async move { (d.id, call(client, fmt, d, args.retries).await) }
-                }))
-                .buffer_unordered(workers);
-                while let Some((id, result)) = calls.next().await {
-                    match result {
-                        Ok(()) => done.push(id),
-                        Err(e) if failed.is_none() => failed = Some(e),
-                        Err(_) => {}
-                    }
-                }
-            }
-        }
-        handled += done.len() as u64;
-        consumer.ack(&done).await?;
+    // One small request per record: no Nagle delay, and a pooled connection per worker.
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    let client: HttpClient = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(workers)
+        .build(connector);
+    let stopping = Arc::new(AtomicBool::new(false));
+    {
+        let stopping = Arc::clone(&stopping);
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            stopping.store(true, Ordering::Relaxed);
+        });
     }
+    let limit = args.limit.unwrap_or(u64::MAX);
+    let ended = match &args.http_url_fmt {
+        None => print_records(consumer.as_ref(), limit, args.idle_timeout, &stopping).await?,
+        Some(fmt) => {
+            let calls = Calls {
+                client: &client,
+                fmt,
+                retries: args.retries,
+                workers,
+            };
+            calls
+                .run(consumer.as_ref(), limit, args.idle_timeout, &stopping)
+                .await?
+        }
+    };
+    let (handled, failed) = ended;
     consumer.close().await?;
     eprintln!("handled {handled} records of {:?}", args.topic);
     match failed {
@@ -113,6 +95,124 @@ pub(crate) async fn run(args: ExportConsumeArgs) -> anyhow::Result<()> {
             Err(e.context("stopped: a call failed after its retries (its record is not committed)"))
         }
         None => Ok(()),
+    }
+}
+
+/// How many records were handled, and the call that failed (if one did).
+type Ended = (u64, Option<anyhow::Error>);
+
+/// Prints records as JSON lines, acknowledging each batch once printed.
+async fn print_records(
+    consumer: &dyn Consumer,
+    limit: u64,
+    idle_timeout: Option<Duration>,
+    stopping: &AtomicBool,
+) -> anyhow::Result<Ended> {
+    let stdout = std::io::stdout();
+    let mut handled = 0u64;
+    let mut last_record = Instant::now();
+    while handled < limit && !stopping.load(Ordering::Relaxed) {
+        let want = usize::try_from(limit - handled)
+            .unwrap_or(usize::MAX)
+            .min(POLL_PER_WORKER * 16);
+        let batch = consumer.poll(want, Duration::from_millis(200)).await?;
+        if batch.is_empty() {
+            if idle_timeout.is_some_and(|t| last_record.elapsed() >= t) {
+                break;
+            }
+            continue;
+        }
+        last_record = Instant::now();
+        let mut out = stdout.lock();
+        for d in &batch {
+            writeln!(out, "{}", render(d))?;
+        }
+        out.flush()?;
+        drop(out);
+        let done: Vec<RecordId> = batch.iter().map(|d| d.id).collect();
+        consumer.ack(&done).await?;
+        handled += done.len() as u64;
+    }
+    Ok((handled, None))
+}
+
+/// Calls the URL per record, `workers` at once, as a pipeline: records are polled
+/// while calls run, and each record is acknowledged once its call succeeded (the
+/// consumer commits the contiguous acknowledged prefix), so one slow or retried call
+/// holds back no other.
+struct Calls<'a> {
+    client: &'a HttpClient,
+    fmt: &'a str,
+    retries: u32,
+    workers: usize,
+}
+
+impl Calls<'_> {
+    async fn run(
+        &self,
+        consumer: &dyn Consumer,
+        limit: u64,
+        idle_timeout: Option<Duration>,
+        stopping: &AtomicBool,
+    ) -> anyhow::Result<Ended> {
+        let (mut handled, mut taken, mut failed) = (0u64, 0u64, None::<anyhow::Error>);
+        let mut waiting: VecDeque<Delivery> = VecDeque::new();
+        let mut running = FuturesUnordered::new();
+        let mut done: Vec<RecordId> = Vec::new();
+        let mut last_record = Instant::now();
+        loop {
+            let starting = failed.is_none() && !stopping.load(Ordering::Relaxed);
+            // Keep a few batches' worth of records ready.
+            if starting && taken < limit && waiting.len() < self.workers * POLL_PER_WORKER {
+                let idle = running.is_empty() && waiting.is_empty();
+                let want = usize::try_from(limit - taken)
+                    .unwrap_or(usize::MAX)
+                    .min(self.workers * POLL_PER_WORKER);
+                let wait = Duration::from_millis(if idle { 200 } else { 0 });
+                let batch = consumer.poll(want, wait).await?;
+                if batch.is_empty() {
+                    if idle && idle_timeout.is_some_and(|t| last_record.elapsed() >= t) {
+                        break;
+                    }
+                } else {
+                    last_record = Instant::now();
+                }
+                taken += batch.len() as u64;
+                waiting.extend(batch);
+            }
+            while starting && running.len() < self.workers {
+                let Some(d) = waiting.pop_front() else { break };
+                running.push(async move {
+                    let outcome = call(self.client, self.fmt, &d, self.retries).await;
+                    (d.id, outcome)
+                });
+            }
+            if running.is_empty() {
+                if !starting || (taken >= limit && waiting.is_empty()) {
+                    break;
+                }
+                continue;
+            }
+            // At least one call ends; then every other that already has.
+            let mut next = running.next().await;
+            while let Some((id, outcome)) = next {
+                match outcome {
+                    Ok(()) => done.push(id),
+                    Err(e) => {
+                        failed.get_or_insert(e);
+                    }
+                }
+                next = running.next().now_or_never().flatten();
+            }
+            if done.len() >= 256 || running.is_empty() {
+                handled += done.len() as u64;
+                consumer.ack(&done).await?;
+                done.clear();
+            }
+        }
+        handled += done.len() as u64;
+        consumer.ack(&done).await?;
+        Ok((handled, failed))
     }
 }
 

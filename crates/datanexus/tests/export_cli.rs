@@ -2,7 +2,8 @@
 //! table exported to a Kafka topic (a private tansu) and to a CSV file, then the topic
 //! read by `export-consume` calling an HTTP server of the test per record — twice in
 //! one group, each run stopping after half the records, so the second run must start
-//! exactly where the first committed.
+//! exactly where the first committed; and 1,000,000 InfluxDB points through both
+//! commands to the HTTP server.
 
 #![cfg(all(feature = "kafka", feature = "postgres"))]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
@@ -17,14 +18,20 @@ use std::sync::{Arc, Mutex};
 
 use datanexus_broker::Broker;
 use datanexus_broker::kafka::{KafkaBroker, KafkaOptions};
+use datanexus_export::testkit::{InfluxServer, PASSWORD};
 use datanexus_store_postgres::testkit::{TestDatabase, execute_blocking};
 use support::Tansu;
 
 const ROWS: u64 = 6_007;
 
 fn datanexus(args: &[&str]) -> Output {
+    datanexus_env(args, &[])
+}
+
+fn datanexus_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     let out = Command::new(env!("CARGO_BIN_EXE_datanexus"))
         .args(args)
+        .envs(env.iter().copied())
         .env_remove("RUST_LOG")
         .output()
         .expect("run datanexus");
@@ -37,13 +44,28 @@ fn datanexus(args: &[&str]) -> Output {
     out
 }
 
-/// The calls an HTTP server received: the body (the record) of each, in order. The
-/// first call of every record whose id is a multiple of 1,000 answers 500 (the client
-/// must retry it).
+/// The calls an HTTP server received: the id (the record's field `field`) of each
+/// handled call, and the records of the ids in `sample`. The first call of every
+/// record whose id is a multiple of 1,000 answers 500 (the client must retry it).
 #[derive(Default)]
 struct Calls {
-    bodies: Vec<serde_json::Value>,
+    field: &'static str,
+    ids: Vec<i64>,
+    sample: BTreeMap<i64, serde_json::Value>,
     failed_once: BTreeMap<i64, ()>,
+}
+
+impl Calls {
+    fn new(field: &'static str, sample: &[i64]) -> Arc<Mutex<Calls>> {
+        Arc::new(Mutex::new(Calls {
+            field,
+            sample: sample
+                .iter()
+                .map(|&i| (i, serde_json::Value::Null))
+                .collect(),
+            ..Calls::default()
+        }))
+    }
 }
 
 fn serve_calls(calls: Arc<Mutex<Calls>>) -> SocketAddr {
@@ -60,6 +82,7 @@ fn serve_calls(calls: Arc<Mutex<Calls>>) -> SocketAddr {
 
 /// Answers HTTP/1.1 requests on one keep-alive connection.
 fn handle(stream: TcpStream, calls: &Mutex<Calls>) {
+    let _ = stream.set_nodelay(true);
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut out = stream;
     loop {
@@ -87,13 +110,16 @@ fn handle(stream: TcpStream, calls: &Mutex<Calls>) {
         let mut body = vec![0; length];
         reader.read_exact(&mut body).unwrap();
         let record: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        let id = record["id"].as_i64().unwrap();
         let status = {
             let mut calls = calls.lock().unwrap();
+            let id = record[calls.field].as_i64().unwrap();
             if id % 1_000 == 0 && calls.failed_once.insert(id, ()).is_none() {
                 "500 Internal Server Error"
             } else {
-                calls.bodies.push(record);
+                calls.ids.push(id);
+                if let Some(kept) = calls.sample.get_mut(&id) {
+                    *kept = record;
+                }
                 "200 OK"
             }
         };
@@ -196,7 +222,7 @@ async fn a_table_exported_to_kafka_is_consumed_once_per_row_across_two_runs() {
     );
 
     // export-consume, twice in one group, each run handling half the records.
-    let calls = Arc::new(Mutex::new(Calls::default()));
+    let calls = Calls::new("id", &[4_321]);
     let addr = serve_calls(Arc::clone(&calls));
     let url = format!("http://{addr}/record?key={{key}}&offset={{offset}}");
     let half = (ROWS / 2).to_string();
@@ -218,11 +244,7 @@ async fn a_table_exported_to_kafka_is_consumed_once_per_row_across_two_runs() {
         ]);
     }
     let calls = calls.lock().unwrap();
-    let mut ids: Vec<i64> = calls
-        .bodies
-        .iter()
-        .map(|b| b["id"].as_i64().unwrap())
-        .collect();
+    let mut ids = calls.ids.clone();
     ids.sort_unstable();
     let handled = usize::try_from(2 * (ROWS / 2)).unwrap();
     assert_eq!(ids.len(), handled, "every call handled once");
@@ -232,8 +254,99 @@ async fn a_table_exported_to_kafka_is_consumed_once_per_row_across_two_runs() {
         calls.failed_once.len(),
         ids.iter().filter(|i| *i % 1_000 == 0).count()
     );
-    let sample = calls.bodies.iter().find(|b| b["id"] == 4_321).unwrap();
+    let sample = &calls.sample[&4_321];
     assert_eq!(sample["site"], "s2");
     assert_eq!(sample["v"], 2_160.5);
     assert_eq!(sample["taken"], "2026-03-01T01:12:01Z");
+}
+
+/// 1,000,000 InfluxDB points → `datanexus export` (a URL connection, the password from
+/// the environment) → Kafka → `datanexus export-consume` calling the test's HTTP server:
+/// one handled call per point.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_million_influx_points_reach_an_http_service_through_both_commands() {
+    let Some(tansu) = Tansu::start() else {
+        return;
+    };
+    let Some(influx) = InfluxServer::start() else {
+        return;
+    };
+    influx.admin_query("CREATE DATABASE telegraf").unwrap();
+    const POINTS: i64 = 1_000_000;
+    let mut lines = String::new();
+    for i in 0..POINTS {
+        lines.push_str(&format!(
+            "cpu,host=h{} usage={i}.25,n={i}i {}\n",
+            i % 100,
+            (1_600_000_000 + i / 100) * 1_000_000_000
+        ));
+        if (i + 1) % 50_000 == 0 {
+            influx.write("telegraf", &lines).unwrap();
+            lines.clear();
+        }
+    }
+    let bootstrap = format!("127.0.0.1:{}", tansu.port);
+    KafkaBroker::open(KafkaOptions {
+        bootstrap_servers: bootstrap.clone(),
+        ..KafkaOptions::default()
+    })
+    .unwrap()
+    .ensure_topic("points", 4)
+    .await
+    .unwrap();
+    let url = format!("http://{}", influx.addr);
+    let to = format!("kafka://{bootstrap}/points");
+    let out = datanexus_env(
+        &[
+            "export",
+            "--connection",
+            &url,
+            "--username",
+            "dn-admin",
+            "--database",
+            "telegraf",
+            "--table",
+            "cpu",
+            "--to",
+            &to,
+        ],
+        &[("DATANEXUS_EXPORT_PASSWORD", PASSWORD)],
+    );
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(table.contains(&format!("rows       {POINTS}\n")), "{table}");
+
+    let calls = Calls::new("n", &[123_457]);
+    let addr = serve_calls(Arc::clone(&calls));
+    let callback = format!("http://{addr}/record?key={{key}}");
+    datanexus(&[
+        "export-consume",
+        "--bootstrap-servers",
+        &bootstrap,
+        "--group",
+        "million",
+        "--topic",
+        "points",
+        "--workers",
+        "16",
+        "--http-url-fmt",
+        &callback,
+        "--limit",
+        &POINTS.to_string(),
+    ]);
+    let calls = calls.lock().unwrap();
+    assert_eq!(calls.ids.len(), usize::try_from(POINTS).unwrap());
+    let mut ids = calls.ids.clone();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(
+        ids.len(),
+        usize::try_from(POINTS).unwrap(),
+        "no point handled twice"
+    );
+    assert_eq!(ids.last(), Some(&(POINTS - 1)));
+    assert_eq!(
+        calls.sample[&123_457],
+        serde_json::json!({"time": "2020-09-13T12:47:14Z", "host": "h57", "n": 123_457,
+                           "usage": 123_457.25})
+    );
 }

@@ -184,7 +184,22 @@ async fn nimbus_client_reconnecting_gets_missed_results_in_order_then_new_ones()
     for _ in 0..500 {
         got.push(next(&mut resp).await.number);
     }
-    drop((tx, resp)); // disconnect after half the responses
+    // Every event accepted (appended to the log) before the disconnect: the seed
+    // protocol has no acks, so an event the server had not read yet when the stream
+    // broke would be lost with it (a busy machine reads them late).
+    let accepted = format!("datanexus_ingested_records_total{{api=\"grpc_nimbus\"}} {OLD}\n");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !support::http_get(server.http, "/internal/metrics")
+        .1
+        .contains(&accepted)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never accepted all {OLD} events"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop((tx, resp)); // disconnect after a sixth of the responses
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (tx, mut resp) = nimbus(&url, "roamer").await;
     for i in OLD + 1..=OLD + 100 {

@@ -450,7 +450,7 @@ fn taken(id: &str) -> Error {
 
 /// Writes `bytes` to `path` through a fsynced temporary file of mode 0600, renamed over
 /// it, then fsyncs the directory.
-fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(io_error(dir))?;

@@ -12,7 +12,12 @@
 //! row exactly once. Progress (rows, bytes, chunks, rate, ETA, per-partition offsets)
 //! is kept per job; `cancel` stops the workers between pages.
 //!
-//! Jobs are listed until the process stops; their files stay in the directory.
+//! Each job is kept in `<dir>/<job id>.job.json` (see `manifest.rs`): a restarted
+//! process lists every job again and, with [`Exports::recover`], resumes the running
+//! ones — only their chunks not complete (a file job's complete parts are on disk; a
+//! Kafka job's complete chunks were delivered).
+
+mod manifest;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -23,14 +28,15 @@ use std::time::{Duration, Instant};
 use datanexus_store::Store;
 use futures::StreamExt;
 use parking_lot::Mutex;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
 use crate::error::io_error;
 use crate::files::{self, FileFormat, PartWriter};
 use crate::sink::{KafkaSink, Target};
 use crate::source::{self, DatasetRef, Row, Schema, Source};
-use crate::{ConnectionSpec, Error, Result};
+use crate::{ConnectionSpec, Connections, Error, Result};
+use manifest::{Manifest, TargetSpec};
 
 /// How export jobs run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,7 +81,7 @@ pub struct ExportRequest {
 }
 
 /// Where a job is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum JobState {
     /// Reading and writing.
@@ -142,7 +148,7 @@ pub struct JobStatus {
 }
 
 /// What a Kafka export delivered to one partition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionOffsets {
     /// The partition.
     pub partition: u32,
@@ -159,15 +165,28 @@ struct Job {
     id: String,
     request: ExportRequest,
     range: Option<(i64, i64)>,
-    chunks: usize,
+    chunks: Vec<(i64, i64)>,
+    /// Set once chunk `i` is complete (Kafka: chunk `i + n` of the same partition
+    /// waits for it).
+    done: Vec<watch::Sender<bool>>,
     started: Instant,
+    /// Run time before a restart.
+    elapsed_before: Duration,
     started_at: String,
+    /// Rows written so far, and those of the complete chunks.
     rows: AtomicU64,
+    rows_done: AtomicU64,
     bytes: AtomicU64,
     chunks_done: AtomicUsize,
     offsets: Mutex<BTreeMap<u32, PartitionOffsets>>,
     end: Mutex<End>,
     cancel: watch::Sender<bool>,
+    /// Where the job is kept (`None`: nowhere, without a directory).
+    manifest: Option<PathBuf>,
+    /// One manifest write at a time.
+    writing: Mutex<()>,
+    /// The task running it (aborted in tests, as a crash would).
+    task: Mutex<Option<tokio::task::AbortHandle>>,
 }
 
 /// How a job ended (or not yet).
@@ -182,12 +201,12 @@ impl Job {
     fn status(&self) -> JobStatus {
         let end = self.end.lock();
         let state = end.state.unwrap_or(JobState::Running);
-        let elapsed = end.elapsed.unwrap_or_else(|| self.started.elapsed());
+        let elapsed = end.elapsed.unwrap_or_else(|| self.elapsed());
         let rows = self.rows.load(Ordering::Relaxed);
         let done = self.chunks_done.load(Ordering::Relaxed);
         let secs = elapsed.as_secs_f64();
         let eta = (state == JobState::Running && done > 0)
-            .then(|| secs * (self.chunks - done) as f64 / done as f64);
+            .then(|| secs * (self.chunks.len() - done) as f64 / done as f64);
         let format = |ns: i64| files_time(ns);
         JobStatus {
             job_id: self.id.clone(),
@@ -207,7 +226,7 @@ impl Job {
             partitions: self.offsets.lock().values().copied().collect(),
             start: self.range.map(|(lo, _)| format(lo)),
             end: self.range.map(|(_, hi)| format(hi - 1)),
-            chunks: self.chunks,
+            chunks: self.chunks.len(),
             chunks_done: done,
             rows,
             bytes: self.bytes.load(Ordering::Relaxed),
@@ -239,13 +258,121 @@ impl Job {
         *self.cancel.borrow()
     }
 
+    fn elapsed(&self) -> Duration {
+        self.elapsed_before + self.started.elapsed()
+    }
+
+    /// Notes chunk `i` complete with `rows` rows and `bytes` bytes, and keeps it.
+    fn chunk_done(&self, i: usize, rows: u64, bytes: u64) {
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.rows_done.fetch_add(rows, Ordering::Relaxed);
+        self.chunks_done.fetch_add(1, Ordering::Relaxed);
+        if let Some(done) = self.done.get(i) {
+            done.send_replace(true);
+        }
+        self.persist();
+    }
+
     fn finish(&self, state: JobState, error: Option<String>) {
-        let mut end = self.end.lock();
-        if end.state.is_none() {
+        {
+            let mut end = self.end.lock();
+            if end.state.is_some() {
+                return;
+            }
             end.state = Some(state);
             end.error = error;
-            end.elapsed = Some(self.started.elapsed());
+            end.elapsed = Some(self.elapsed());
         }
+        self.persist();
+    }
+
+    /// The job as kept on disk.
+    fn manifest(&self) -> Manifest {
+        let end = self.end.lock();
+        let finished = end.state.is_some();
+        Manifest {
+            version: Manifest::version(),
+            job_id: self.id.clone(),
+            connection_id: self.request.connection_id.clone(),
+            table: self.request.dataset.table.clone(),
+            database: self.request.dataset.database.clone(),
+            time_column: self.request.dataset.time_column.clone(),
+            target: TargetSpec::of(&self.request.target),
+            start_ns: self.request.start_ns,
+            end_ns: self.request.end_ns,
+            range: self.range,
+            chunks: self.chunks.clone(),
+            done: (0..self.done.len())
+                .filter(|&i| self.done.get(i).is_some_and(|d| *d.borrow()))
+                .collect(),
+            state: end.state,
+            error: end.error.clone(),
+            rows: if finished {
+                self.rows.load(Ordering::Relaxed)
+            } else {
+                self.rows_done.load(Ordering::Relaxed)
+            },
+            bytes: self.bytes.load(Ordering::Relaxed),
+            started_at: self.started_at.clone(),
+            elapsed_seconds: end.elapsed.unwrap_or_else(|| self.elapsed()).as_secs_f64(),
+            partitions: self.offsets.lock().values().copied().collect(),
+        }
+    }
+
+    /// Writes the manifest (a failure is logged: the job goes on, but would not be
+    /// resumed from this point after a restart).
+    fn persist(&self) {
+        let Some(path) = &self.manifest else {
+            return;
+        };
+        let _one = self.writing.lock();
+        if let Err(e) = self.manifest().write(path) {
+            tracing::warn!(job_id = %self.id, error = %e, "cannot keep the export job on disk");
+        }
+    }
+
+    /// A job as kept in `m` (at `path`), not running.
+    fn from_manifest(m: Manifest, path: PathBuf) -> Result<Job> {
+        let target = m.target.target()?;
+        let done: Vec<watch::Sender<bool>> = (0..m.chunks.len())
+            .map(|i| watch::channel(m.done.contains(&i)).0)
+            .collect();
+        let finished = m.state.is_some();
+        let elapsed = Duration::try_from_secs_f64(m.elapsed_seconds).unwrap_or_default();
+        Ok(Job {
+            id: m.job_id,
+            request: ExportRequest {
+                connection_id: m.connection_id,
+                dataset: DatasetRef {
+                    table: m.table,
+                    database: m.database,
+                    time_column: m.time_column,
+                },
+                start_ns: m.start_ns,
+                end_ns: m.end_ns,
+                target,
+            },
+            range: m.range,
+            chunks: m.chunks,
+            done,
+            started: Instant::now(),
+            elapsed_before: if finished { Duration::ZERO } else { elapsed },
+            started_at: m.started_at,
+            rows: AtomicU64::new(m.rows),
+            rows_done: AtomicU64::new(m.rows),
+            bytes: AtomicU64::new(m.bytes),
+            chunks_done: AtomicUsize::new(m.done.len()),
+            offsets: Mutex::new(m.partitions.into_iter().map(|p| (p.partition, p)).collect()),
+            end: Mutex::new(End {
+                state: m.state,
+                error: m.error,
+                elapsed: finished.then_some(elapsed),
+            }),
+            cancel: watch::channel(false).0,
+            manifest: Some(path),
+            writing: Mutex::new(()),
+            task: Mutex::new(None),
+        })
     }
 }
 
@@ -259,6 +386,8 @@ pub struct Exports {
     options: ExportOptions,
     store: Option<Arc<dyn Store>>,
     jobs: Mutex<BTreeMap<String, Arc<Job>>>,
+    /// Jobs kept running before a restart, until [`Exports::recover`] resumes them.
+    to_resume: Mutex<Vec<Arc<Job>>>,
     next: AtomicU64,
 }
 
@@ -272,14 +401,20 @@ impl std::fmt::Debug for Exports {
 }
 
 impl Exports {
-    /// Jobs run with `options`; `datanexus` connections read `store`.
+    /// Jobs run with `options`; `datanexus` connections read `store`. The jobs kept in
+    /// the export directory are listed at once; [`Exports::recover`] resumes the
+    /// running ones.
     pub fn new(options: ExportOptions, store: Option<Arc<dyn Store>>) -> Self {
-        Exports {
+        let exports = Exports {
             options,
             store,
             jobs: Mutex::new(BTreeMap::new()),
+            to_resume: Mutex::new(Vec::new()),
             next: AtomicU64::new(1),
-        }
+        };
+        let running = exports.load();
+        *exports.to_resume.lock() = running;
+        exports
     }
 
     /// Opens the dataset (and the Kafka topic), splits the range and starts the job;
@@ -290,17 +425,11 @@ impl Exports {
     /// [`Error::NotFound`] for an unknown dataset or topic, [`Error::Unreachable`] when
     /// the database or Kafka cannot be reached.
     pub async fn start(&self, spec: &ConnectionSpec, request: ExportRequest) -> Result<JobStatus> {
-        let output = match &request.target {
-            Target::File(format) => Output::File {
-                dir: self.options.dir.clone().ok_or_else(|| {
-                    Error::Invalid(
-                        "exports need a data directory to write their files to".to_owned(),
-                    )
-                })?,
-                format: *format,
-            },
-            Target::Kafka(_) => Output::Kafka(None),
-        };
+        if let (Target::File(_), None) = (&request.target, &self.options.dir) {
+            return Err(Error::Invalid(
+                "exports need a data directory to write their files to".to_owned(),
+            ));
+        }
         if let (Some(s), Some(e)) = (request.start_ns, request.end_ns)
             && s > e
         {
@@ -320,13 +449,114 @@ impl Exports {
             self.options.connect_timeout,
         )
         .await?;
-        let output = match (output, &request.target) {
-            (Output::Kafka(_), Target::Kafka(kafka)) => Output::Kafka(Some(Arc::new(
-                KafkaSink::open(kafka, self.options.connect_timeout).await?,
-            ))),
-            (output, _) => output,
-        };
+        let output = self.output(&request.target).await?;
         self.launch(request, source, output).await
+    }
+
+    /// Where a job of `target` writes: the export directory, or the opened topic.
+    async fn output(&self, target: &Target) -> Result<Output> {
+        Ok(match target {
+            Target::File(format) => Output::File {
+                dir: self.options.dir.clone().ok_or_else(|| {
+                    Error::Invalid(
+                        "exports need a data directory to write their files to".to_owned(),
+                    )
+                })?,
+                format: *format,
+            },
+            Target::Kafka(kafka) => Output::Kafka(Arc::new(
+                KafkaSink::open(kafka, self.options.connect_timeout).await?,
+            )),
+        })
+    }
+
+    /// Resumes the jobs that were running before a restart (listed by
+    /// [`Exports::new`]) through their connections: each runs only its chunks not
+    /// complete. A job that cannot be resumed (its connection was removed, its
+    /// database or topic cannot be reached) ends `failed` with the cause. Returns the
+    /// ids resumed.
+    pub async fn recover(&self, connections: &Connections) -> Vec<String> {
+        let mut resumed = Vec::new();
+        let kept = std::mem::take(&mut *self.to_resume.lock());
+        for job in kept {
+            let outcome = async {
+                let spec = connections.get(&job.request.connection_id).await?;
+                let source = source::open(
+                    &spec,
+                    &job.request.dataset,
+                    self.store.clone(),
+                    self.options.connect_timeout,
+                )
+                .await?;
+                let output = self.output(&job.request.target).await?;
+                self.resume(&job, source, output).await
+            }
+            .await;
+            match outcome {
+                Ok(()) => resumed.push(job.id.clone()),
+                Err(e) => {
+                    tracing::warn!(job_id = %job.id, error = %e, "cannot resume the export job");
+                    job.finish(
+                        JobState::Failed,
+                        Some(format!("cannot resume after a restart: {e}")),
+                    );
+                }
+            }
+        }
+        resumed
+    }
+
+    /// Reads the kept jobs into the list; returns the running ones (not yet resumed).
+    fn load(&self) -> Vec<Arc<Job>> {
+        let Some(dir) = &self.options.dir else {
+            return Vec::new();
+        };
+        let mut running = Vec::new();
+        for path in manifest::list(dir) {
+            let job = match Manifest::read(&path).and_then(|m| Job::from_manifest(m, path.clone()))
+            {
+                Ok(job) => Arc::new(job),
+                Err(e) => {
+                    tracing::warn!(error = %e, "ignoring an export job manifest");
+                    continue;
+                }
+            };
+            if job.end.lock().state.is_none() {
+                running.push(Arc::clone(&job));
+            }
+            self.jobs.lock().insert(job.id.clone(), job);
+        }
+        running
+    }
+
+    /// Runs the chunks of `job` not complete yet.
+    async fn resume(&self, job: &Arc<Job>, source: Arc<dyn Source>, output: Output) -> Result<()> {
+        let schema = source.schema().await?;
+        tracing::info!(job_id = %job.id, source = %source.name(),
+            done = job.chunks_done.load(Ordering::Relaxed), chunks = job.chunks.len(),
+            "export resumed");
+        self.run(job, source, schema, output);
+        Ok(())
+    }
+
+    /// Spawns the task running `job`'s chunks not complete.
+    fn run(&self, job: &Arc<Job>, source: Arc<dyn Source>, schema: Schema, output: Output) {
+        let run = Run {
+            job: Arc::clone(job),
+            source,
+            schema,
+            output,
+            options: self.options.clone(),
+        };
+        let pending: Vec<(usize, i64, i64)> = job
+            .chunks
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !job.done.get(*i).is_some_and(|d| *d.borrow()))
+            .map(|(i, &(lo, hi))| (i, lo, hi))
+            .collect();
+        let task = tokio::spawn(run.run(pending));
+        *job.task.lock() = Some(task.abort_handle());
     }
 
     /// Starts the job of `request` on `source`, writing to `output`.
@@ -352,34 +582,43 @@ impl Exports {
         let chunks = range.map_or(Vec::new(), |(lo, hi)| {
             split(lo, hi, self.options.divided_jobs)
         });
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let id = format!("exp-{:x}-{n}", chrono::Utc::now().timestamp_millis());
+        // Unique among the jobs listed, those kept from before a restart included.
+        let id = loop {
+            let n = self.next.fetch_add(1, Ordering::Relaxed);
+            let id = format!("exp-{:x}-{n}", chrono::Utc::now().timestamp_millis());
+            if !self.jobs.lock().contains_key(&id) {
+                break id;
+            }
+        };
         let (cancel, _) = watch::channel(false);
         let job = Arc::new(Job {
             id: id.clone(),
             request,
             range,
-            chunks: chunks.len(),
+            done: chunks.iter().map(|_| watch::channel(false).0).collect(),
+            chunks,
             started: Instant::now(),
+            elapsed_before: Duration::ZERO,
             started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             rows: AtomicU64::new(0),
+            rows_done: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             chunks_done: AtomicUsize::new(0),
             offsets: Mutex::new(BTreeMap::new()),
             end: Mutex::new(End::default()),
             cancel,
+            manifest: self
+                .options
+                .dir
+                .as_ref()
+                .map(|d| d.join(format!("{id}{}", manifest::SUFFIX))),
+            writing: Mutex::new(()),
+            task: Mutex::new(None),
         });
+        job.persist();
         self.jobs.lock().insert(id.clone(), Arc::clone(&job));
-        tracing::info!(job_id = %id, source = %source.name(), chunks = chunks.len(), "export started");
-        let run = Run {
-            job: Arc::clone(&job),
-            source,
-            schema,
-            output,
-            done: chunks.iter().map(|_| watch::channel(false).0).collect(),
-            options: self.options.clone(),
-        };
-        tokio::spawn(run.run(chunks));
+        tracing::info!(job_id = %id, source = %source.name(), chunks = job.chunks.len(), "export started");
+        self.run(&job, source, schema, output);
         Ok(job.status())
     }
 
@@ -445,6 +684,16 @@ impl Exports {
         Ok((final_path(&dir, &job), format))
     }
 
+    /// Stops every job's task as a crash would: their manifests stay as they are.
+    #[cfg(test)]
+    fn crash(&self) {
+        for job in self.jobs.lock().values() {
+            if let Some(task) = job.task.lock().take() {
+                task.abort();
+            }
+        }
+    }
+
     fn job(&self, id: &str) -> Result<Arc<Job>> {
         self.jobs
             .lock()
@@ -481,8 +730,8 @@ enum Stop {
 enum Output {
     /// Part files in `dir`, joined into one file.
     File { dir: PathBuf, format: FileFormat },
-    /// A Kafka topic (`None` only until the sink is open).
-    Kafka(Option<Arc<KafkaSink>>),
+    /// A Kafka topic.
+    Kafka(Arc<KafkaSink>),
 }
 
 /// A running job.
@@ -491,9 +740,6 @@ struct Run {
     source: Arc<dyn Source>,
     schema: Schema,
     output: Output,
-    /// Set once chunk `i` is complete (Kafka: chunk `i + n` of the same partition
-    /// waits for it).
-    done: Vec<watch::Sender<bool>>,
     options: ExportOptions,
 }
 
@@ -507,7 +753,7 @@ impl Run {
             .join(format!("part-{i:05}.{}", format.extension()))
     }
 
-    async fn run(self, chunks: Vec<(i64, i64)>) {
+    async fn run(self, chunks: Vec<(usize, i64, i64)>) {
         let this = Arc::new(self);
         let outcome = this.clone().run_chunks(chunks).await;
         let job = &this.job;
@@ -534,7 +780,7 @@ impl Run {
     /// Writes every chunk, then (files) joins the parts; returns the bytes written.
     async fn run_chunks(
         self: Arc<Self>,
-        chunks: Vec<(i64, i64)>,
+        chunks: Vec<(usize, i64, i64)>,
     ) -> std::result::Result<u64, Stop> {
         if let Output::File { dir, .. } = &self.output {
             let parts_dir = self.parts_dir(dir);
@@ -542,9 +788,9 @@ impl Run {
                 .await
                 .map_err(|e| Stop::Failed(io_error(&parts_dir)(e)))?;
         }
-        let n = chunks.len();
-        let mut results = futures::stream::iter(chunks.into_iter().enumerate())
-            .map(|(i, (lo, hi))| {
+        let n = self.job.chunks.len();
+        let mut results = futures::stream::iter(chunks)
+            .map(|(i, lo, hi)| {
                 let this = Arc::clone(&self);
                 async move { this.chunk(i, lo, hi).await }
             })
@@ -575,10 +821,10 @@ impl Run {
 
     /// Writes chunk `i` (`[lo, hi)`), retrying it from scratch.
     async fn chunk(&self, i: usize, lo: i64, hi: i64) -> std::result::Result<(), Stop> {
-        if let Output::Kafka(Some(sink)) = &self.output {
+        if let Output::Kafka(sink) = &self.output {
             // The partition's previous chunk first: records stay in time order.
             let lane = sink.partitions() as usize;
-            if let Some(previous) = i.checked_sub(lane).and_then(|p| self.done.get(p)) {
+            if let Some(previous) = i.checked_sub(lane).and_then(|p| self.job.done.get(p)) {
                 let mut done = previous.subscribe();
                 if done.wait_for(|d| *d).await.is_err() {
                     return Err(Stop::Cancelled);
@@ -595,18 +841,12 @@ impl Run {
                 Output::File { dir, format } => {
                     self.write_part(dir, *format, i, lo, hi, &counted).await
                 }
-                Output::Kafka(Some(sink)) => self.send_chunk(sink, i, lo, hi, &counted).await,
-                Output::Kafka(None) => Err(Stop::Failed(Error::Invalid(
-                    "the kafka sink is not open".to_owned(),
-                ))),
+                Output::Kafka(sink) => self.send_chunk(sink, i, lo, hi, &counted).await,
             };
             match written {
                 Ok(bytes) => {
-                    self.job.bytes.fetch_add(bytes, Ordering::Relaxed);
-                    self.job.chunks_done.fetch_add(1, Ordering::Relaxed);
-                    if let Some(done) = self.done.get(i) {
-                        done.send_replace(true);
-                    }
+                    self.job
+                        .chunk_done(i, counted.load(Ordering::Relaxed), bytes);
                     return Ok(());
                 }
                 Err(Stop::Cancelled) => return Err(Stop::Cancelled),
@@ -804,11 +1044,13 @@ mod tests {
     use async_trait::async_trait;
 
     /// A source of one row per nanosecond of `[0, 1000)` whose reads of the range
-    /// holding `bad` fail (after sending a few rows) `failures` times — the job's
-    /// retry logic under test, not an engine.
+    /// holding `bad` fail (after sending a few rows) `failures` times, and whose read
+    /// of the range holding `gate.0` waits until `gate.1` is true — the job's retry
+    /// and resume logic under test, not an engine.
     struct Flaky {
         bad: i64,
         failures: AtomicU64,
+        gate: Option<(i64, watch::Receiver<bool>)>,
     }
 
     #[async_trait]
@@ -837,6 +1079,12 @@ mod tests {
             hi: i64,
             out: &mpsc::Sender<Vec<Row>>,
         ) -> Result<u64> {
+            if let Some((at, open)) = &self.gate
+                && (lo..hi).contains(at)
+            {
+                let mut open = open.clone();
+                let _ = open.wait_for(|o| *o).await;
+            }
             let rows: Vec<Row> = (lo..hi)
                 .map(|t| Row {
                     time_ns: t,
@@ -858,6 +1106,21 @@ mod tests {
         }
     }
 
+    /// An NDJSON export of the `flaky` dataset.
+    fn flaky_request() -> ExportRequest {
+        ExportRequest {
+            connection_id: "flaky".to_owned(),
+            dataset: DatasetRef {
+                table: "flaky".to_owned(),
+                database: None,
+                time_column: None,
+            },
+            start_ns: None,
+            end_ns: None,
+            target: Target::File(FileFormat::Ndjson),
+        }
+    }
+
     async fn run(failures: u64) -> (JobStatus, Option<String>) {
         let dir = tempfile::tempdir().unwrap();
         let exports = Exports::new(
@@ -870,20 +1133,11 @@ mod tests {
             },
             None,
         );
-        let request = ExportRequest {
-            connection_id: "flaky".to_owned(),
-            dataset: DatasetRef {
-                table: "flaky".to_owned(),
-                database: None,
-                time_column: None,
-            },
-            start_ns: None,
-            end_ns: None,
-            target: Target::File(FileFormat::Ndjson),
-        };
+        let request = flaky_request();
         let source = Arc::new(Flaky {
             bad: 500,
             failures: AtomicU64::new(failures),
+            gate: None,
         });
         let started = exports
             .launch(
@@ -935,6 +1189,90 @@ mod tests {
         assert!(error.contains("failed 3 times"), "{error}");
         assert!(error.contains("connection reset"), "{error}");
         assert!(text.is_none());
+    }
+
+    async fn ended(exports: &Exports, id: &str) -> JobStatus {
+        loop {
+            let s = exports.get(id).unwrap();
+            if s.state != JobState::Running {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_job_cut_by_a_crash_resumes_from_its_complete_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = ExportOptions {
+            dir: Some(dir.path().to_path_buf()),
+            divided_jobs: 10,
+            worker_num: 2,
+            retries: 0,
+            ..ExportOptions::default()
+        };
+        let output = || Output::File {
+            dir: dir.path().to_path_buf(),
+            format: FileFormat::Ndjson,
+        };
+        let request = flaky_request;
+        let gated = |open: watch::Receiver<bool>| {
+            Arc::new(Flaky {
+                bad: -1,
+                failures: AtomicU64::new(0),
+                gate: Some((450, open)),
+            })
+        };
+        // The first process: chunk 4 ([400, 500)) never completes; the others do.
+        let (_closed, closed) = watch::channel(false);
+        let first = Exports::new(options.clone(), None);
+        let id = first
+            .launch(request(), gated(closed), output())
+            .await
+            .unwrap()
+            .job_id;
+        while first.get(&id).unwrap().chunks_done < 9 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        first.crash();
+        drop(first);
+
+        // The second lists it as it was kept and runs chunk 4 only.
+        let second = Exports::new(options.clone(), None);
+        let running = std::mem::take(&mut *second.to_resume.lock());
+        assert_eq!(running.len(), 1);
+        let kept = second.get(&id).unwrap();
+        assert_eq!(
+            (kept.state, kept.chunks_done, kept.rows),
+            (JobState::Running, 9, 900)
+        );
+        let (_open, open) = watch::channel(true);
+        second
+            .resume(&running[0], gated(open), output())
+            .await
+            .unwrap();
+        let done = ended(&second, &id).await;
+        assert_eq!(
+            (done.state, done.rows, done.chunks_done),
+            (JobState::Succeeded, 1000, 10)
+        );
+        let text = crate::files::read_text(&second.file(&id).unwrap().0);
+        let n: Vec<i64> = text
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["n"]
+                    .as_i64()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(n, (0..1000).collect::<Vec<_>>());
+
+        // A third lists it as it ended, with its file; nothing to resume.
+        let third = Exports::new(options, None);
+        assert!(third.to_resume.lock().is_empty());
+        let listed = third.get(&id).unwrap();
+        assert_eq!((listed.state, listed.rows), (JobState::Succeeded, 1000));
+        assert!(third.file(&id).is_ok());
     }
 
     #[test]

@@ -38,6 +38,8 @@ mod job;
 mod ping;
 mod sink;
 pub mod source;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
 #[cfg(test)]
 mod tests;
 

@@ -106,7 +106,7 @@ impl AppState {
         let connections = datanexus_export::Connections::open(options.connections_file.clone())
             .map_err(|e| Error::Internal(format!("cannot open the connection registry: {e}")))?;
         let exports = datanexus_export::Exports::new(options.exports.clone(), store.clone());
-        Ok(AppState {
+        let state = AppState {
             inner: Arc::new(Shared {
                 broker,
                 store,
@@ -122,7 +122,17 @@ impl AppState {
                 options,
                 requests,
             }),
-        })
+        };
+        // Export jobs kept from before a restart: listed again, the running ones
+        // resumed in the background (their databases may take a while to answer).
+        let recovering = state.clone();
+        tokio::spawn(async move {
+            let resumed = recovering.exports().recover(recovering.connections()).await;
+            if !resumed.is_empty() {
+                tracing::info!(jobs = ?resumed, "export jobs resumed");
+            }
+        });
+        Ok(state)
     }
 
     /// The registered database connections.

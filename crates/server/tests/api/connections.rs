@@ -327,4 +327,26 @@ async fn exports_run_over_http_from_the_own_store_and_are_downloaded() {
     let (status, _, json) = send(&app, delete(&format!("/exports/{id}"))).await;
     assert_eq!(status, StatusCode::OK, "{json}");
     assert_eq!(json["state"], "succeeded");
+
+    // A restarted server lists the job again, with its file.
+    let mut o = options();
+    o.exports = datanexus_export::ExportOptions {
+        dir: Some(dir.path().join("exports")),
+        ..datanexus_export::ExportOptions::default()
+    };
+    let (_d2, _b2, restarted) = super::support::app_with(o).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let listed = loop {
+        let (_, _, json) = send(&restarted, get(&format!("/exports/{id}"))).await;
+        if json["state"] == "succeeded" {
+            break json;
+        }
+        assert!(std::time::Instant::now() < deadline, "{json}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(listed["rows"], 100);
+    let (status, _, again) =
+        super::support::send_text(&restarted, get(&format!("/exports/{id}/file"))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(again, csv);
 }
