@@ -1,8 +1,8 @@
 //! `datanexus export` and `datanexus export-consume` as a user runs them: a PostgreSQL
 //! table exported to a Kafka topic (a private tansu) and to a CSV file, then the topic
-//! read by `export-consume` calling an HTTP server of the test per record — twice in
-//! one group, each run stopping after half the records, so the second run must start
-//! exactly where the first committed; and 1,000,000 InfluxDB points through both
+//! read by `export-consume` calling an HTTP server of the test per record — three runs
+//! in one group, stopped by `--limit`, by SIGTERM while calls run, and at the end, so
+//! each run must start exactly where the one before committed; and 1,000,000 InfluxDB points through both
 //! commands to the HTTP server.
 
 #![cfg(all(feature = "kafka", feature = "postgres"))]
@@ -15,6 +15,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use datanexus_broker::Broker;
 use datanexus_broker::kafka::{KafkaBroker, KafkaOptions};
@@ -50,6 +51,8 @@ fn datanexus_env(args: &[&str], env: &[(&str, &str)]) -> Output {
 #[derive(Default)]
 struct Calls {
     field: &'static str,
+    /// How long each call takes.
+    delay: Duration,
     ids: Vec<i64>,
     sample: BTreeMap<i64, serde_json::Value>,
     failed_once: BTreeMap<i64, ()>,
@@ -110,6 +113,8 @@ fn handle(stream: TcpStream, calls: &Mutex<Calls>) {
         let mut body = vec![0; length];
         reader.read_exact(&mut body).unwrap();
         let record: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let delay = calls.lock().unwrap().delay;
+        std::thread::sleep(delay);
         let status = {
             let mut calls = calls.lock().unwrap();
             let id = record[calls.field].as_i64().unwrap();
@@ -131,7 +136,7 @@ fn handle(stream: TcpStream, calls: &Mutex<Calls>) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_table_exported_to_kafka_is_consumed_once_per_row_across_two_runs() {
+async fn a_table_exported_to_kafka_is_consumed_once_per_row_across_runs_and_a_sigterm() {
     let Some(tansu) = Tansu::start() else {
         return;
     };
@@ -221,13 +226,15 @@ async fn a_table_exported_to_kafka_is_consumed_once_per_row_across_two_runs() {
         String::from_utf8_lossy(&bad.stderr)
     );
 
-    // export-consume, twice in one group, each run handling half the records.
+    // export-consume, three runs in one group: the first stops at --limit, the second
+    // at SIGTERM while calls are running (each call takes 2 ms), the third handles the
+    // rest. Each must start exactly after what the one before committed.
     let calls = Calls::new("id", &[4_321]);
+    calls.lock().unwrap().delay = Duration::from_millis(2);
     let addr = serve_calls(Arc::clone(&calls));
     let url = format!("http://{addr}/record?key={{key}}&offset={{offset}}");
-    let half = (ROWS / 2).to_string();
-    for _ in 0..2 {
-        datanexus(&[
+    let consume = |extra: &[&str]| {
+        let mut args = vec![
             "export-consume",
             "--bootstrap-servers",
             &bootstrap,
@@ -239,14 +246,59 @@ async fn a_table_exported_to_kafka_is_consumed_once_per_row_across_two_runs() {
             "8",
             "--http-url-fmt",
             &url,
-            "--limit",
-            &half,
-        ]);
+            "--idle-timeout",
+            "20s",
+        ];
+        args.extend_from_slice(extra);
+        args.iter()
+            .map(|a| (*a).to_owned())
+            .collect::<Vec<String>>()
+    };
+    datanexus(
+        &consume(&["--limit", "2000"])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(calls.lock().unwrap().ids.len(), 2_000);
+    let mut second = Command::new(env!("CARGO_BIN_EXE_datanexus"))
+        .args(consume(&[]))
+        .env_remove("RUST_LOG")
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while calls.lock().unwrap().ids.len() < 3_500 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the second run handles nothing"
+        );
+        std::thread::sleep(Duration::from_millis(5));
     }
+    let term = Command::new("kill")
+        .args(["-TERM", &second.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    assert!(
+        second.wait().unwrap().success(),
+        "a stop by SIGTERM exits 0"
+    );
+    let after_second = calls.lock().unwrap().ids.len();
+    assert!(
+        after_second < usize::try_from(ROWS).unwrap(),
+        "SIGTERM came after every record was handled: {after_second}"
+    );
+    let rest = (usize::try_from(ROWS).unwrap() - after_second).to_string();
+    datanexus(
+        &consume(&["--limit", &rest])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
     let calls = calls.lock().unwrap();
     let mut ids = calls.ids.clone();
     ids.sort_unstable();
-    let handled = usize::try_from(2 * (ROWS / 2)).unwrap();
+    let handled = usize::try_from(ROWS).unwrap();
     assert_eq!(ids.len(), handled, "every call handled once");
     ids.dedup();
     assert_eq!(ids.len(), handled, "no record handled twice");

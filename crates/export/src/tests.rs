@@ -578,6 +578,47 @@ async fn a_postgres_connection_is_browsed_by_table_and_time() {
         .await
         .unwrap_err();
     assert!(matches!(e, Error::NotFound(_)), "{e}");
+
+    // A query instead of a table: its result columns, its rows by its time column.
+    let query = DatasetRef {
+        table: "SELECT taken, site, v * 2 AS doubled FROM readings WHERE site = 's1';".to_owned(),
+        ..dataset.clone()
+    };
+    let detail = browse::detail(&spec, &query, None, timeout).await.unwrap();
+    assert_eq!(detail.time_column, "taken");
+    assert_eq!(detail.columns.len(), 2);
+    assert_eq!(detail.first.as_deref(), Some("2026-05-01T00:01:00Z"));
+    let page = browse::query_by_time(&spec, &query, (None, None), 0, 100, None, timeout)
+        .await
+        .unwrap();
+    assert_eq!(page.count, 33);
+    assert_eq!(
+        page.rows[1],
+        serde_json::json!({"taken": "2026-05-01T00:04:00Z",
+        "site": "s1", "doubled": 8.0})
+    );
+    // A data-modifying query is refused (it cannot be a subquery, and reads are
+    // read-only transactions), and nothing is deleted.
+    let deleting = DatasetRef {
+        table: "WITH gone AS (DELETE FROM readings RETURNING *) SELECT * FROM gone".to_owned(),
+        ..dataset.clone()
+    };
+    let e = browse::detail(&spec, &deleting, None, timeout)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Invalid(_)), "{e}");
+    let bad = DatasetRef {
+        table: "SELECT nope FROM readings".to_owned(),
+        ..dataset.clone()
+    };
+    let e = browse::detail(&spec, &bad, None, timeout)
+        .await
+        .unwrap_err();
+    assert!(matches!(&e, Error::Invalid(m) if m.contains("nope")), "{e}");
+    let all = browse::query_by_time(&spec, &dataset, (None, None), 0, 10_000, None, timeout)
+        .await
+        .unwrap();
+    assert_eq!(all.count, 100);
 }
 
 /// Browsing an InfluxDB connection: its measurements, their tags and fields, rows.

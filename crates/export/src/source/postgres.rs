@@ -75,8 +75,90 @@ fn login(spec: &ConnectionSpec, database: Option<&str>) -> datanexus_store_postg
     }
 }
 
+/// The query of a dataset named by a query (`SELECT …` or `WITH …`) rather than a
+/// table: a table name never starts with either word followed by a space unless it is
+/// quoted, and a quoted one starts with `"`.
+fn query_of(table: &str) -> Option<&str> {
+    let t = table.trim();
+    let word = t.split_whitespace().next()?;
+    let rest = t.get(word.len()..)?;
+    ((word.eq_ignore_ascii_case("select") || word.eq_ignore_ascii_case("with"))
+        && rest.starts_with(char::is_whitespace))
+    .then_some(t.trim_end_matches(';').trim_end())
+}
+
+/// A column: its name, its quoted name, its type's name.
+type ColumnDef = (String, String, String);
+
+/// The relation and columns of table `table`, looked up in the catalog.
+async fn table_columns(
+    client: &Client,
+    server: &str,
+    table: &str,
+) -> Result<(String, Vec<ColumnDef>)> {
+    let rows = client
+        .query(
+            "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname), \
+                    a.attname::text, quote_ident(a.attname), t.typname::text \
+             FROM pg_attribute a \
+             JOIN pg_class c ON c.oid = a.attrelid \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             JOIN pg_type t ON t.oid = a.atttypid \
+             WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped \
+             ORDER BY a.attnum",
+            &[&table],
+        )
+        .await
+        .map_err(|e| match e.as_db_error() {
+            // to_regclass refuses a name that is not a (qualified) identifier.
+            Some(db) if db.code().code().starts_with("42") => {
+                Error::Invalid(format!("invalid table name {table:?}: {}", db.message()))
+            }
+            _ => store_error(datanexus_store_postgres::error(server, e)),
+        })?;
+    let Some(first) = rows.first() else {
+        return Err(Error::NotFound(format!(
+            "postgresql at {server} has no table {table:?}"
+        )));
+    };
+    let relation: String = first.get(0);
+    Ok((
+        relation,
+        rows.iter()
+            .map(|r| (r.get(1), r.get(2), r.get(3)))
+            .collect(),
+    ))
+}
+
+/// The relation (the query as a subquery) and result columns of `query`, from the
+/// server's description of the prepared statement (nothing is run).
+async fn query_columns(
+    client: &Client,
+    server: &str,
+    query: &str,
+) -> Result<(String, Vec<ColumnDef>)> {
+    let relation = format!("({query}) AS q");
+    let statement = client
+        .prepare(&format!("SELECT * FROM {relation}"))
+        .await
+        .map_err(|e| match e.as_db_error() {
+            Some(db) => Error::Invalid(format!("invalid query: {}", db.message())),
+            None => store_error(datanexus_store_postgres::error(server, e)),
+        })?;
+    let columns = statement
+        .columns()
+        .iter()
+        .map(|c| {
+            let name = c.name().to_owned();
+            let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+            (name, quoted, c.type_().name().to_owned())
+        })
+        .collect();
+    Ok((relation, columns))
+}
+
 impl PostgresSource {
-    /// Connects and reads the table's columns.
+    /// Connects and reads the table's (or query's) columns.
     pub(super) async fn open(
         spec: &ConnectionSpec,
         dataset: &DatasetRef,
@@ -84,40 +166,11 @@ impl PostgresSource {
     ) -> Result<Self> {
         let login = login(spec, dataset.database.as_deref());
         let (client, server) = connect(&spec.url, &login, timeout).await?;
-        let pg = |e| store_error(datanexus_store_postgres::error(&server, e));
-        let rows = client
-            .query(
-                "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname), \
-                        a.attname::text, quote_ident(a.attname), t.typname::text \
-                 FROM pg_attribute a \
-                 JOIN pg_class c ON c.oid = a.attrelid \
-                 JOIN pg_namespace n ON n.oid = c.relnamespace \
-                 JOIN pg_type t ON t.oid = a.atttypid \
-                 WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped \
-                 ORDER BY a.attnum",
-                &[&dataset.table],
-            )
-            .await
-            .map_err(|e| match e.as_db_error() {
-                // to_regclass refuses a name that is not a (qualified) identifier.
-                Some(db) if db.code().code().starts_with("42") => Error::Invalid(format!(
-                    "invalid table name {:?}: {}",
-                    dataset.table,
-                    db.message()
-                )),
-                _ => pg(e),
-            })?;
-        if rows.is_empty() {
-            return Err(Error::NotFound(format!(
-                "postgresql at {server} has no table {:?}",
-                dataset.table
-            )));
-        }
-        let relation: String = rows[0].get(0);
-        let all: Vec<(String, String, String)> = rows
-            .iter()
-            .map(|r| (r.get(1), r.get(2), r.get(3)))
-            .collect();
+        let (relation, all) = if let Some(query) = query_of(&dataset.table) {
+            query_columns(&client, &server, query).await?
+        } else {
+            table_columns(&client, &server, &dataset.table).await?
+        };
         let times: Vec<&(String, String, String)> = all
             .iter()
             .filter(|(_, _, ty)| TIME_TYPES.contains(&ty.as_str()))
@@ -230,12 +283,15 @@ impl Source for PostgresSource {
                     (extract(epoch from max({t})) * 1000000000)::int8 FROM {}",
             self.relation
         );
-        let row = self
-            .client()
-            .await?
-            .query_one(&sql, &[])
+        // Read-only: a query dataset may not write (a data-modifying WITH).
+        let mut client = self.client().await?;
+        let tx = client
+            .build_transaction()
+            .read_only(true)
+            .start()
             .await
             .map_err(|e| self.pg(e))?;
+        let row = tx.query_one(&sql, &[]).await.map_err(|e| self.pg(e))?;
         let (lo, hi): (Option<i64>, Option<i64>) = (row.get(0), row.get(1));
         Ok(lo.zip(hi))
     }
@@ -367,6 +423,26 @@ fn store_error(e: datanexus_store::Error) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn queries_are_told_from_table_names() {
+        assert_eq!(query_of("SELECT * FROM t;"), Some("SELECT * FROM t"));
+        assert_eq!(
+            query_of("  with x as (select 1) select * from x"),
+            Some("with x as (select 1) select * from x")
+        );
+        assert_eq!(query_of("select\n1"), Some("select\n1"));
+        for table in [
+            "readings",
+            "public.readings",
+            "selected",
+            "\"select x\"",
+            "select",
+            "withdrawals",
+        ] {
+            assert_eq!(query_of(table), None, "{table}");
+        }
+    }
 
     #[test]
     fn bounds_round_up_to_whole_microseconds() {
