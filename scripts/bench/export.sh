@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Export throughput, same machine, same run: InfluxDB 1.x → Kafka and the own store →
 # Kafka with `datanexus export` / `POST /exports`, beside the yardsticks — InfluxDB's own
-# read speed (the same chunked SELECT, answer discarded) and a plain librdkafka producer
-# sending the same JSON records to the same broker.
+# read speed (the same chunked SELECT, answer discarded), the same export to an NDJSON
+# file, and a plain librdkafka producer sending the same JSON records to the same broker.
 #
 # Starts on free loopback ports: influxd (Debian's influxdb), tansu (in-memory Kafka;
 # ~/.cache/datanexus-tools/tansu or TANSU_BIN, as .ci/run installs it) and a
@@ -145,8 +145,10 @@ while :; do
 done
 echo "$status" | python3 -c 'import sys, json; s = json.load(sys.stdin); print("%s: rows %d in %.2f s = %.0f rows/s" % (s["state"], s["rows"], s["elapsed_seconds"], s["rows_per_second"]))'
 
-echo "== a plain librdkafka producer of the same JSON records (read from a file first)"
-"$BIN" export --connection "$influx" --database bench --table cpu --to "$work/cpu.ndjson" >/dev/null 2>&1
+echo "== InfluxDB → an NDJSON file, datanexus export (the same records, no Kafka)"
+"$BIN" export --connection "$influx" --database bench --table cpu --to "$work/cpu.ndjson" 2>/dev/null \
+    | grep -E '^(rows|seconds|rows/s) '
+echo "== a plain librdkafka producer of the same JSON records (read from that file first)"
 t=plain; new_topic "$t"
 "$PLAIN" "$brokers" "$t" "$work/cpu.ndjson" host 6
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
