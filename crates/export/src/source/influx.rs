@@ -238,8 +238,15 @@ impl InfluxSource {
         if let Some(error) = doc["error"].as_str().or_else(|| result["error"].as_str()) {
             return Err(Error::Unreachable(format!("{}: {error}", self.name())));
         }
-        let mut rows = Vec::new();
-        for series in result["series"].as_array().into_iter().flatten() {
+        let series_list = result["series"].as_array();
+        let mut rows = Vec::with_capacity(
+            series_list
+                .into_iter()
+                .flatten()
+                .map(|s| s["values"].as_array().map_or(0, Vec::len))
+                .sum(),
+        );
+        for series in series_list.into_iter().flatten() {
             let names: Vec<&str> = series["columns"]
                 .as_array()
                 .map(|c| c.iter().map(|v| v.as_str().unwrap_or_default()).collect())
