@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use datanexus_broker::kafka::{KafkaBroker, KafkaOptions};
-use datanexus_broker::{Broker, Consumer, ConsumerOptions, Delivery, Position, RecordId};
+use datanexus_broker::{
+    Broker, Consumer, ConsumerOptions, Delivery, ErrorKind, Position, RecordId,
+};
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use http_body_util::{BodyExt, Full};
@@ -29,6 +31,13 @@ use crate::cli::ExportConsumeArgs;
 
 /// Records asked for per poll, per worker.
 const POLL_PER_WORKER: usize = 64;
+
+/// How often the group hears from this member while calls run (its session timeout is
+/// 10 s).
+const HEARTBEAT: Duration = Duration::from_secs(2);
+
+/// How long one call may take before it counts as failed (and is retried).
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
@@ -193,8 +202,14 @@ impl Calls<'_> {
                 }
                 continue;
             }
-            // At least one call ends; then every other that already has.
-            let mut next = running.next().await;
+            // At least one call ends (telling the group this member is alive while
+            // calls take long); then every other that already has.
+            let mut next = loop {
+                tokio::select! {
+                    next = running.next() => break next,
+                    () = tokio::time::sleep(HEARTBEAT) => consumer.heartbeat().await?,
+                }
+            };
             while let Some((id, outcome)) = next {
                 match outcome {
                     Ok(()) => done.push(id),
@@ -205,14 +220,26 @@ impl Calls<'_> {
                 next = running.next().now_or_never().flatten();
             }
             if done.len() >= 256 || running.is_empty() {
-                handled += done.len() as u64;
-                consumer.ack(&done).await?;
+                handled += ack(consumer, &done).await?;
                 done.clear();
             }
         }
-        handled += done.len() as u64;
-        consumer.ack(&done).await?;
+        handled += ack(consumer, &done).await?;
         Ok((handled, failed))
+    }
+}
+
+/// Acknowledges `done`; returns how many. Records the group moved to another member
+/// meanwhile (a rebalance) are not an error: that member reads them again from the
+/// last commit (at least once).
+async fn ack(consumer: &dyn Consumer, done: &[RecordId]) -> anyhow::Result<u64> {
+    match consumer.ack(done).await {
+        Ok(()) => Ok(done.len() as u64),
+        Err(e) if e.kind() == ErrorKind::Fenced => {
+            eprintln!("warning: {e}: another member of the group handles them again");
+            Ok(0)
+        }
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -278,16 +305,17 @@ async fn call(client: &HttpClient, fmt: &str, d: &Delivery, retries: u32) -> any
             .header(hyper::header::CONTENT_TYPE, "application/octet-stream")
             .body(Full::new(d.value.clone()))
             .with_context(|| format!("invalid URL {url:?}"))?;
-        let outcome = match client.request(request).await {
-            Ok(response) => {
+        let outcome = match tokio::time::timeout(CALL_TIMEOUT, client.request(request)).await {
+            Err(_) => format!("no answer within {} s", CALL_TIMEOUT.as_secs()),
+            Ok(Err(e)) => format!("{e}"),
+            Ok(Ok(response)) => {
                 let status = response.status();
-                let _ = response.into_body().collect().await;
+                let _ = tokio::time::timeout(CALL_TIMEOUT, response.into_body().collect()).await;
                 if status.is_success() {
                     return Ok(());
                 }
                 format!("answered {status}")
             }
-            Err(e) => format!("{e}"),
         };
         if attempt >= retries {
             bail!("POST {url}: {outcome} ({} attempts)", attempt + 1);

@@ -17,6 +17,9 @@ use crate::{ConnectionSpec, DbType, Error, Result};
 /// Rows a page of `query_by_time` holds at most.
 pub const MAX_PAGE: usize = 10_000;
 
+/// The largest `offset` of `query_by_time` (the rows before it are read and skipped).
+pub const MAX_OFFSET: usize = 1_000_000;
+
 /// The datasets of a connection that can be exported, sorted: PostgreSQL tables and
 /// views with a timestamp column (`schema.table`, quoted where needed; `public.` left
 /// out), the InfluxDB database's measurements, the own store's measurements.
@@ -140,6 +143,11 @@ pub async fn query_by_time(
     if limit == 0 || limit > MAX_PAGE {
         return Err(Error::Invalid(format!(
             "limit {limit}: expected 1 to {MAX_PAGE}"
+        )));
+    }
+    if offset > MAX_OFFSET {
+        return Err(Error::Invalid(format!(
+            "offset {offset}: at most {MAX_OFFSET} (narrow start and end to go further)"
         )));
     }
     let source = source::open(spec, dataset, store, timeout).await?;

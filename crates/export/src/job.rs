@@ -166,6 +166,8 @@ struct Job {
     request: ExportRequest,
     range: Option<(i64, i64)>,
     chunks: Vec<(i64, i64)>,
+    /// The rows' columns when it started.
+    schema: Schema,
     /// Set once chunk `i` is complete (Kafka: chunk `i + n` of the same partition
     /// waits for it).
     done: Vec<watch::Sender<bool>>,
@@ -302,6 +304,7 @@ impl Job {
             end_ns: self.request.end_ns,
             range: self.range,
             chunks: self.chunks.clone(),
+            schema: self.schema.clone(),
             done: (0..self.done.len())
                 .filter(|&i| self.done.get(i).is_some_and(|d| *d.borrow()))
                 .collect(),
@@ -337,6 +340,7 @@ impl Job {
         let done: Vec<watch::Sender<bool>> = (0..m.chunks.len())
             .map(|i| watch::channel(m.done.contains(&i)).0)
             .collect();
+        let chunks_done = done.iter().filter(|d| *d.borrow()).count();
         let finished = m.state.is_some();
         let elapsed = Duration::try_from_secs_f64(m.elapsed_seconds).unwrap_or_default();
         Ok(Job {
@@ -354,6 +358,7 @@ impl Job {
             },
             range: m.range,
             chunks: m.chunks,
+            schema: m.schema,
             done,
             started: Instant::now(),
             elapsed_before: if finished { Duration::ZERO } else { elapsed },
@@ -361,7 +366,7 @@ impl Job {
             rows: AtomicU64::new(m.rows),
             rows_done: AtomicU64::new(m.rows),
             bytes: AtomicU64::new(m.bytes),
-            chunks_done: AtomicUsize::new(m.done.len()),
+            chunks_done: AtomicUsize::new(chunks_done),
             offsets: Mutex::new(m.partitions.into_iter().map(|p| (p.partition, p)).collect()),
             end: Mutex::new(End {
                 state: m.state,
@@ -532,6 +537,13 @@ impl Exports {
     /// Runs the chunks of `job` not complete yet.
     async fn resume(&self, job: &Arc<Job>, source: Arc<dyn Source>, output: Output) -> Result<()> {
         let schema = source.schema().await?;
+        // The parts written before must fit the ones still to write.
+        if schema != job.schema {
+            return Err(Error::Invalid(format!(
+                "the columns of {} changed since the job started",
+                source.name()
+            )));
+        }
         tracing::info!(job_id = %job.id, source = %source.name(),
             done = job.chunks_done.load(Ordering::Relaxed), chunks = job.chunks.len(),
             "export resumed");
@@ -597,6 +609,7 @@ impl Exports {
             range,
             done: chunks.iter().map(|_| watch::channel(false).0).collect(),
             chunks,
+            schema: schema.clone(),
             started: Instant::now(),
             elapsed_before: Duration::ZERO,
             started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
@@ -881,7 +894,7 @@ impl Run {
         counted: &AtomicU64,
         take: &mut (dyn Take + '_),
     ) -> std::result::Result<u64, Stop> {
-        let (tx, mut rx) = mpsc::channel::<Vec<Row>>(2);
+        let (tx, rx) = mpsc::channel::<Vec<Row>>(2);
         let source = Arc::clone(&self.source);
         let schema = &self.schema;
         let read = async move {
@@ -889,7 +902,11 @@ impl Run {
             drop(tx);
             read
         };
+        // The receiver is moved in: when the writer stops early (a sink error, a
+        // cancel), it is dropped with the block, so a reader blocked on a full channel
+        // sees it closed and stops instead of waiting forever.
         let write = async {
+            let mut rx = rx;
             let (mut rows, mut bytes) = (0u64, 0u64);
             while let Some(page) = rx.recv().await {
                 if self.job.cancelled() {
@@ -1051,6 +1068,7 @@ mod tests {
         bad: i64,
         failures: AtomicU64,
         gate: Option<(i64, watch::Receiver<bool>)>,
+        page: usize,
     }
 
     #[async_trait]
@@ -1100,8 +1118,18 @@ mod tests {
                 let _ = out.send(rows[..3.min(rows.len())].to_vec()).await;
                 return Err(Error::Unreachable("connection reset".to_owned()));
             }
-            let n = rows.len() as u64;
-            let _ = out.send(rows).await;
+            // In pages of `page` rows (all at once when 0); stops when `out` closes.
+            let mut n = 0;
+            for page in rows.chunks(if self.page == 0 {
+                rows.len().max(1)
+            } else {
+                self.page
+            }) {
+                if out.send(page.to_vec()).await.is_err() {
+                    return Ok(n);
+                }
+                n += page.len() as u64;
+            }
             Ok(n)
         }
     }
@@ -1138,6 +1166,7 @@ mod tests {
             bad: 500,
             failures: AtomicU64::new(failures),
             gate: None,
+            page: 0,
         });
         let started = exports
             .launch(
@@ -1221,6 +1250,7 @@ mod tests {
                 bad: -1,
                 failures: AtomicU64::new(0),
                 gate: Some((450, open)),
+                page: 0,
             })
         };
         // The first process: chunk 4 ([400, 500)) never completes; the others do.
@@ -1268,11 +1298,76 @@ mod tests {
         assert_eq!(n, (0..1000).collect::<Vec<_>>());
 
         // A third lists it as it ended, with its file; nothing to resume.
-        let third = Exports::new(options, None);
+        let third = Exports::new(options.clone(), None);
         assert!(third.to_resume.lock().is_empty());
         let listed = third.get(&id).unwrap();
         assert_eq!((listed.state, listed.rows), (JobState::Succeeded, 1000));
         assert!(third.file(&id).is_ok());
+
+        // A job kept with other columns than its source has now is not resumed.
+        let mut kept =
+            Manifest::read(&dir.path().join(format!("{id}{}", manifest::SUFFIX))).unwrap();
+        kept.state = None;
+        kept.done.clear();
+        kept.job_id = "exp-changed".to_owned();
+        kept.schema.columns[0].name = "renamed".to_owned();
+        kept.write(&dir.path().join(format!("exp-changed{}", manifest::SUFFIX)))
+            .unwrap();
+        let fourth = Exports::new(options.clone(), None);
+        let changed = std::mem::take(&mut *fourth.to_resume.lock());
+        assert_eq!(changed.len(), 1);
+        let (_open, open) = watch::channel(true);
+        let e = fourth
+            .resume(&changed[0], gated(open), output())
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("columns"), "{e}");
+    }
+
+    /// A job cancelled while its reader still has pages to send ends (its reader is
+    /// not left blocked on a full channel nobody reads).
+    #[tokio::test]
+    async fn a_cancelled_job_stops_its_reader_and_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let exports = Exports::new(
+            ExportOptions {
+                dir: Some(dir.path().to_path_buf()),
+                divided_jobs: 1,
+                ..ExportOptions::default()
+            },
+            None,
+        );
+        let (gate, open) = watch::channel(false);
+        let source = Arc::new(Flaky {
+            bad: -1,
+            failures: AtomicU64::new(0),
+            gate: Some((0, open)),
+            page: 1,
+        });
+        let output = Output::File {
+            dir: dir.path().to_path_buf(),
+            format: FileFormat::Ndjson,
+        };
+        let id = exports
+            .launch(flaky_request(), source, output)
+            .await
+            .unwrap()
+            .job_id;
+        // Running (its parts directory made, its reader at the gate), then cancelled
+        // before the first of its 1,000 one-row pages reaches the writer.
+        let parts = dir.path().join(format!("{id}.parts"));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !parts.exists() {
+            assert!(Instant::now() < deadline, "the job never started");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(exports.cancel(&id).unwrap().state, JobState::Cancelled);
+        gate.send_replace(true);
+        while parts.exists() {
+            assert!(Instant::now() < deadline, "the job's task never ended");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(exports.file(&id).is_err());
     }
 
     #[test]

@@ -28,7 +28,7 @@ use crate::{ConnectionSpec, DbType, Error, Result};
 pub(crate) const PAGE_ROWS: usize = 10_000;
 
 /// How a column's values are typed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ColumnKind {
     /// `true` / `false`.
     Bool,
@@ -42,7 +42,7 @@ pub enum ColumnKind {
 
 /// What a column is to the export: tags make the record key (per-key order holds);
 /// fields are the measured values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Role {
     /// Identifies the series or source (InfluxDB tags, labels, PostgreSQL text columns).
     Tag,
@@ -51,7 +51,7 @@ pub enum Role {
 }
 
 /// One column besides the time.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Column {
     /// Its name.
     pub name: String,
@@ -63,7 +63,7 @@ pub struct Column {
 
 /// The columns of a dataset's rows: the time (nanoseconds since the epoch, UTC), then
 /// `columns`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Schema {
     /// The dataset's name (table or measurement).
     pub dataset: String,

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::{JobState, PartitionOffsets};
 use crate::files::FileFormat;
 use crate::sink::{KafkaTarget, MessageFormat, Target};
+use crate::source::Schema;
 use crate::{Error, Result};
 
 /// The manifest format's version.
@@ -37,6 +38,8 @@ pub(super) struct Manifest {
     #[serde(default)]
     pub(super) range: Option<(i64, i64)>,
     pub(super) chunks: Vec<(i64, i64)>,
+    /// The rows' columns when the job started: a resumed job must read the same.
+    pub(super) schema: Schema,
     /// The chunks complete (their part file renamed, or their records delivered).
     pub(super) done: Vec<usize>,
     /// `None` while running.
@@ -107,6 +110,12 @@ impl Manifest {
         let bytes = std::fs::read(path).map_err(crate::error::io_error(path))?;
         let m: Manifest = serde_json::from_slice(&bytes)
             .map_err(|e| Error::Invalid(format!("{}: not a job manifest: {e}", path.display())))?;
+        if m.done.iter().any(|&i| i >= m.chunks.len()) {
+            return Err(Error::Invalid(format!(
+                "{}: a chunk marked done is not one of the job's",
+                path.display()
+            )));
+        }
         if m.version != VERSION {
             return Err(Error::Invalid(format!(
                 "{}: manifest version {} (this datanexus reads {VERSION})",

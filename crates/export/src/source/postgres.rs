@@ -262,7 +262,7 @@ impl PostgresSource {
 
     /// The time column as nanoseconds (exact for PostgreSQL's microseconds).
     fn time_ns(&self) -> String {
-        format!("(extract(epoch from {}) * 1000000000)::int8", self.time)
+        epoch_ns(&self.time)
     }
 }
 
@@ -279,8 +279,9 @@ impl Source for PostgresSource {
     async fn time_range(&self) -> Result<Option<(i64, i64)>> {
         let t = &self.time;
         let sql = format!(
-            "SELECT (extract(epoch from min({t})) * 1000000000)::int8, \
-                    (extract(epoch from max({t})) * 1000000000)::int8 FROM {}",
+            "SELECT {}, {} FROM {}",
+            epoch_ns(&format!("min({t})")),
+            epoch_ns(&format!("max({t})")),
             self.relation
         );
         // Read-only: a query dataset may not write (a data-modifying WITH).
@@ -379,6 +380,13 @@ fn convert(schema: &Schema, r: &tokio_postgres::Row) -> Result<Row> {
         time_ns: time_ns.unwrap_or(0),
         values,
     })
+}
+
+/// SQL for `t` (a timestamp) as nanoseconds since the epoch, exact: whole microseconds
+/// first (PostgreSQL 13 and older answer `extract` as a double, ~0.1 µs off today,
+/// which rounding to the microsecond undoes), then times 1,000.
+fn epoch_ns(t: &str) -> String {
+    format!("(round(extract(epoch from {t}) * 1000000)::int8 * 1000)")
 }
 
 /// Nanoseconds since the epoch as a `SystemTime` of whole microseconds, rounded up.

@@ -159,7 +159,8 @@ pub(crate) async fn query_by_time(
     let dataset = dataset_of(&mut params)?;
     let range = params.range("start", "end")?;
     let limit = params.count("limit", 1_000, browse::MAX_PAGE)?;
-    let offset = params.count("offset", 0, usize::MAX)?;
+    // Rows before the offset are read and skipped: narrow start/end to go further.
+    let offset = params.count("offset", 0, browse::MAX_OFFSET)?;
     params.finish()?;
     let (store, timeout) = state.exports().browse_context();
     let page = browse::query_by_time(
