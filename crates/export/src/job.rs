@@ -1134,6 +1134,17 @@ mod tests {
         }
     }
 
+    /// The `n` of each line of an NDJSON export of `flaky`.
+    fn ns_of(text: &str) -> Vec<i64> {
+        text.lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["n"]
+                    .as_i64()
+                    .unwrap()
+            })
+            .collect()
+    }
+
     /// An NDJSON export of the `flaky` dataset.
     fn flaky_request() -> ExportRequest {
         ExportRequest {
@@ -1198,16 +1209,7 @@ mod tests {
         let (status, text) = run(2).await;
         assert_eq!(status.state, JobState::Succeeded, "{status:?}");
         assert_eq!(status.rows, 1000);
-        let text = text.unwrap();
-        let times: Vec<i64> = text
-            .lines()
-            .map(|l| {
-                serde_json::from_str::<serde_json::Value>(l).unwrap()["n"]
-                    .as_i64()
-                    .unwrap()
-            })
-            .collect();
-        assert_eq!(times, (0..1000).collect::<Vec<_>>());
+        assert_eq!(ns_of(&text.unwrap()), (0..1000).collect::<Vec<_>>());
     }
 
     #[tokio::test]
@@ -1287,15 +1289,7 @@ mod tests {
             (JobState::Succeeded, 1000, 10)
         );
         let text = crate::files::read_text(&second.file(&id).unwrap().0);
-        let n: Vec<i64> = text
-            .lines()
-            .map(|l| {
-                serde_json::from_str::<serde_json::Value>(l).unwrap()["n"]
-                    .as_i64()
-                    .unwrap()
-            })
-            .collect();
-        assert_eq!(n, (0..1000).collect::<Vec<_>>());
+        assert_eq!(ns_of(&text), (0..1000).collect::<Vec<_>>());
 
         // A third lists it as it ended, with its file; nothing to resume.
         let third = Exports::new(options.clone(), None);

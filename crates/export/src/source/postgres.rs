@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use tokio::sync::mpsc;
-use tokio_postgres::Client;
 use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Transaction};
 
 use super::{Column, ColumnKind, DatasetRef, PAGE_ROWS, Role, Row, Schema, Source, Value};
 use crate::{ConnectionSpec, Error, Result};
@@ -256,6 +256,17 @@ impl PostgresSource {
             .map(|(client, _)| client)
     }
 
+    /// A read-only transaction on `client`: neither a table nor a query dataset can
+    /// write through an export.
+    async fn read_only<'a>(&self, client: &'a mut Client) -> Result<Transaction<'a>> {
+        client
+            .build_transaction()
+            .read_only(true)
+            .start()
+            .await
+            .map_err(|e| self.pg(e))
+    }
+
     fn pg(&self, e: tokio_postgres::Error) -> Error {
         store_error(datanexus_store_postgres::error(&self.server, e))
     }
@@ -286,12 +297,7 @@ impl Source for PostgresSource {
         );
         // Read-only: a query dataset may not write (a data-modifying WITH).
         let mut client = self.client().await?;
-        let tx = client
-            .build_transaction()
-            .read_only(true)
-            .start()
-            .await
-            .map_err(|e| self.pg(e))?;
+        let tx = self.read_only(&mut client).await?;
         let row = tx.query_one(&sql, &[]).await.map_err(|e| self.pg(e))?;
         let (lo, hi): (Option<i64>, Option<i64>) = (row.get(0), row.get(1));
         Ok(lo.zip(hi))
@@ -313,12 +319,7 @@ impl Source for PostgresSource {
             self.relation
         );
         let mut client = self.client().await?;
-        let tx = client
-            .build_transaction()
-            .read_only(true)
-            .start()
-            .await
-            .map_err(|e| self.pg(e))?;
+        let tx = self.read_only(&mut client).await?;
         let statement = tx.prepare(&sql).await.map_err(|e| self.pg(e))?;
         let (start, end) = (system_time(start_ns), system_time(end_ns));
         let params: [&(dyn ToSql + Sync); 2] = [&start, &end];
