@@ -4,7 +4,10 @@
 
 use async_trait::async_trait;
 use http_body_util::BodyExt;
+use serde::Deserialize;
+use serde::de::Visitor;
 use serde_json::Value as Json;
+use std::borrow::Cow;
 use tokio::sync::mpsc;
 
 use super::{Column, ColumnKind, DatasetRef, PAGE_ROWS, Role, Row, Schema, Source, Value};
@@ -231,31 +234,25 @@ impl InfluxSource {
         if text.iter().all(u8::is_ascii_whitespace) {
             return Ok(0);
         }
-        let doc: Json = serde_json::from_slice(text).map_err(|e| {
+        let doc: Answer<'_> = serde_json::from_slice(text).map_err(|e| {
             Error::Unreachable(format!("{}: not an InfluxDB answer: {e}", self.name()))
         })?;
-        let result = &doc["results"][0];
-        if let Some(error) = doc["error"].as_str().or_else(|| result["error"].as_str()) {
+        let result = doc.results.into_iter().next();
+        if let Some(error) = doc
+            .error
+            .or_else(|| result.as_ref().and_then(|r| r.error.clone()))
+        {
             return Err(Error::Unreachable(format!("{}: {error}", self.name())));
         }
-        let series_list = result["series"].as_array();
-        let mut rows = Vec::with_capacity(
-            series_list
-                .into_iter()
-                .flatten()
-                .map(|s| s["values"].as_array().map_or(0, Vec::len))
-                .sum(),
-        );
-        for series in series_list.into_iter().flatten() {
-            let names: Vec<&str> = series["columns"]
-                .as_array()
-                .map(|c| c.iter().map(|v| v.as_str().unwrap_or_default()).collect())
-                .unwrap_or_default();
+        let series_list = result.map(|r| r.series).unwrap_or_default();
+        let mut rows = Vec::with_capacity(series_list.iter().map(|s| s.values.len()).sum());
+        for series in series_list {
             // Where each answer column goes: None = time, Some(i) = schema column i.
-            let place: Vec<Option<Option<usize>>> = names
+            let place: Vec<Option<Option<usize>>> = series
+                .columns
                 .iter()
                 .map(|name| {
-                    if *name == "time" {
+                    if name == "time" {
                         Some(None)
                     } else {
                         schema
@@ -266,15 +263,12 @@ impl InfluxSource {
                     }
                 })
                 .collect();
-            for values in series["values"].as_array().into_iter().flatten() {
-                let Some(values) = values.as_array() else {
-                    continue;
-                };
+            for values in series.values {
                 let mut row = Row {
                     time_ns: 0,
                     values: vec![Value::Null; schema.columns.len()],
                 };
-                for (value, place) in values.iter().zip(&place) {
+                for (value, place) in values.into_iter().zip(&place) {
                     match place {
                         Some(None) => row.time_ns = value.as_i64().unwrap_or(0),
                         Some(Some(i)) => row.values[*i] = convert(schema.columns[*i].kind, value),
@@ -293,18 +287,121 @@ impl InfluxSource {
     }
 }
 
-/// A JSON value of an answer as a value of a `kind` column.
-fn convert(kind: ColumnKind, v: &Json) -> Value {
+/// One document of a chunked answer: `{"results": [{"series": [...]}]}` or an error.
+/// Parsed straight into these (cells borrowed from the answer where they have no
+/// escapes), not through a generic JSON tree: this is the hot loop of an export.
+#[derive(Deserialize)]
+struct Answer<'a> {
+    #[serde(default, borrow)]
+    results: Vec<StatementAnswer<'a>>,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct StatementAnswer<'a> {
+    #[serde(default, borrow)]
+    series: Vec<SeriesAnswer<'a>>,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct SeriesAnswer<'a> {
+    #[serde(default, borrow)]
+    columns: Vec<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    values: Vec<Vec<Cell<'a>>>,
+}
+
+/// One cell of an answer row: InfluxDB answers scalars only.
+#[derive(Debug, PartialEq)]
+enum Cell<'a> {
+    Null,
+    Bool(bool),
+    Int(i64),
+    UInt(u64),
+    Float(f64),
+    Text(Cow<'a, str>),
+}
+
+impl Cell<'_> {
+    fn as_i64(&self) -> Option<i64> {
+        match *self {
+            Cell::Int(i) => Some(i),
+            Cell::UInt(u) => i64::try_from(u).ok(),
+            _ => None,
+        }
+    }
+
+    fn as_f64(&self) -> Option<f64> {
+        match *self {
+            Cell::Int(i) => Some(i as f64),
+            Cell::UInt(u) => Some(u as f64),
+            Cell::Float(f) => Some(f),
+            _ => None,
+        }
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Cell<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct CellVisitor;
+        impl<'de> Visitor<'de> for CellVisitor {
+            type Value = Cell<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a number, string, boolean or null")
+            }
+            fn visit_unit<E>(self) -> std::result::Result<Cell<'de>, E> {
+                Ok(Cell::Null)
+            }
+            fn visit_none<E>(self) -> std::result::Result<Cell<'de>, E> {
+                Ok(Cell::Null)
+            }
+            fn visit_bool<E>(self, v: bool) -> std::result::Result<Cell<'de>, E> {
+                Ok(Cell::Bool(v))
+            }
+            fn visit_i64<E>(self, v: i64) -> std::result::Result<Cell<'de>, E> {
+                Ok(Cell::Int(v))
+            }
+            fn visit_u64<E>(self, v: u64) -> std::result::Result<Cell<'de>, E> {
+                Ok(i64::try_from(v).map_or(Cell::UInt(v), Cell::Int))
+            }
+            fn visit_f64<E>(self, v: f64) -> std::result::Result<Cell<'de>, E> {
+                Ok(Cell::Float(v))
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> std::result::Result<Cell<'de>, E> {
+                Ok(Cell::Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> std::result::Result<Cell<'de>, E> {
+                Ok(Cell::Text(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> std::result::Result<Cell<'de>, E> {
+                Ok(Cell::Text(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_any(CellVisitor)
+    }
+}
+
+/// A cell of an answer as a value of a `kind` column.
+fn convert(kind: ColumnKind, v: Cell<'_>) -> Value {
     match (kind, v) {
-        (_, Json::Null) => Value::Null,
-        (ColumnKind::Int, v) => v
-            .as_i64()
-            .or_else(|| v.as_f64().map(|f| f as i64))
-            .map_or(Value::Null, Value::Int),
+        (_, Cell::Null) => Value::Null,
+        (ColumnKind::Int, Cell::Float(f)) => Value::Int(f as i64),
+        (ColumnKind::Int, Cell::UInt(u)) => Value::Int(i64::try_from(u).unwrap_or(i64::MAX)),
+        (ColumnKind::Int, v) => v.as_i64().map_or(Value::Null, Value::Int),
         (ColumnKind::Float, v) => v.as_f64().map_or(Value::Null, Value::Float),
-        (ColumnKind::Bool, v) => v.as_bool().map_or(Value::Null, Value::Bool),
-        (ColumnKind::Text, Json::String(s)) => Value::Text(s.clone()),
-        (ColumnKind::Text, other) => Value::Text(other.to_string()),
+        (ColumnKind::Bool, Cell::Bool(b)) => Value::Bool(b),
+        (ColumnKind::Bool, _) => Value::Null,
+        (ColumnKind::Text, Cell::Text(s)) => Value::Text(s.into_owned()),
+        (ColumnKind::Text, Cell::Bool(b)) => Value::Text(b.to_string()),
+        (ColumnKind::Text, Cell::Int(i)) => Value::Text(i.to_string()),
+        (ColumnKind::Text, Cell::UInt(u)) => Value::Text(u.to_string()),
+        // As JSON writes it (`1.0`, `1e300`), as before.
+        (ColumnKind::Text, Cell::Float(f)) => Value::Text(
+            serde_json::Number::from_f64(f).map_or_else(|| f.to_string(), |n| n.to_string()),
+        ),
     }
 }
 
@@ -316,5 +413,44 @@ mod tests {
     fn identifiers_are_quoted() {
         assert_eq!(quote("cpu"), "\"cpu\"");
         assert_eq!(quote("a\"b\\c"), "\"a\\\"b\\\\c\"");
+    }
+
+    #[test]
+    fn answers_parse_into_cells() {
+        let text = br#"{"results":[{"statement_id":0,"series":[{"name":"cpu","columns":["time","host","n","usage","ok"],"values":[[1,"a\"b",2,0.5,true],[18446744073709551615,null,-3,1e300,false]],"partial":true}],"partial":true}]}"#;
+        let doc: Answer<'_> = serde_json::from_slice(text).unwrap();
+        let series = &doc.results[0].series[0];
+        assert_eq!(series.columns, ["time", "host", "n", "usage", "ok"]);
+        assert_eq!(
+            series.values[0],
+            [
+                Cell::Int(1),
+                Cell::Text("a\"b".into()),
+                Cell::Int(2),
+                Cell::Float(0.5),
+                Cell::Bool(true)
+            ]
+        );
+        assert_eq!(series.values[1][0], Cell::UInt(u64::MAX));
+        assert_eq!(series.values[1][0].as_i64(), None);
+        assert_eq!(convert(ColumnKind::Int, Cell::Float(2.7)), Value::Int(2));
+        assert_eq!(
+            convert(ColumnKind::Float, Cell::Int(-3)),
+            Value::Float(-3.0)
+        );
+        assert_eq!(
+            convert(ColumnKind::Text, Cell::Float(1.0)),
+            Value::Text("1.0".into())
+        );
+        assert_eq!(convert(ColumnKind::Bool, Cell::Int(1)), Value::Null);
+        let error: Answer<'_> =
+            serde_json::from_slice(br#"{"results":[{"statement_id":0,"error":"boom"}]}"#).unwrap();
+        assert_eq!(error.results[0].error.as_deref(), Some("boom"));
+        assert!(
+            serde_json::from_slice::<Answer<'_>>(
+                br#"{"results":[{"series":[{"values":[[{}]]}]}]}"#
+            )
+            .is_err()
+        );
     }
 }
