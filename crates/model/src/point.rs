@@ -35,9 +35,30 @@ impl FieldValue {
     }
 }
 
-/// Labels of a series: sorted by name, names unique.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
+/// Labels of a series: sorted by name, names unique. Serialized as a list of
+/// `[name, value]` pairs; deserializing sorts them and refuses a name given twice.
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Hash,
+    Default,
+    PartialOrd,
+    Ord,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(try_from = "Vec<(String, String)>")]
 pub struct Labels(Vec<(String, String)>);
+
+impl TryFrom<Vec<(String, String)>> for Labels {
+    type Error = Error;
+
+    fn try_from(pairs: Vec<(String, String)>) -> Result<Self> {
+        Labels::new(pairs)
+    }
+}
 
 impl Labels {
     /// No labels.

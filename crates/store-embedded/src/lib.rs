@@ -52,9 +52,9 @@ use datanexus_model::{Point, series_id};
 use parking_lot::RwLock;
 
 use datanexus_store::{
-    AggregateQuery, AggregateResult, DatasetInfo, Error, EventPage, EventQuery, FlushReport,
-    Latest, QueryResult, Result, ResultPage, ResultQuery, SeriesKey, SeriesQuery, Store,
-    StoredEvent, StoredResult,
+    AggregateParts, AggregateQuery, AggregateResult, DatasetInfo, Error, EventPage, EventQuery,
+    FlushReport, Latest, QueryResult, Result, ResultPage, ResultQuery, SeriesKey, SeriesQuery,
+    Store, StoredEvent, StoredResult,
 };
 
 mod catalog;
@@ -273,6 +273,10 @@ impl Store for EmbeddedStore {
     }
 
     async fn aggregate(&self, query: &AggregateQuery) -> Result<AggregateResult> {
+        Ok(query::aggregate(&self.inner, query).await?.finish())
+    }
+
+    async fn aggregate_parts(&self, query: &AggregateQuery) -> Result<AggregateParts> {
         query::aggregate(&self.inner, query).await
     }
 

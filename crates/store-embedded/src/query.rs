@@ -8,10 +8,10 @@ use super::columns::Columns;
 use super::merge::{Layers, memory_layers, merge_all, read_layers};
 use super::points_file::{PointFile, SeriesFilter};
 use super::{Inner, blocking};
-use datanexus_store::aggregate::Aggregate;
+use datanexus_store::aggregate::AggregateParts;
 use datanexus_store::{
-    AggregateQuery, AggregateResult, DatasetInfo, Error, Latest, QueryResult, Result, Sample,
-    Selector, SeriesKey, SeriesQuery, Summary, TimeRange,
+    AggregateQuery, DatasetInfo, Error, Latest, QueryResult, Result, Sample, Selector, SeriesKey,
+    SeriesQuery, TimeRange,
 };
 
 /// What a query reads: the selected series (sorted by key), the files, the head copy.
@@ -91,27 +91,26 @@ fn page(keys: &[Arc<SeriesKey>], cols: &[Columns], offset: usize, limit: usize) 
 }
 
 /// Aggregates with [`Aggregate`]; steps are aligned to multiples of `step_ns`, and steps
-/// without a non-NaN sample are omitted. `series_count` counts series with samples in
-/// the range.
-pub(super) async fn aggregate(inner: &Inner, q: &AggregateQuery) -> Result<AggregateResult> {
+/// without a non-NaN sample are omitted (when finished). `series_count` counts series
+/// with samples in the range.
+pub(super) async fn aggregate(inner: &Inner, q: &AggregateQuery) -> Result<AggregateParts> {
     if let Some(step) = q.step_ns.filter(|s| *s <= 0) {
         return Err(Error::Invalid(format!("step {step} ns must be positive")));
     }
-    let template = Aggregate::new(&q.quantiles, &q.buckets)?;
+    let parts = AggregateParts::new(&q.quantiles, &q.buckets)?;
     let snap = snapshot(inner, &q.selector, &q.range)?;
     let (range, step) = (q.range, q.step_ns);
     blocking(move || {
         let (_, cols) = load(snap, &range)?;
-        Ok(summarise(&cols, template, step))
+        Ok(summarise(&cols, parts, step))
     })
     .await
 }
 
-fn summarise(cols: &[Columns], template: Aggregate, step: Option<i64>) -> AggregateResult {
-    let mut total = template.clone();
-    let mut steps: BTreeMap<i64, Aggregate> = BTreeMap::new();
+fn summarise(cols: &[Columns], mut parts: AggregateParts, step: Option<i64>) -> AggregateParts {
+    let template = parts.total.clone();
     for c in cols {
-        c.values.iter().for_each(|v| total.push(*v));
+        c.values.iter().for_each(|v| parts.total.push(*v));
         let Some(step) = step else { continue };
         let mut start = 0;
         while let Some(&t) = c.ts.get(start) {
@@ -121,7 +120,10 @@ fn summarise(cols: &[Columns], template: Aggregate, step: Option<i64>) -> Aggreg
                     .get(start..)
                     .unwrap_or_default()
                     .partition_point(|&x| x.div_euclid(step) == t.div_euclid(step));
-            let agg = steps.entry(bucket).or_insert_with(|| template.clone());
+            let agg = parts
+                .steps
+                .entry(bucket)
+                .or_insert_with(|| template.clone());
             c.values
                 .get(start..end)
                 .unwrap_or_default()
@@ -130,16 +132,8 @@ fn summarise(cols: &[Columns], template: Aggregate, step: Option<i64>) -> Aggreg
             start = end;
         }
     }
-    let steps: Vec<(i64, Summary)> = steps
-        .into_iter()
-        .map(|(b, a)| (b, a.finish()))
-        .filter(|(_, s)| s.count > 0)
-        .collect();
-    AggregateResult {
-        total: total.finish(),
-        steps,
-        series_count: cols.iter().filter(|c| !c.is_empty()).count() as u64,
-    }
+    parts.series_count = cols.iter().filter(|c| !c.is_empty()).count() as u64;
+    parts
 }
 
 /// The latest sample of every series (the head's copy wins a tie), sorted by key.

@@ -35,12 +35,15 @@ pub mod aggregate;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod error;
+pub mod scatter;
 
-pub use aggregate::{Aggregate, Summary};
+pub use aggregate::{Aggregate, AggregateParts, Summary};
 pub use error::{Error, Result};
 
 /// Identity of a series: measurement + field + labels.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct SeriesKey {
     /// Metric (measurement) name.
     pub measurement: String,
@@ -57,8 +60,10 @@ impl SeriesKey {
     }
 }
 
-/// One sample.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// One sample. Serialized as `[timestamp_ns, value bits]` (the value's IEEE 754 bits
+/// as an integer: exact, and NaN and infinities survive JSON).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(from = "(i64, u64)", into = "(i64, u64)")]
 pub struct Sample {
     /// Nanoseconds since the Unix epoch.
     pub timestamp_ns: i64,
@@ -66,8 +71,23 @@ pub struct Sample {
     pub value: f64,
 }
 
+impl From<(i64, u64)> for Sample {
+    fn from((timestamp_ns, bits): (i64, u64)) -> Self {
+        Sample {
+            timestamp_ns,
+            value: f64::from_bits(bits),
+        }
+    }
+}
+
+impl From<Sample> for (i64, u64) {
+    fn from(s: Sample) -> Self {
+        (s.timestamp_ns, s.value.to_bits())
+    }
+}
+
 /// An inclusive time range; `None` ends are open.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TimeRange {
     /// First nanosecond included.
     pub start_ns: Option<i64>,
@@ -83,7 +103,7 @@ impl TimeRange {
 }
 
 /// Which series of a measurement: field plus label equality matchers.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Selector {
     /// Metric (measurement) name.
     pub measurement: String,
@@ -115,7 +135,7 @@ impl Selector {
 }
 
 /// Raw samples of selected series.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SeriesQuery {
     /// Which series.
     pub selector: Selector,
@@ -128,7 +148,7 @@ pub struct SeriesQuery {
 }
 
 /// Samples of one series.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SeriesSamples {
     /// The series.
     pub key: SeriesKey,
@@ -137,7 +157,7 @@ pub struct SeriesSamples {
 }
 
 /// Result of a [`SeriesQuery`]: samples ordered by (timestamp, series key), paged.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct QueryResult {
     /// Each returned sample with the index of its series in `series`.
     pub samples: Vec<(usize, Sample)>,
@@ -174,7 +194,7 @@ impl QueryResult {
 }
 
 /// An aggregate over selected series and a time range, optionally per time step.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AggregateQuery {
     /// Which series.
     pub selector: Selector,
@@ -200,7 +220,7 @@ pub struct AggregateResult {
 }
 
 /// An event as stored.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct StoredEvent {
     /// Unique id (the broker record id): writes are idempotent on it.
     pub id: String,
@@ -213,7 +233,7 @@ pub struct StoredEvent {
 }
 
 /// Which events.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct EventQuery {
     /// Only this source.
     pub source_id: Option<String>,
@@ -226,7 +246,7 @@ pub struct EventQuery {
 }
 
 /// A page of events, oldest first (newest last).
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct EventPage {
     /// Events matching before paging.
     pub total: u64,
@@ -235,7 +255,7 @@ pub struct EventPage {
 }
 
 /// What a processor answered to a stream event.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Outcome {
     /// The computed value.
     Value(i32),
@@ -245,7 +265,7 @@ pub enum Outcome {
 
 /// The result of a stream event, as stored for replay to its client. Writes are
 /// idempotent on (`client_id`, `seq`): a rewrite replaces the row.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StoredResult {
     /// The client whose stream sent the event.
     pub client_id: String,
@@ -274,7 +294,7 @@ pub struct StoredResult {
 /// The results of one client above a sequence number: the replay of a reconnecting
 /// stream. A backend answers it by an index on (client, seq), reading about what it
 /// returns, whatever the client's history.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ResultQuery {
     /// The client.
     pub client_id: String,
@@ -285,7 +305,7 @@ pub struct ResultQuery {
 }
 
 /// The answer to a [`ResultQuery`].
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct ResultPage {
     /// The newest `limit` results above `after_seq`, in seq order.
     pub results: Vec<StoredResult>,
@@ -296,7 +316,7 @@ pub struct ResultPage {
 }
 
 /// What the store knows about one measurement.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DatasetInfo {
     /// Measurement (metric) name.
     pub measurement: String,
@@ -319,7 +339,7 @@ pub struct DatasetInfo {
 }
 
 /// The latest sample of a series, with its metadata (for exposition).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Latest {
     /// The series.
     pub key: SeriesKey,
@@ -385,6 +405,16 @@ pub trait Store: Send + Sync + 'static {
     /// [`Error::NotFound`] for an unknown measurement; [`Error::Invalid`] for a bad
     /// quantile or step.
     async fn aggregate(&self, query: &AggregateQuery) -> Result<AggregateResult>;
+
+    /// The aggregate before it is finished, to be merged with other nodes' exactly (the
+    /// control node's scatter-gather). The default reads the raw samples page by page;
+    /// backends override it with their aggregate's own pass.
+    ///
+    /// # Errors
+    /// As [`Store::aggregate`].
+    async fn aggregate_parts(&self, query: &AggregateQuery) -> Result<AggregateParts> {
+        aggregate::parts_from_samples(self, query).await
+    }
 
     /// Stored events.
     ///
