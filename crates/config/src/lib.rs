@@ -53,9 +53,9 @@ pub use crate::env::{ENV_CONFIG_FILE, ENV_PREFIX};
 pub use crate::error::{Error, Result};
 pub use crate::overrides::ConfigOverrides;
 pub use crate::sections::{
-    AuthConfig, GroupsConfig, JobsConfig, LimitsConfig, LogFormat, LoggingConfig, MetricsConfig,
-    RedisConfig, Role, Scope, ScopedToken, StoreConfig, StoreKind, StreamsConfig, TlsConfig,
-    TokenConfig, TopicsConfig, WorkerConfig,
+    AuthConfig, ControlConfig, GroupsConfig, JobsConfig, LimitsConfig, LogFormat, LoggingConfig,
+    MetricsConfig, RedisConfig, Role, Scope, ScopedToken, StoreConfig, StoreKind, StreamsConfig,
+    TlsConfig, TokenConfig, TopicsConfig, WorkerConfig,
 };
 
 /// The root of the Data Nexus configuration.
@@ -99,6 +99,8 @@ pub struct Config {
     pub streams: StreamsConfig,
     /// Export jobs: chunks, workers, retries.
     pub jobs: JobsConfig,
+    /// The control node's worker nodes (`role = "control"`).
+    pub control: ControlConfig,
     /// How long a graceful shutdown may take before tasks are aborted.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
@@ -125,6 +127,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             streams: StreamsConfig::default(),
             jobs: JobsConfig::default(),
+            control: ControlConfig::default(),
             shutdown_timeout: Duration::from_secs(20),
         }
     }

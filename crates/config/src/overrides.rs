@@ -44,6 +44,8 @@ pub struct ConfigOverrides {
     pub tls_key: Option<PathBuf>,
     /// Replaces `tls.client_ca`.
     pub tls_client_ca: Option<PathBuf>,
+    /// Replaces `control.nodes` when non-empty.
+    pub control_nodes: Vec<String>,
 }
 
 impl fmt::Debug for ConfigOverrides {
@@ -64,6 +66,7 @@ impl fmt::Debug for ConfigOverrides {
             .field("role", &self.role)
             .field("redis_url", &self.redis_url)
             .field("store", &self.store.as_deref().map(|_| "<redacted>"))
+            .field("control_nodes", &self.control_nodes)
             .finish()
     }
 }
@@ -94,7 +97,11 @@ impl Config {
             tls_cert,
             tls_key,
             tls_client_ca,
+            control_nodes,
         } = overrides;
+        if !control_nodes.is_empty() {
+            self.control.nodes = control_nodes;
+        }
         if let Some(path) = tls_cert {
             self.tls.cert = path;
         }

@@ -306,13 +306,17 @@ pub enum Role {
     Processor,
     /// The sinkers and the forwarder into the store, and the query API.
     Store,
+    /// Everything of `all`, but its store is the worker nodes of `[control] nodes`: each
+    /// series is written to the node jump hash picks for it, and queries are scattered
+    /// to every node and merged (the RaftMetrics seed's control node).
+    Control,
 }
 
 impl Role {
     /// Whether a process of this role opens the store (its sinkers and forwarder write
     /// it, its queries read it).
     pub fn opens_store(self) -> bool {
-        matches!(self, Role::All | Role::Store)
+        matches!(self, Role::All | Role::Store | Role::Control)
     }
 
     /// The lowercase name.
@@ -322,6 +326,7 @@ impl Role {
             Role::Gateway => "gateway",
             Role::Processor => "processor",
             Role::Store => "store",
+            Role::Control => "control",
         }
     }
 }
@@ -335,8 +340,10 @@ impl std::str::FromStr for Role {
             "gateway" => Ok(Role::Gateway),
             "processor" => Ok(Role::Processor),
             "store" => Ok(Role::Store),
+            "control" => Ok(Role::Control),
             other => Err(format!(
-                "unknown role `{other}`, expected `all`, `gateway`, `processor` or `store`"
+                "unknown role `{other}`, expected `all`, `gateway`, `processor`, `store` or \
+                 `control`"
             )),
         }
     }
@@ -607,6 +614,44 @@ pub struct StreamsConfig {
     /// `errors{component="streams",kind="replay_dropped"}`), > 0.
     #[serde(with = "humantime_serde")]
     pub max_replay_age: Duration,
+}
+
+/// The control node (`role = "control"`): the worker nodes it routes writes to and
+/// scatters queries over.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ControlConfig {
+    /// The worker nodes' HTTP base URLs (`http://host:port`), in placement order: a
+    /// series belongs to node `jump_hash(xxh3(series), nodes.len())`, so appending a
+    /// node moves ~1/n of the series and reordering moves most.
+    pub nodes: Vec<String>,
+    /// Bearer token sent to the nodes (needs `ingest` and `query` there) when they
+    /// require one.
+    pub token: Option<String>,
+    /// How long a node gets to answer a query or confirm a write.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        Self {
+            nodes: Vec::new(),
+            token: None,
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl std::fmt::Debug for ControlConfig {
+    /// Never prints the token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlConfig")
+            .field("nodes", &self.nodes)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 /// Export jobs (the large-dataset-delivery seed's `jobs` section).

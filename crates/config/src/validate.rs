@@ -86,7 +86,50 @@ impl Config {
         validate_streams(&self.streams)?;
         positive("jobs.divided_jobs", self.jobs.divided_jobs)?;
         positive("jobs.worker_num", self.jobs.worker_num)?;
+        self.validate_control()?;
         positive_duration("shutdown_timeout", self.shutdown_timeout)
+    }
+
+    fn validate_control(&self) -> Result<()> {
+        let control = &self.control;
+        if self.role == crate::Role::Control && control.nodes.is_empty() {
+            return Err(Error::invalid(
+                "control.nodes",
+                "role control needs at least one worker node (--nodes http://host:port,…)",
+            ));
+        }
+        for (i, node) in control.nodes.iter().enumerate() {
+            let rest = node
+                .strip_prefix("http://")
+                .or_else(|| node.strip_prefix("https://"));
+            let host = rest.map(|r| r.trim_end_matches('/'));
+            if host.is_none_or(|h| h.is_empty() || h.contains(['/', '?', '#', ' '])) {
+                return Err(Error::invalid(
+                    format!("control.nodes[{i}]"),
+                    format!("{node:?} is not a node's base URL like http://10.0.0.2:8080"),
+                ));
+            }
+            if control.nodes[..i]
+                .iter()
+                .any(|other| other.trim_end_matches('/') == node.trim_end_matches('/'))
+            {
+                return Err(Error::invalid(
+                    format!("control.nodes[{i}]"),
+                    format!("{node:?} is listed twice"),
+                ));
+            }
+        }
+        if control
+            .token
+            .as_ref()
+            .is_some_and(|t| t.is_empty() || t.chars().any(char::is_whitespace))
+        {
+            return Err(Error::invalid(
+                "control.token",
+                "must not be empty or contain whitespace",
+            ));
+        }
+        positive_duration("control.timeout", control.timeout)
     }
 
     fn validate_listeners(&self) -> Result<()> {

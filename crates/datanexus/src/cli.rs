@@ -184,7 +184,8 @@ pub(crate) struct ServeArgs {
     /// Log format [default: text].
     #[arg(long, value_enum)]
     pub(crate) log_format: Option<LogFormatArg>,
-    /// What this process runs: all, gateway, processor or store [env: DATANEXUS_ROLE].
+    /// What this process runs: all, gateway, processor, store or control [env:
+    /// DATANEXUS_ROLE].
     #[arg(long, value_name = "ROLE")]
     pub(crate) role: Option<datanexus_config::Role>,
     /// The broker: `redis://…` / `rediss://…` (Redis Streams) or `kafka://host:port,…`
@@ -212,6 +213,11 @@ pub(crate) struct ServeArgs {
     /// [env: DATANEXUS_TLS__CLIENT_CA].
     #[arg(long, value_name = "FILE")]
     pub(crate) tls_client_ca: Option<std::path::PathBuf>,
+    /// The worker nodes of `--role control`, comma-separated HTTP base URLs in placement
+    /// order, e.g. `http://10.0.0.2:8080,http://10.0.0.3:8080` [env:
+    /// DATANEXUS_CONTROL__NODES].
+    #[arg(long, value_name = "URLS", value_delimiter = ',')]
+    pub(crate) nodes: Vec<String>,
 }
 
 /// Flags of `datanexus export`.

@@ -20,6 +20,7 @@ use datanexus_results::{Mailbox, ResultRouter};
 use datanexus_seglog::{LogOptions, Retention};
 use datanexus_server::{AppState, Backends};
 use datanexus_store::Store;
+use datanexus_store_cluster::{ClusterOptions, ClusterStore};
 use datanexus_store_embedded::{EmbeddedStore, EmbeddedStoreOptions};
 use datanexus_telemetry::Telemetry;
 use std::sync::Arc;
@@ -31,7 +32,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let check_only = args.check_config;
     let config = load_config(args)?;
     let fanout = FanoutOptions::from_config(&config);
-    if fanout.is_none() && config.role != Role::All {
+    if fanout.is_none() && !matches!(config.role, Role::All | Role::Control) {
         anyhow::bail!(
             "role `{}` needs the Redis result fan-out: set [redis] url (or use a redis broker)",
             config.role.as_str()
@@ -79,6 +80,8 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
 struct Process {
     broker: Arc<dyn Broker>,
     store: Option<Arc<dyn Store>>,
+    /// The control node's store (also `store`).
+    control: Option<Arc<ClusterStore>>,
     fanout: Option<FanoutOptions>,
     mailbox: Option<RedisMailbox>,
     telemetry: Arc<Telemetry>,
@@ -93,10 +96,22 @@ impl Process {
         let role = config.role;
         let telemetry = Telemetry::new();
         let broker = open_broker(config, &telemetry).await?;
-        let store = if role.opens_store() {
-            Some(open_store(config).await?)
+        let control = if role == Role::Control {
+            let options = ClusterOptions {
+                nodes: config.control.nodes.clone(),
+                token: config.control.token.clone(),
+                timeout: config.control.timeout,
+            };
+            let store = ClusterStore::new(options).context("invalid [control] nodes")?;
+            tracing::info!(nodes = ?config.control.nodes, "control node: series are placed on the worker nodes by jump hash");
+            Some(Arc::new(store))
         } else {
             None
+        };
+        let store = match &control {
+            Some(control) => Some(Arc::clone(control) as Arc<dyn Store>),
+            None if role.opens_store() => Some(open_store(config).await?),
+            None => None,
         };
         let id = format!("{}-{}-{:08x}", role.as_str(), std::process::id(), {
             use std::hash::BuildHasher;
@@ -114,6 +129,7 @@ impl Process {
         Ok(Process {
             broker,
             store,
+            control,
             fanout,
             mailbox,
             telemetry,
@@ -150,6 +166,7 @@ impl Process {
                 .mailbox
                 .clone()
                 .map(|m| Arc::new(m) as Arc<dyn Mailbox>),
+            control: self.control.clone(),
         };
         let state = AppState::new(backends, options).await?;
         let router: Arc<dyn ResultRouter> = match &self.fanout {
@@ -315,6 +332,7 @@ fn load_config(args: ServeArgs) -> anyhow::Result<Config> {
         tls_cert: args.tls_cert,
         tls_key: args.tls_key,
         tls_client_ca: args.tls_client_ca,
+        control_nodes: args.nodes,
     };
     // Flags complete the file and environment before anything is validated.
     Config::load_with_overrides(file.as_deref(), env_vars(), overrides)

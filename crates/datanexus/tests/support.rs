@@ -25,13 +25,24 @@ impl Server {
 
     /// [`Server::start`] with extra environment variables.
     pub fn start_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        Server::start_at(data_dir, "127.0.0.1:0", extra, env)
+    }
+
+    /// [`Server::start_env`] with HTTP on `http_addr` (a fixed port, to restart a server
+    /// where others expect it).
+    pub fn start_at(
+        data_dir: &Path,
+        http_addr: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_datanexus"))
             .args([
                 "serve",
                 "--grpc-addr",
                 "127.0.0.1:0",
                 "--http-addr",
-                "127.0.0.1:0",
+                http_addr,
                 "--log-level",
                 "warn",
             ])

@@ -199,7 +199,7 @@ impl Workers {
     /// The workers of `role`.
     pub fn of(role: Role) -> Workers {
         match role {
-            Role::All => Workers::ALL,
+            Role::All | Role::Control => Workers::ALL,
             Role::Gateway => Workers::NONE,
             Role::Processor => Workers::PROCESSORS,
             Role::Store => Workers::STORE,

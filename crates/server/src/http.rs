@@ -36,6 +36,7 @@
 mod auth;
 pub(crate) mod body;
 mod connections;
+mod control;
 mod data;
 mod datasets;
 pub(crate) mod events;
@@ -43,6 +44,7 @@ mod exports;
 mod exposition;
 mod health;
 pub(crate) mod metrics;
+mod node;
 mod params;
 mod query;
 mod remote_write;
@@ -85,6 +87,9 @@ pub(crate) struct Route {
     pub(crate) scope: Scope,
     handler: MethodRouter<AppState>,
     decompress: bool,
+    /// Accepts `partial=true` (a control node's answer without the nodes that did
+    /// not answer).
+    partial: bool,
 }
 
 /// The methods routes use.
@@ -111,6 +116,7 @@ where
         scope,
         handler,
         decompress: true,
+        partial: false,
     }
 }
 
@@ -120,11 +126,17 @@ where
 pub(crate) fn routes() -> Vec<Route> {
     use Scope::{Admin, Ingest, Query};
     use Verb::{Delete, Get, Post};
+    use datanexus_store_cluster::wire;
     vec![
         route(Post, "/metrics", Ingest, metrics::record),
-        route(Get, "/metrics", Query, exposition::scrape),
-        route(Get, "/metrics/{name}", Query, query::values),
-        route(Get, "/metrics/{name}/aggregate", Query, query::aggregate),
+        partial(route(Get, "/metrics", Query, exposition::scrape)),
+        partial(route(Get, "/metrics/{name}", Query, query::values)),
+        partial(route(
+            Get,
+            "/metrics/{name}/aggregate",
+            Query,
+            query::aggregate,
+        )),
         route(Post, "/ingest", Ingest, events::ingest),
         route(Post, "/write", Ingest, write::write),
         route(Post, "/api/v2/write", Ingest, write::write),
@@ -132,13 +144,23 @@ pub(crate) fn routes() -> Vec<Route> {
             decompress: false,
             ..route(Post, "/api/v1/write", Ingest, remote_write::write)
         },
-        route(Get, "/data", Query, data::events),
-        route(Get, "/datasets/list", Query, datasets::list),
-        route(Get, "/datasets/list/", Query, datasets::list),
-        route(Get, "/datasets/detail", Query, datasets::detail),
-        route(Get, "/datasets/detail/", Query, datasets::detail),
-        route(Get, "/datasets/time-range", Query, datasets::time_range),
-        route(Get, "/datasets/time-range/", Query, datasets::time_range),
+        partial(route(Get, "/data", Query, data::events)),
+        partial(route(Get, "/datasets/list", Query, datasets::list)),
+        partial(route(Get, "/datasets/list/", Query, datasets::list)),
+        partial(route(Get, "/datasets/detail", Query, datasets::detail)),
+        partial(route(Get, "/datasets/detail/", Query, datasets::detail)),
+        partial(route(
+            Get,
+            "/datasets/time-range",
+            Query,
+            datasets::time_range,
+        )),
+        partial(route(
+            Get,
+            "/datasets/time-range/",
+            Query,
+            datasets::time_range,
+        )),
         route(Get, "/internal/metrics", Query, exposition::internal),
         route(Get, "/ready", Query, health::ready),
         route(
@@ -158,7 +180,24 @@ pub(crate) fn routes() -> Vec<Route> {
         route(Get, "/exports/{id}", Admin, exports::status),
         route(Delete, "/exports/{id}", Admin, exports::cancel),
         route(Get, "/exports/{id}/file", Admin, exports::file),
+        route(Get, "/control/nodes", Query, control::list),
+        route(Post, "/control/nodes", Admin, control::replace),
+        route(Post, wire::WRITE_PATH, Ingest, node::write),
+        route(Post, wire::QUERY_PATH, Query, node::query),
+        route(Post, wire::AGGREGATE_PATH, Query, node::aggregate),
+        route(Post, wire::EVENTS_PATH, Query, node::events),
+        route(Post, wire::RESULTS_PATH, Query, node::results),
+        route(Get, wire::DATASETS_PATH, Query, node::datasets),
+        route(Get, wire::LATEST_PATH, Query, node::latest),
     ]
+}
+
+/// `route` with `partial=true` accepted (see [`control::partial_answers`]).
+fn partial(route: Route) -> Route {
+    Route {
+        partial: true,
+        ..route
+    }
 }
 
 /// The method, path and scope of every guarded route (for tests and tools).
@@ -189,6 +228,9 @@ pub fn http_app(state: AppState) -> Router {
         let mut handler = route.handler;
         if route.decompress {
             handler = handler.layer(RequestDecompressionLayer::new());
+        }
+        if route.partial {
+            handler = handler.layer(from_fn(control::partial_answers));
         }
         let handler = handler.route_layer(from_fn(move |request, next| {
             auth::require_scope(scope, request, next)

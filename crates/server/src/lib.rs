@@ -78,6 +78,9 @@ pub struct Backends {
     /// Where a reconnecting stream client's results are read back from; `None` means
     /// the store (one process). Separate gateway processes use a shared mailbox.
     pub mailbox: Option<Arc<dyn Mailbox>>,
+    /// A control node's cluster store (also given as `store`): `GET /control/nodes`,
+    /// its per-node state in `/ready` and `/internal/metrics`.
+    pub control: Option<Arc<datanexus_store_cluster::ClusterStore>>,
 }
 
 impl std::fmt::Debug for Backends {

@@ -23,6 +23,7 @@ pub struct AppState {
 struct Shared {
     broker: Arc<dyn Broker>,
     store: Option<Arc<dyn Store>>,
+    control: Option<Arc<datanexus_store_cluster::ClusterStore>>,
     telemetry: Arc<Telemetry>,
     ingestor: Ingestor,
     drainer: Drainer,
@@ -68,6 +69,7 @@ impl AppState {
             store,
             telemetry,
             mailbox,
+            control,
         } = backends;
         let t = &options.topics;
         let metrics = TopicTarget {
@@ -110,6 +112,7 @@ impl AppState {
             inner: Arc::new(Shared {
                 broker,
                 store,
+                control,
                 telemetry,
                 ingestor,
                 drainer,
@@ -182,6 +185,11 @@ impl AppState {
     /// The store, or [`Error::NoStore`] in a process without one.
     pub(crate) fn store(&self) -> Result<&dyn Store> {
         self.inner.store.as_deref().ok_or(Error::NoStore)
+    }
+
+    /// The cluster store of a control node (`--role control`).
+    pub(crate) fn control(&self) -> Option<&datanexus_store_cluster::ClusterStore> {
+        self.inner.control.as_deref()
     }
 
     /// The store, if this process opened one.

@@ -62,8 +62,55 @@ pub(crate) async fn internal(
     params: Result<Params>,
 ) -> Result<Response> {
     params?.finish()?;
-    let text = to_text_format(&state.telemetry().encode());
+    let mut text = to_text_format(&state.telemetry().encode());
+    if let Some(control) = state.control() {
+        text.push_str(&control_metrics(control));
+    }
     Ok(text_response(Body::from(text)))
+}
+
+/// Name, type, help and value of one per-node family.
+type ControlFamily = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&datanexus_store_cluster::NodeStatus) -> u64,
+);
+
+/// A control node's per-node families (nodes are only known at run time, so they are
+/// rendered here rather than registered).
+fn control_metrics(control: &datanexus_store_cluster::ClusterStore) -> String {
+    use std::fmt::Write;
+    let status = control.status();
+    let mut out = String::new();
+    let families: [ControlFamily; 3] = [
+        (
+            "datanexus_control_node_backlog",
+            "gauge",
+            "Records placed on a worker node and not yet confirmed durable there (buffered or in flight).",
+            |s| s.backlog,
+        ),
+        (
+            "datanexus_control_node_up",
+            "gauge",
+            "1 when the node's last call succeeded.",
+            |s| u64::from(s.state == "up"),
+        ),
+        (
+            "datanexus_control_node_forwarded_records_total",
+            "counter",
+            "Records a worker node confirmed durable since this process started.",
+            |s| s.forwarded,
+        ),
+    ];
+    for (name, kind, help, value) in families {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for s in &status {
+            let node = s.url.replace('\\', "\\\\").replace('"', "\\\"");
+            let _ = writeln!(out, "{name}{{node=\"{node}\"}} {}", value(s));
+        }
+    }
+    out
 }
 
 fn text_response(body: Body) -> Response {

@@ -47,6 +47,18 @@ pub(crate) async fn ready(State(state): State<AppState>) -> Response {
             format!("not ready: {reason}"),
         );
     }
+    if let Some(control) = state.control() {
+        // Ready while nodes are down (the log holds their records): their state and
+        // backlog are listed, and the node list is served here too.
+        let nodes = crate::http::control::nodes_json(control).await;
+        return Json(json!({
+            "status": "ready",
+            "broker": broker.name(),
+            "store": store.name(),
+            "nodes": nodes["nodes"],
+        }))
+        .into_response();
+    }
     Json(json!({ "status": "ready", "broker": broker.name(), "store": store.name() }))
         .into_response()
 }

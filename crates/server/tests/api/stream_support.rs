@@ -70,6 +70,7 @@ impl StreamServer {
             store: Some(Arc::clone(&store)),
             telemetry: Arc::clone(&telemetry),
             mailbox: None,
+            control: None,
         };
         super::support::topology(broker.as_ref(), &options).await;
         let state = AppState::new(backends, options).await.expect("state");

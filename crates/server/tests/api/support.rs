@@ -67,6 +67,7 @@ pub(super) fn backends() -> (TempDir, Backends) {
         store: Some(Arc::new(store)),
         telemetry: Telemetry::new(),
         mailbox: None,
+        control: None,
     };
     (dir, backends)
 }
