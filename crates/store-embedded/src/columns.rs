@@ -69,6 +69,19 @@ impl Columns {
         }
     }
 
+    /// Drops samples at or before `up_to_ns`; returns how many.
+    pub(crate) fn drop_through(&mut self, up_to_ns: i64) -> usize {
+        match up_to_ns.checked_add(1) {
+            Some(cutoff) => self.drop_before(cutoff),
+            None => {
+                let n = self.ts.len();
+                self.ts.clear();
+                self.values.clear();
+                n
+            }
+        }
+    }
+
     /// Drops samples older than `cutoff_ns`; returns how many.
     pub(crate) fn drop_before(&mut self, cutoff_ns: i64) -> usize {
         let n = self.ts.partition_point(|&t| t < cutoff_ns);

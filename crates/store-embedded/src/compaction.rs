@@ -40,6 +40,8 @@ struct Plan<F> {
     results: Vec<Arc<ResultFile>>,
     next_seq: u64,
     measurements: BTreeMap<String, MeasurementMeta>,
+    /// Series whose samples up to a time are left out of the merged file (a delete).
+    delete: Option<HashMap<u64, i64>>,
 }
 
 /// Index where the files to merge start, or `None` when there is nothing to do.
@@ -82,22 +84,50 @@ fn plan<F>(inner: &Inner, st: &mut State, files: Vec<Arc<F>>, start: usize) -> P
         results: st.result_files.clone(),
         next_seq: st.next_seq,
         measurements: st.catalog.measurements.clone(),
+        delete: None,
     }
 }
 
 /// Compacts points files (small ones at the newest end, or all when `full`); the caller
 /// holds the maintenance lock.
 pub(crate) async fn compact_points(inner: &Inner, full: bool) -> Result<()> {
+    rewrite_points(inner, full, None).await.map(|_| ())
+}
+
+/// Deletes the samples of each series id up to its time: the head is flushed, then the
+/// points files from the oldest one holding any of them to the newest are merged
+/// without those samples (merging a suffix keeps newer files newer, as compaction
+/// does), in one pass for all the series. Returns the samples deleted; the caller holds
+/// the maintenance lock.
+pub(crate) async fn delete_points(inner: &Inner, up_to: HashMap<u64, i64>) -> Result<u64> {
+    super::maintenance::flush(inner).await?;
+    rewrite_points(inner, false, Some(up_to)).await
+}
+
+/// Compaction ([`compact_points`]) or a delete ([`delete_points`]).
+async fn rewrite_points(
+    inner: &Inner,
+    full: bool,
+    delete: Option<HashMap<u64, i64>>,
+) -> Result<u64> {
     let plan = {
         let mut st = inner.state.write();
         let sizes: Vec<u64> = st.points.iter().map(|f| f.rows).collect();
         let min_ts = st.points.iter().map(|f| f.min_ts).min();
         let cutoff = inner.options.retention_max_age.map(cutoff_ns);
-        let Some(start) = merge_start(&sizes, full, inner, min_ts, cutoff) else {
-            return Ok(());
+        let start = match &delete {
+            Some(ids) => st
+                .points
+                .iter()
+                .position(|f| ids.keys().any(|id| f.runs.contains_key(id))),
+            None => merge_start(&sizes, full, inner, min_ts, cutoff),
+        };
+        let Some(start) = start else {
+            return Ok(0);
         };
         let files = st.points.clone();
         let mut plan = plan(inner, &mut st, files, start);
+        plan.delete = delete;
         let ids: HashSet<u64> = plan
             .merge
             .iter()
@@ -109,19 +139,27 @@ pub(crate) async fn compact_points(inner: &Inner, full: bool) -> Result<()> {
             .collect();
         plan
     };
-    let swap = blocking(move || merge_points(plan)).await?;
-    install_points(inner, swap).await
+    let (swap, deleted) = blocking(move || merge_points(plan)).await?;
+    install_points(inner, swap).await?;
+    Ok(deleted)
 }
 
-fn merge_points(plan: Plan<PointFile>) -> Result<Swap<PointFile>> {
+/// The merged file (and the samples a delete left out).
+fn merge_points(plan: Plan<PointFile>) -> Result<(Swap<PointFile>, u64)> {
     let range = TimeRange {
         start_ns: plan.cutoff,
         end_ns: None,
     };
-    let merged = merge_all(
+    let mut merged = merge_all(
         read_layers(&plan.merge, &SeriesFilter::All, &range)?,
         HashMap::new(),
     );
+    let mut deleted = 0u64;
+    for (id, up_to) in plan.delete.iter().flatten() {
+        if let Some(c) = merged.get_mut(id) {
+            deleted += c.drop_through(*up_to) as u64;
+        }
+    }
     let mut ids: Vec<u64> = merged
         .iter()
         .filter(|(_, c)| !c.is_empty())
@@ -159,11 +197,14 @@ fn merge_points(plan: Plan<PointFile>) -> Result<Swap<PointFile>> {
         plan.measurements,
     )
     .store(&plan.dir)?;
-    Ok(Swap {
-        files,
-        retired: plan.merge,
-        stats,
-    })
+    Ok((
+        Swap {
+            files,
+            retired: plan.merge,
+            stats,
+        },
+        deleted,
+    ))
 }
 
 async fn install_points(inner: &Inner, swap: Swap<PointFile>) -> Result<()> {

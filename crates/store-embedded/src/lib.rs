@@ -268,6 +268,16 @@ impl Store for EmbeddedStore {
         maintenance::flush(&self.inner).await
     }
 
+    async fn delete_series(&self, series: &[(SeriesKey, i64)]) -> Result<u64> {
+        let _guard = self.inner.maintenance.lock().await;
+        let mut up_to: std::collections::HashMap<u64, i64> = std::collections::HashMap::new();
+        for (key, t) in series {
+            let e = up_to.entry(key.id()).or_insert(*t);
+            *e = (*e).max(*t);
+        }
+        maintenance::delete_points(&self.inner, up_to).await
+    }
+
     async fn query(&self, query: &SeriesQuery) -> Result<QueryResult> {
         query::query(&self.inner, query).await
     }

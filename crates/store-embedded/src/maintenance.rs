@@ -17,7 +17,7 @@ use super::{EventHead, Head, Inner, ResultHead, State, blocking};
 use datanexus_store::{FlushReport, Result, SeriesKey};
 
 pub(super) use super::compaction::{
-    compact_events, compact_points, compact_results, enforce_retention,
+    compact_events, compact_points, compact_results, delete_points, enforce_retention,
 };
 
 /// What a flush writes, taken from the state under the lock.

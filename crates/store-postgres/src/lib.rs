@@ -56,9 +56,9 @@ use deadpool_postgres::{Object, Pool, PoolError};
 use parking_lot::Mutex;
 
 use datanexus_store::{
-    AggregateQuery, AggregateResult, DatasetInfo, Error, EventPage, EventQuery, FlushReport,
-    Latest, QueryResult, Result, ResultPage, ResultQuery, SeriesQuery, Store, StoredEvent,
-    StoredResult,
+    AggregateParts, AggregateQuery, AggregateResult, DatasetInfo, Error, EventPage, EventQuery,
+    FlushReport, Latest, QueryResult, Result, ResultPage, ResultQuery, SeriesKey, SeriesQuery,
+    Store, StoredEvent, StoredResult,
 };
 
 mod connect;
@@ -327,6 +327,25 @@ impl Store for PostgresStore {
 
     async fn aggregate(&self, query: &AggregateQuery) -> Result<AggregateResult> {
         read::aggregate(&self.inner, query).await
+    }
+
+    async fn delete_series(&self, series: &[(SeriesKey, i64)]) -> Result<u64> {
+        // The same ids as the embedded store's (xxh3), as signed integers.
+        let ids: Vec<i64> = series.iter().map(|(k, _)| k.id() as i64).collect();
+        let up_to: Vec<i64> = series.iter().map(|(_, t)| *t).collect();
+        let client = self.inner.client().await?;
+        client
+            .execute(
+                "DELETE FROM dn_samples d USING unnest($1::bigint[], $2::bigint[]) AS k(id, up_to) \
+                 WHERE d.series_id = k.id AND d.ts <= k.up_to",
+                &[&ids, &up_to],
+            )
+            .await
+            .map_err(|e| pg_error(&self.inner.target, e))
+    }
+
+    async fn aggregate_parts(&self, query: &AggregateQuery) -> Result<AggregateParts> {
+        read::aggregate_parts(&self.inner, query).await
     }
 
     async fn events(&self, query: &EventQuery) -> Result<EventPage> {

@@ -20,6 +20,55 @@ use datanexus_store::{
     StoredEvent, StoredResult, Summary, TimeRange,
 };
 
+/// The unfinished aggregate of `q` (a control node merges it with other nodes'): every
+/// sample of the range read by one statement, streamed, into [`AggregateParts`] — the
+/// same pass as the embedded store's, so sums are exact and quantiles interpolated
+/// alike.
+pub(super) async fn aggregate_parts(
+    inner: &Inner,
+    q: &AggregateQuery,
+) -> Result<datanexus_store::AggregateParts> {
+    use futures::TryStreamExt;
+    if let Some(step) = q.step_ns.filter(|s| *s <= 0) {
+        return Err(Error::Invalid(format!("step {step} ns must be positive")));
+    }
+    let mut parts = datanexus_store::AggregateParts::new(&q.quantiles, &q.buckets)?;
+    let template = parts.total.clone();
+    let client = inner.client().await?;
+    let series = select(inner, &client, &q.selector).await?;
+    let ids: Vec<i64> = series.iter().map(|(id, _)| *id).collect();
+    let (lo, hi) = bounds(&q.range);
+    let params: [&(dyn ToSql + Sync); 3] = [&ids, &lo, &hi];
+    let rows = client
+        .query_raw(
+            "SELECT series_id, ts, value FROM dn_samples \
+             WHERE series_id = ANY($1) AND ts >= $2 AND ts <= $3",
+            params.iter().map(|p| *p as &dyn ToSql),
+        )
+        .await
+        .map_err(|e| pg_error(&inner.target, e))?;
+    let mut rows = std::pin::pin!(rows);
+    let mut seen = std::collections::HashSet::new();
+    while let Some(row) = rows
+        .try_next()
+        .await
+        .map_err(|e| pg_error(&inner.target, e))?
+    {
+        let (id, ts, value): (i64, i64, f64) = (row.get(0), row.get(1), row.get(2));
+        seen.insert(id);
+        parts.total.push(value);
+        if let Some(step) = q.step_ns {
+            parts
+                .steps
+                .entry(ts.div_euclid(step).saturating_mul(step))
+                .or_insert_with(|| template.clone())
+                .push(value);
+        }
+    }
+    parts.series_count = seen.len() as u64;
+    Ok(parts)
+}
+
 /// `NOT NaN`: PostgreSQL orders NaN above every number and `NaN = NaN`.
 const NOT_NAN: &str = "value <> 'NaN'::float8";
 

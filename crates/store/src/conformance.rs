@@ -469,6 +469,112 @@ pub async fn aggregate_matches_a_reference(s: Arc<dyn Store>) {
     );
 }
 
+/// The unfinished aggregate finishes to the aggregate (sums within rounding: a backend
+/// may sum in its own order), with steps, and parts of two halves merge to the whole.
+pub async fn aggregate_parts_finish_to_the_aggregate(s: Arc<dyn Store>) {
+    let m = unique("parts");
+    let mut pts = Vec::new();
+    for (h, host) in ["a", "b"].iter().enumerate() {
+        for i in 0..150i64 {
+            let v = ((i * 7919 + h as i64 * 104_729) % 1000) as f64 / 7.0 - 30.0;
+            pts.push(point(&m, &[("host", host)], v, T0 + i * SECOND));
+        }
+    }
+    s.write_points(&pts[..100]).await.unwrap();
+    s.flush().await.unwrap();
+    s.write_points(&pts[100..]).await.unwrap();
+    let mut q = agg(&m, &[0.0, 0.5, 0.99], &[0.0, 50.0]);
+    q.step_ns = Some(40 * SECOND);
+    let whole = s.aggregate(&q).await.unwrap();
+    let finished = s.aggregate_parts(&q).await.unwrap().finish();
+    let same = |a: &crate::Summary, b: &crate::Summary| {
+        assert_eq!((a.count, a.min, a.max), (b.count, b.min, b.max));
+        assert!(close(a.sum, b.sum), "{} {}", a.sum, b.sum);
+        assert_eq!(a.quantiles, b.quantiles);
+        assert_eq!(a.buckets, b.buckets);
+    };
+    same(&finished.total, &whole.total);
+    assert_eq!(finished.steps.len(), whole.steps.len());
+    for ((ta, a), (tb, b)) in finished.steps.iter().zip(&whole.steps) {
+        assert_eq!(ta, tb);
+        same(a, b);
+    }
+    assert_eq!(finished.series_count, whole.series_count);
+    let half = |host: &str| {
+        let mut h = q.clone();
+        h.selector.matchers = vec![("host".into(), host.into())];
+        h
+    };
+    let mut merged = s.aggregate_parts(&half("a")).await.unwrap();
+    merged
+        .merge(s.aggregate_parts(&half("b")).await.unwrap())
+        .unwrap();
+    let merged = merged.finish();
+    same(&merged.total, &finished.total);
+    assert_eq!(
+        merged.total.sum, finished.total.sum,
+        "exact sums merge exactly"
+    );
+    assert_eq!(merged.series_count, 2);
+}
+
+/// Deleting a series up to a time keeps its later samples, other series and what is
+/// written afterwards; deleting again deletes nothing.
+pub async fn deleting_a_series_up_to_a_time_keeps_the_rest(s: Arc<dyn Store>) {
+    let m = unique("delete");
+    let mut pts = Vec::new();
+    for host in ["a", "b"] {
+        for i in 0..10i64 {
+            pts.push(point(&m, &[("host", host)], i as f64, T0 + i * SECOND));
+        }
+    }
+    s.write_points(&pts[..15]).await.unwrap();
+    s.flush().await.unwrap();
+    s.write_points(&pts[15..]).await.unwrap();
+    let key = |host: &str| crate::SeriesKey {
+        measurement: m.clone(),
+        field: "value".into(),
+        labels: labels(&[("host", host)]),
+    };
+    let deleted = match s.delete_series(&[(key("a"), T0 + 5 * SECOND)]).await {
+        Err(Error::Invalid(why)) if why.contains("cannot delete") => return,
+        other => other.unwrap(),
+    };
+    assert_eq!(deleted, 6);
+    let mut only_a = all(&m);
+    only_a.selector.matchers = vec![("host".into(), "a".into())];
+    assert_eq!(
+        values(&s.query(&only_a).await.unwrap()),
+        [6.0, 7.0, 8.0, 9.0]
+    );
+    let mut only_b = all(&m);
+    only_b.selector.matchers = vec![("host".into(), "b".into())];
+    assert_eq!(s.query(&only_b).await.unwrap().total, 10);
+    s.write_points(&[point(&m, &[("host", "a")], 42.0, T0)])
+        .await
+        .unwrap();
+    s.flush().await.unwrap();
+    assert_eq!(s.query(&only_a).await.unwrap().total, 5);
+    assert_eq!(
+        s.delete_series(&[(key("a"), T0 - SECOND)]).await.unwrap(),
+        0
+    );
+    assert_eq!(
+        s.delete_series(&[(key("a"), i64::MAX), (key("b"), i64::MAX)])
+            .await
+            .unwrap(),
+        15
+    );
+    assert!(matches!(
+        s.aggregate(&agg(&m, &[], &[])).await,
+        Err(Error::NotFound(_))
+            | Ok(crate::AggregateResult {
+                total: crate::Summary { count: 0, .. },
+                ..
+            })
+    ));
+}
+
 pub async fn step_buckets_are_aligned_to_the_step(s: Arc<dyn Store>) {
     let m = unique("steps");
     let step = 10 * SECOND;
@@ -704,6 +810,8 @@ macro_rules! conformance_suite {
             check!(duplicate_across_flushed_data_and_head_counts_once);
             check!(aggregate_matches_a_reference);
             check!(step_buckets_are_aligned_to_the_step);
+            check!(aggregate_parts_finish_to_the_aggregate);
+            check!(deleting_a_series_up_to_a_time_keeps_the_rest);
             check!(events_are_paged_oldest_first_and_filtered);
             check!(events_are_idempotent_on_id);
             check!(results_are_read_by_client_above_a_seq_newest_kept);

@@ -202,10 +202,32 @@ pub struct AggregateQuery {
     pub range: TimeRange,
     /// Bucket width for per-step results (what a chart needs); `None` = one total only.
     pub step_ns: Option<i64>,
-    /// Quantiles to compute, each in `0..=1`.
+    /// Quantiles to compute, each in `0..=1` (serialized as IEEE 754 bits: exact).
+    #[serde(with = "f64_bits")]
     pub quantiles: Vec<f64>,
-    /// Histogram upper bounds (`le`), ascending; counts are cumulative.
+    /// Histogram upper bounds (`le`), ascending; counts are cumulative (serialized as
+    /// IEEE 754 bits).
+    #[serde(with = "f64_bits")]
     pub buckets: Vec<f64>,
+}
+
+/// Floats as their IEEE 754 bits (integers), so that they cross JSON exactly.
+mod f64_bits {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(v: &[f64], s: S) -> Result<S::Ok, S::Error> {
+        v.iter()
+            .map(|f| f.to_bits())
+            .collect::<Vec<u64>>()
+            .serialize(s)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f64>, D::Error> {
+        Ok(Vec::<u64>::deserialize(d)?
+            .into_iter()
+            .map(f64::from_bits)
+            .collect())
+    }
 }
 
 /// Result of an [`AggregateQuery`].
@@ -414,6 +436,21 @@ pub trait Store: Send + Sync + 'static {
     /// As [`Store::aggregate`].
     async fn aggregate_parts(&self, query: &AggregateQuery) -> Result<AggregateParts> {
         aggregate::parts_from_samples(self, query).await
+    }
+
+    /// Deletes, for each `(series, up_to_ns)`, the series' samples with timestamps up to
+    /// `up_to_ns` (inclusive), durably; returns how many samples were deleted. Newer
+    /// samples stay. (The control node's rebalance: a series' old data is deleted from a
+    /// node once its new owner holds it.)
+    ///
+    /// # Errors
+    /// Backend failures; [`Error::Invalid`] from a backend that cannot delete.
+    async fn delete_series(&self, series: &[(SeriesKey, i64)]) -> Result<u64> {
+        let _ = series;
+        Err(Error::Invalid(format!(
+            "the {} store cannot delete series",
+            self.name()
+        )))
     }
 
     /// Stored events.
