@@ -26,6 +26,9 @@ pub(crate) enum Command {
     /// Sample clients of the gRPC services.
     #[command(subcommand)]
     Client(ClientCommand),
+    /// Tools of the control node's cluster (`serve --role control`).
+    #[command(subcommand)]
+    Control(ControlCommand),
     /// Export a dataset (PostgreSQL table, InfluxDB measurement) over a time range to a
     /// Kafka topic or a file, with a progress bar and a final table.
     Export(Box<ExportArgs>),
@@ -58,6 +61,28 @@ pub(crate) struct HealthcheckArgs {
     /// Bearer token for `/ready` [default: the first of DATANEXUS_AUTH_TOKENS].
     #[arg(long, value_name = "TOKEN")]
     pub(crate) token: Option<String>,
+}
+
+/// `datanexus control …`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum ControlCommand {
+    /// Move the old data of every series whose owner changed (after nodes were added)
+    /// to its owner: copy, verify, then delete from the old node. Safe to interrupt and
+    /// run again. The token (admin, ingest and query on the nodes) comes from
+    /// DATANEXUS_CONTROL__TOKEN.
+    Rebalance(RebalanceArgs),
+}
+
+/// Flags of `datanexus control rebalance`.
+#[derive(Debug, Args)]
+pub(crate) struct RebalanceArgs {
+    /// The worker nodes, comma-separated, in placement order: the control node's
+    /// `--nodes` (the new list).
+    #[arg(long, value_name = "URLS", value_delimiter = ',', required = true)]
+    pub(crate) nodes: Vec<String>,
+    /// How long a node gets per call.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub(crate) timeout: std::time::Duration,
 }
 
 /// Flags of `datanexus completions`.

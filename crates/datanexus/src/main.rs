@@ -21,6 +21,7 @@ mod bench;
 mod cli;
 mod client;
 mod consume;
+mod control;
 mod export;
 #[cfg(feature = "kafka")]
 mod export_consume;
@@ -48,6 +49,9 @@ fn main() -> std::process::ExitCode {
             cli::Command::Consume(args) => consume::run(args).await,
             cli::Command::Bench(args) => bench::run(args).await,
             cli::Command::Client(command) => client::run(command).await,
+            cli::Command::Control(cli::ControlCommand::Rebalance(args)) => {
+                control::rebalance(args).await
+            }
             cli::Command::Export(args) => export::run(*args).await,
             #[cfg(feature = "kafka")]
             cli::Command::ExportConsume(args) => export_consume::run(args).await,

@@ -272,3 +272,142 @@ fn a_worker_killed_during_ingest_loses_nothing() {
         "{metrics}"
     );
 }
+
+/// The node (index) jump hash gives series `s{i}` of `metric` among `n` nodes.
+fn owner(metric: &str, series: u64, n: u32) -> usize {
+    let labels =
+        datanexus_model::point::Labels::new([("series".to_owned(), format!("s{series}"))]).unwrap();
+    datanexus_model::jump_hash(datanexus_model::series::point_key(metric, &labels), n) as usize
+}
+
+/// The series (`series` label values) of `metric` on a worker.
+fn series_held(addr: SocketAddr, metric: &str) -> Vec<String> {
+    let latest = http_get_json(addr, "/internal/store/latest");
+    latest
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["key"]["measurement"] == metric)
+        .map(|l| {
+            let labels = l["key"]["labels"].as_array().unwrap();
+            assert_eq!(labels.len(), 1, "{l}");
+            labels[0][1].as_str().unwrap().to_owned()
+        })
+        .collect()
+}
+
+fn rebalance(nodes: &[u16]) -> String {
+    let nodes: Vec<String> = nodes
+        .iter()
+        .map(|p| format!("http://127.0.0.1:{p}"))
+        .collect();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_datanexus"))
+        .args(["control", "rebalance", "--nodes", &nodes.join(",")])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "rebalance failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+fn table_value(table: &str, name: &str) -> u64 {
+    table
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {table}"))
+}
+
+#[test]
+fn resizing_three_to_four_workers_moves_a_quarter_and_rebalance_puts_every_series_home() {
+    const SERIES: u64 = 2_000;
+    const POINTS: u64 = 20;
+    let dir = tempfile::tempdir().unwrap();
+    let ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
+    let workers: Vec<Server> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| worker(&dir.path().join(format!("w{i}")), *p))
+        .collect();
+    let ctl = control(&dir.path().join("control"), &ports[..3]);
+    for from in (0..SERIES * POINTS).step_by(10_000) {
+        write(ctl.http, &lines("resize", SERIES, from, from + 10_000));
+    }
+    wait_count(
+        ctl.http,
+        "resize",
+        SERIES * POINTS,
+        Duration::from_secs(120),
+    );
+    assert!(series_held(workers[3].http, "resize").is_empty());
+
+    // Jump hash from 3 to 4 nodes moves about a quarter of the series.
+    let moving = (0..SERIES)
+        .filter(|s| owner("resize", *s, 3) != owner("resize", *s, 4))
+        .count() as u64;
+    assert!(
+        (SERIES * 18 / 100..=SERIES * 32 / 100).contains(&moving),
+        "{moving} of {SERIES} series change owner"
+    );
+    let urls: Vec<String> = ports
+        .iter()
+        .map(|p| format!("\"http://127.0.0.1:{p}\""))
+        .collect();
+    let (status, body) = http_post_json(
+        ctl.http,
+        "/control/nodes",
+        &format!(r#"{{"nodes": [{}]}}"#, urls.join(", ")),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        http_post_json(ctl.http, "/control/nodes", r#"{"nodes": ["ftp://x"]}"#).0,
+        400
+    );
+    // New points go to the new owners; the old ones stay where they were, and every
+    // answer still sees all of them.
+    write(
+        ctl.http,
+        &lines("resize", SERIES, SERIES * POINTS, SERIES * (POINTS + 2)),
+    );
+    let total = SERIES * (POINTS + 2);
+    wait_count(ctl.http, "resize", total, Duration::from_secs(120));
+    assert!(!series_held(workers[3].http, "resize").is_empty());
+    let paths = [
+        "/metrics/resize/aggregate?quantiles=0.5,0.99&step=5s",
+        "/metrics/resize?limit=3000&offset=2500&with_timestamps=true",
+    ];
+    // A moved series is on two nodes now (old points, new points): counted per node.
+    let detail = http_get_json(ctl.http, "/datasets/detail/?name=resize");
+    assert_eq!(detail["series"], SERIES + moving, "{detail}");
+    let before: Vec<_> = paths.iter().map(|p| answer(ctl.http, p)).collect();
+
+    let report = rebalance(&ports);
+    assert_eq!(table_value(&report, "moved"), moving, "{report}");
+    assert_eq!(
+        table_value(&report, "samples deleted"),
+        moving * POINTS,
+        "{report}"
+    );
+    // Every series lives on exactly its owner now.
+    let mut seen = std::collections::HashSet::new();
+    for (i, w) in workers.iter().enumerate() {
+        for s in series_held(w.http, "resize") {
+            let n: u64 = s.trim_start_matches('s').parse().unwrap();
+            assert_eq!(owner("resize", n, 4), i, "series {s} on worker {i}");
+            assert!(seen.insert(s.clone()), "series {s} on two workers");
+        }
+    }
+    assert_eq!(seen.len() as u64, SERIES);
+    let after: Vec<_> = paths.iter().map(|p| answer(ctl.http, p)).collect();
+    assert_eq!(after, before);
+    assert_eq!(count(ctl.http, "resize"), Some(total));
+    let detail = http_get_json(ctl.http, "/datasets/detail/?name=resize");
+    assert_eq!(detail["series"], SERIES, "{detail}");
+    assert_eq!(detail["samples"], total, "{detail}");
+    // Nothing left to move: a second run is a no-op.
+    let again = rebalance(&ports);
+    assert_eq!(table_value(&again, "moved"), 0, "{again}");
+}

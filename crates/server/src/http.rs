@@ -182,13 +182,14 @@ pub(crate) fn routes() -> Vec<Route> {
         route(Get, "/exports/{id}/file", Admin, exports::file),
         route(Get, "/control/nodes", Query, control::list),
         route(Post, "/control/nodes", Admin, control::replace),
-        route(Post, wire::WRITE_PATH, Ingest, node::write),
-        route(Post, wire::QUERY_PATH, Query, node::query),
-        route(Post, wire::AGGREGATE_PATH, Query, node::aggregate),
-        route(Post, wire::EVENTS_PATH, Query, node::events),
-        route(Post, wire::RESULTS_PATH, Query, node::results),
-        route(Get, wire::DATASETS_PATH, Query, node::datasets),
-        route(Get, wire::LATEST_PATH, Query, node::latest),
+        route(Post, wire::WRITE_PATH, Admin, node::write),
+        route(Post, wire::QUERY_PATH, Admin, node::query),
+        route(Post, wire::AGGREGATE_PATH, Admin, node::aggregate),
+        route(Post, wire::EVENTS_PATH, Admin, node::events),
+        route(Post, wire::RESULTS_PATH, Admin, node::results),
+        route(Post, wire::DELETE_PATH, Admin, node::delete),
+        route(Get, wire::DATASETS_PATH, Admin, node::datasets),
+        route(Get, wire::LATEST_PATH, Admin, node::latest),
     ]
 }
 

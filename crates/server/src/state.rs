@@ -192,6 +192,11 @@ impl AppState {
         self.inner.control.as_deref()
     }
 
+    /// The store as a shared handle (for work that must outlive a request).
+    pub(crate) fn store_arc(&self) -> Result<Arc<dyn Store>> {
+        self.inner.store.clone().ok_or(Error::NoStore)
+    }
+
     /// The store, if this process opened one.
     pub(crate) fn local_store(&self) -> Option<&dyn Store> {
         self.inner.store.as_deref()

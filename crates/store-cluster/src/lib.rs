@@ -26,6 +26,7 @@
 //! # Layout
 //! - this file: [`ClusterStore`], placement, the write buffers and the merges.
 //! - [`node`]: one worker node: its HTTP client calls and its status.
+//! - [`rebalance`]: moving the old data of series whose owner changed.
 //! - [`wire`]: paths and the write batch format, shared with the nodes' handlers.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -43,10 +44,15 @@ use datanexus_store::{
 use parking_lot::{Mutex, RwLock};
 
 pub mod node;
+pub mod rebalance;
 pub mod wire;
 
 pub use node::{Node, NodeFailure, NodeStatus};
-use wire::BatchWriter;
+use wire::{Batch, BatchWriter, Item};
+
+/// Most samples or events a query may ask the nodes for (`offset + limit`): each node
+/// answers up to that many.
+pub const MAX_SCATTER_WINDOW: usize = 1_000_000;
 
 /// Largest write batch sent in one request; a node's buffer is split there.
 pub const MAX_BATCH_BYTES: usize = 8 << 20;
@@ -98,16 +104,18 @@ struct Pending {
 }
 
 impl Pending {
-    fn writer(&mut self) -> &mut BatchWriter {
-        if self
-            .batches
-            .last()
-            .is_none_or(|b| b.len() >= MAX_BATCH_BYTES)
-        {
-            self.batches.push(BatchWriter::default());
+    /// Adds a record, starting a new batch where it would make the last one pass
+    /// [`MAX_BATCH_BYTES`] (a record larger than that is a batch of its own).
+    fn push(&mut self, item: &Item) {
+        let fits = |b: &BatchWriter| b.is_empty() || b.len() + item.framed_len() <= MAX_BATCH_BYTES;
+        match self.batches.last_mut() {
+            Some(last) if fits(last) => last.push(item),
+            _ => {
+                let mut batch = BatchWriter::default();
+                batch.push(item);
+                self.batches.push(batch);
+            }
         }
-        let last = self.batches.len() - 1;
-        &mut self.batches[last]
     }
 
     fn records(&self) -> u64 {
@@ -163,6 +171,8 @@ impl ClusterStore {
             nodes.push(kept.unwrap_or_else(|| Arc::new(Node::new(base))));
         }
         *self.nodes.write() = Arc::from(nodes);
+        let mut pending = self.pending.lock();
+        self.replace_orphans(&mut pending);
         Ok(())
     }
 
@@ -217,22 +227,67 @@ impl ClusterStore {
         &self,
         items: &[T],
         key: impl Fn(&T) -> u64,
-        mut add: impl FnMut(&mut BatchWriter, &T) -> Result<()>,
+        encode: impl Fn(&T) -> Result<Item>,
     ) -> datanexus_store::Result<()> {
+        let encoded: Vec<(u64, Item)> = items
+            .iter()
+            .map(|i| Ok((key(i), encode(i)?)))
+            .collect::<Result<_>>()
+            .map_err(|e| datanexus_store::Error::Invalid(e.to_string()))?;
         let nodes = self.nodes();
         let mut pending = self.pending.lock();
-        for item in items {
-            let node = Self::owner(&nodes, key(item));
-            let entry = pending
-                .entry(node.url().to_owned())
-                .or_insert_with(|| Pending {
-                    node: node.clone(),
-                    batches: Vec::new(),
-                });
-            add(entry.writer(), item)
-                .map_err(|e| datanexus_store::Error::Invalid(e.to_string()))?;
+        for (key, item) in &encoded {
+            place(&mut pending, &nodes, *key, item);
         }
         Ok(())
+    }
+
+    /// Puts the batches owed to nodes that left the list back through placement (they
+    /// were never confirmed, so nothing is acknowledged for them yet).
+    fn replace_orphans(&self, pending: &mut HashMap<String, Pending>) {
+        let nodes = self.nodes();
+        let orphans: Vec<String> = pending
+            .keys()
+            .filter(|url| !nodes.iter().any(|n| n.url() == url.as_str()))
+            .cloned()
+            .collect();
+        for url in orphans {
+            let Some(gone) = pending.remove(&url) else {
+                continue;
+            };
+            for batch in gone.batches {
+                match Batch::decode(batch.bytes()) {
+                    Ok(records) => {
+                        for p in &records.points {
+                            let key = point_key(&p.measurement, &p.labels);
+                            place(pending, &nodes, key, &Item::point(p));
+                        }
+                        for e in &records.events {
+                            if let Ok(item) = Item::event(e) {
+                                place(pending, &nodes, xxh3(e.source_id.as_bytes()), &item);
+                            }
+                        }
+                        for r in &records.results {
+                            if let Ok(item) = Item::result(r) {
+                                place(pending, &nodes, xxh3(r.client_id.as_bytes()), &item);
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        // Our own encoding, so this cannot happen; the batch stays owed.
+                        tracing::error!(error = %e, node = %url, "cannot re-place a batch");
+                        pending
+                            .entry(url.clone())
+                            .or_insert_with(|| Pending {
+                                node: gone.node.clone(),
+                                batches: Vec::new(),
+                            })
+                            .batches
+                            .push(batch);
+                    }
+                }
+            }
+        }
     }
 
     /// Calls every node at once; answers of the nodes that answered, or the failure of
@@ -285,23 +340,16 @@ impl Store for ClusterStore {
         self.buffer(
             points,
             |p| point_key(&p.measurement, &p.labels),
-            |w, p| {
-                w.point(p);
-                Ok(())
-            },
+            |p| Ok(Item::point(p)),
         )
     }
 
     async fn write_events(&self, events: &[StoredEvent]) -> datanexus_store::Result<()> {
-        self.buffer(events, |e| xxh3(e.source_id.as_bytes()), |w, e| w.event(e))
+        self.buffer(events, |e| xxh3(e.source_id.as_bytes()), Item::event)
     }
 
     async fn write_results(&self, results: &[StoredResult]) -> datanexus_store::Result<()> {
-        self.buffer(
-            results,
-            |r| xxh3(r.client_id.as_bytes()),
-            |w, r| w.result(r),
-        )
+        self.buffer(results, |r| xxh3(r.client_id.as_bytes()), Item::result)
     }
 
     async fn flush(&self) -> datanexus_store::Result<FlushReport> {
@@ -352,6 +400,8 @@ impl Store for ClusterStore {
                 entry.batches.extend(newer);
             }
         }
+        // A node removed from the list while its batches were out gets them re-placed.
+        self.replace_orphans(&mut pending);
         if failed.is_empty() {
             Ok(report)
         } else {
@@ -364,7 +414,7 @@ impl Store for ClusterStore {
     }
 
     async fn query(&self, query: &SeriesQuery) -> datanexus_store::Result<QueryResult> {
-        let wanted = query.offset.saturating_add(query.limit);
+        let wanted = window(query.offset, query.limit)?;
         let per_node = SeriesQuery {
             offset: 0,
             limit: wanted,
@@ -414,7 +464,7 @@ impl Store for ClusterStore {
     async fn events(&self, query: &EventQuery) -> datanexus_store::Result<EventPage> {
         let per_node = EventQuery {
             offset: 0,
-            limit: query.offset.saturating_add(query.limit),
+            limit: window(query.offset, query.limit)?,
             ..query.clone()
         };
         let answers: Vec<EventPage> = self
@@ -503,6 +553,31 @@ impl Store for ClusterStore {
     async fn stop(&self) -> datanexus_store::Result<()> {
         self.flush().await.map(|_| ())
     }
+}
+
+/// `offset + limit`, what each node is asked for, when it is within
+/// [`MAX_SCATTER_WINDOW`].
+fn window(offset: usize, limit: usize) -> datanexus_store::Result<usize> {
+    match offset.checked_add(limit) {
+        Some(n) if n <= MAX_SCATTER_WINDOW => Ok(n),
+        _ => Err(datanexus_store::Error::Invalid(format!(
+            "offset + limit is {} on a control node, at most {MAX_SCATTER_WINDOW} (each node \
+             answers that many); narrow the time range instead",
+            offset.saturating_add(limit)
+        ))),
+    }
+}
+
+/// Adds an encoded record to the batches of its owner among `nodes`.
+fn place(pending: &mut HashMap<String, Pending>, nodes: &[Arc<Node>], key: u64, item: &Item) {
+    let node = ClusterStore::owner(nodes, key);
+    pending
+        .entry(node.url().to_owned())
+        .or_insert_with(|| Pending {
+            node: node.clone(),
+            batches: Vec::new(),
+        })
+        .push(item);
 }
 
 fn xxh3(bytes: &[u8]) -> u64 {

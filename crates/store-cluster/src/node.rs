@@ -16,6 +16,9 @@ use serde::de::DeserializeOwned;
 
 use crate::wire;
 
+/// Largest answer read from a node (a query's samples, an aggregate's values).
+const MAX_ANSWER_BYTES: usize = 1 << 30;
+
 /// Why a node call failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NodeFailure {
@@ -281,8 +284,7 @@ impl Client {
             .await
             .map_err(|e| NodeFailure::Down(error_chain(&e)))?;
         let status = response.status();
-        let bytes = response
-            .into_body()
+        let bytes = http_body_util::Limited::new(response.into_body(), MAX_ANSWER_BYTES)
             .collect()
             .await
             .map_err(|e| NodeFailure::Down(format!("reading the answer: {e}")))?
@@ -296,7 +298,14 @@ impl Client {
             .unwrap_or_else(|| String::from_utf8_lossy(&bytes).trim().to_owned());
         let message = format!("{status}: {message}");
         Err(match status {
-            StatusCode::NOT_FOUND => NodeFailure::NotFound(message),
+            // The store's "unknown metric"; any other 404 (no such route: not a Data
+            // Nexus node of this version, or a wrong URL) is a node that cannot answer.
+            StatusCode::NOT_FOUND if message.contains("unknown metric") => {
+                NodeFailure::NotFound(message)
+            }
+            StatusCode::NOT_FOUND => {
+                NodeFailure::Down(format!("{message} (is {} a datanexus node?)", node.url))
+            }
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
                 NodeFailure::Down(format!("{message} (check [control] token)"))
             }

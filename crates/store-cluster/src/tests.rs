@@ -179,3 +179,52 @@ fn datasets_merge_by_measurement() {
     assert_eq!(m.fields, ["idle", "value"]);
     assert_eq!(m.kind, MetricType::Counter);
 }
+
+#[tokio::test]
+async fn batches_of_nodes_that_leave_the_list_are_placed_again() {
+    let store = ClusterStore::new(options(&["http://127.0.0.1:1", "http://127.0.0.1:2"])).unwrap();
+    let points: Vec<Point> = (0..200)
+        .map(|i| Point::sample("cpu", key(&format!("h{i}")).labels, 1.0, i))
+        .collect();
+    store.write_points(&points).await.unwrap();
+    let before: u64 = store.status().iter().map(|s| s.backlog).sum();
+    assert_eq!(before, 200);
+    // Node 2 leaves, node 3 comes: everything is owed to 1 and 3 now, nothing lost.
+    store
+        .set_nodes(&[
+            "http://127.0.0.1:1".to_owned(),
+            "http://127.0.0.1:3".to_owned(),
+        ])
+        .unwrap();
+    let status = store.status();
+    assert_eq!(status.len(), 2, "{status:?}");
+    assert_eq!(status.iter().map(|s| s.backlog).sum::<u64>(), 200);
+    let on_first = status[0].backlog;
+    // Node 1 keeps what it had and gets nothing of node 2's (placement among two nodes
+    // is the same for the first one).
+    assert!(on_first > 0 && on_first < 200, "{status:?}");
+}
+
+#[test]
+fn a_batch_is_split_before_it_passes_the_size_limit() {
+    let node = Arc::new(Node::new("http://a:1".to_owned()));
+    let mut pending = Pending {
+        node,
+        batches: Vec::new(),
+    };
+    let big = Point::sample("cpu", key(&"x".repeat(3 << 20)).labels, 1.0, 1);
+    for _ in 0..5 {
+        pending.push(&Item::point(&big));
+    }
+    // 3 MiB records, 8 MiB batches: two per batch.
+    assert_eq!(pending.batches.len(), 3);
+    assert!(pending.batches.iter().all(|b| b.len() <= MAX_BATCH_BYTES));
+    assert_eq!(pending.records(), 5);
+    let huge = Point::sample("cpu", key(&"y".repeat(9 << 20)).labels, 1.0, 1);
+    pending.push(&Item::point(&huge));
+    assert_eq!(
+        pending.batches.len(),
+        4,
+        "a record over the limit is a batch of its own"
+    );
+}

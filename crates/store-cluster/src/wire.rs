@@ -24,6 +24,9 @@ pub const AGGREGATE_PATH: &str = "/internal/store/aggregate";
 pub const EVENTS_PATH: &str = "/internal/store/events";
 /// `POST` a `ResultQuery` → `ResultPage`.
 pub const RESULTS_PATH: &str = "/internal/store/results";
+/// `POST` a `rebalance::DeleteRequest` → `rebalance::DeleteAnswer` (samples deleted,
+/// durably). Needs the `admin` scope on the node.
+pub const DELETE_PATH: &str = "/internal/store/delete";
 /// `GET` → every `DatasetInfo`.
 pub const DATASETS_PATH: &str = "/internal/store/datasets";
 /// `GET` → every `Latest`.
@@ -38,6 +41,45 @@ const MAGIC: &[u8; 4] = b"DNB1";
 const POINT: u8 = 1;
 const EVENT: u8 = 2;
 const RESULT: u8 = 3;
+
+/// One encoded record of a write batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Item {
+    kind: u8,
+    body: Vec<u8>,
+}
+
+impl Item {
+    /// A point.
+    pub fn point(point: &Point) -> Item {
+        let mut body = Vec::with_capacity(64);
+        codec::encode_point(point, &mut body);
+        Item { kind: POINT, body }
+    }
+
+    /// An event.
+    ///
+    /// # Errors
+    /// [`Error::Encode`] when the event cannot be written as JSON.
+    pub fn event(event: &StoredEvent) -> Result<Item> {
+        let body = serde_json::to_vec(event).map_err(|e| Error::Encode(e.to_string()))?;
+        Ok(Item { kind: EVENT, body })
+    }
+
+    /// A stream result.
+    ///
+    /// # Errors
+    /// [`Error::Encode`] when the result cannot be written as JSON.
+    pub fn result(result: &StoredResult) -> Result<Item> {
+        let body = serde_json::to_vec(result).map_err(|e| Error::Encode(e.to_string()))?;
+        Ok(Item { kind: RESULT, body })
+    }
+
+    /// Bytes it takes in a batch.
+    pub fn framed_len(&self) -> usize {
+        5 + self.body.len()
+    }
+}
 
 /// A write batch being built.
 #[derive(Debug, Clone)]
@@ -58,9 +100,7 @@ impl Default for BatchWriter {
 impl BatchWriter {
     /// Adds a point.
     pub fn point(&mut self, point: &Point) {
-        let mut buf = Vec::with_capacity(64);
-        codec::encode_point(point, &mut buf);
-        self.item(POINT, &buf);
+        self.push(&Item::point(point));
     }
 
     /// Adds an event.
@@ -68,8 +108,7 @@ impl BatchWriter {
     /// # Errors
     /// [`Error::Encode`] when the event cannot be written as JSON.
     pub fn event(&mut self, event: &StoredEvent) -> Result<()> {
-        let json = serde_json::to_vec(event).map_err(|e| Error::Encode(e.to_string()))?;
-        self.item(EVENT, &json);
+        self.push(&Item::event(event)?);
         Ok(())
     }
 
@@ -78,16 +117,19 @@ impl BatchWriter {
     /// # Errors
     /// [`Error::Encode`] when the result cannot be written as JSON.
     pub fn result(&mut self, result: &StoredResult) -> Result<()> {
-        let json = serde_json::to_vec(result).map_err(|e| Error::Encode(e.to_string()))?;
-        self.item(RESULT, &json);
+        self.push(&Item::result(result)?);
         Ok(())
     }
 
-    fn item(&mut self, kind: u8, body: &[u8]) {
-        self.bytes.push(kind);
-        self.bytes
-            .extend_from_slice(&u32::try_from(body.len()).unwrap_or(u32::MAX).to_le_bytes());
-        self.bytes.extend_from_slice(body);
+    /// Adds an encoded record.
+    pub fn push(&mut self, item: &Item) {
+        self.bytes.push(item.kind);
+        self.bytes.extend_from_slice(
+            &u32::try_from(item.body.len())
+                .unwrap_or(u32::MAX)
+                .to_le_bytes(),
+        );
+        self.bytes.extend_from_slice(&item.body);
         self.records += 1;
     }
 
@@ -109,6 +151,11 @@ impl BatchWriter {
     /// The body.
     pub fn finish(self) -> Vec<u8> {
         self.bytes
+    }
+
+    /// The body so far.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
     }
 }
 

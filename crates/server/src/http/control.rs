@@ -28,9 +28,14 @@ fn control(state: &AppState) -> Result<&ClusterStore> {
     })
 }
 
-/// The nodes' status as JSON, with each node's series count when it answers.
-pub(crate) async fn nodes_json(control: &ClusterStore) -> Value {
-    let series = control.series_counts().await;
+/// The nodes' status as JSON; with `series`, each node's series count (asked of the
+/// nodes now), else only what the control node knows already.
+pub(crate) async fn nodes_json(control: &ClusterStore, series: bool) -> Value {
+    let series = if series {
+        control.series_counts().await
+    } else {
+        Vec::new()
+    };
     let nodes: Vec<Value> = control
         .status()
         .into_iter()
@@ -55,7 +60,7 @@ pub(crate) async fn nodes_json(control: &ClusterStore) -> Value {
 
 /// Handles `GET /control/nodes`.
 pub(crate) async fn list(State(state): State<AppState>) -> Result<Json<Value>> {
-    Ok(Json(nodes_json(control(&state)?).await))
+    Ok(Json(nodes_json(control(&state)?, true).await))
 }
 
 /// Handles `POST /control/nodes`: `{"nodes": ["http://host:port", …]}`.
@@ -79,7 +84,7 @@ pub(crate) async fn replace(
         .set_nodes(&new.nodes)
         .map_err(|e| Error::Invalid(e.to_string()))?;
     tracing::info!(nodes = ?new.nodes, "control node list replaced (until restart)");
-    Ok(Json(nodes_json(control).await))
+    Ok(Json(nodes_json(control, true).await))
 }
 
 /// The layer of the query routes: with `partial=true` (removed from the query before

@@ -50,7 +50,8 @@ pub(crate) async fn ready(State(state): State<AppState>) -> Response {
     if let Some(control) = state.control() {
         // Ready while nodes are down (the log holds their records): their state and
         // backlog are listed, and the node list is served here too.
-        let nodes = crate::http::control::nodes_json(control).await;
+        // What the control node knows, without calling the nodes (a probe must be fast).
+        let nodes = crate::http::control::nodes_json(control, false).await;
         return Json(json!({
             "status": "ready",
             "broker": broker.name(),

@@ -1,10 +1,13 @@
 //! The worker node's side of a control node (`--role control`): its store API over
 //! HTTP, `/internal/store/*` (paths and formats in `datanexus_store_cluster::wire`).
 //! Every `serve` process with a store answers them; the control node is their only
-//! intended caller (writes need the `ingest` scope, reads `query`).
+//! intended caller, with a token of scope `admin` (they write and read the store
+//! directly, past the log and any client's view).
 //!
 //! - `POST /internal/store/write`: a write batch → written, then the store flushed →
 //!   `204` once durable (the control node acknowledges its log only then).
+//! - `POST /internal/store/delete` (admin): the control node's rebalance deletes a
+//!   series' samples up to a time once their new owner holds them.
 //! - `POST /internal/store/query|aggregate|events|results` with the store's query as
 //!   JSON, `GET /internal/store/datasets|latest` → the store's answer (an aggregate as
 //!   its exact unfinished state, so the control node can merge nodes exactly).
@@ -14,6 +17,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use datanexus_store::{AggregateQuery, EventQuery, ResultQuery, SeriesQuery};
+use datanexus_store_cluster::rebalance::{DeleteAnswer, DeleteRequest};
 use datanexus_store_cluster::wire::{self, Batch};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -21,24 +25,33 @@ use serde::de::DeserializeOwned;
 use crate::http::body::read_body;
 use crate::{AppState, Error, Result};
 
-/// Largest write batch accepted (the control node splits at half of it).
-const MAX_BATCH_BODY: usize = 2 * datanexus_store_cluster::MAX_BATCH_BYTES;
+/// Largest write batch accepted: the control node starts a new batch before one would
+/// pass `MAX_BATCH_BYTES`, so only a batch of one record larger than that is bigger —
+/// up to the largest record an ingest API takes (64 MiB leaves room for raised limits).
+const MAX_BATCH_BODY: usize = 64 << 20;
 
-/// Handles `POST /internal/store/write`.
+/// Handles `POST /internal/store/write`. The write and the flush run in a task of
+/// their own: a control node that gives up (its timeout) or a dropped connection must
+/// not cancel a flush half-way.
 pub(crate) async fn write(State(state): State<AppState>, request: Request) -> Result<Response> {
-    let store = state.store()?;
+    let store = state.store_arc()?;
     let body = read_body(request, MAX_BATCH_BODY).await?;
     let batch = Batch::decode(&body).map_err(|e| Error::Invalid(e.to_string()))?;
-    if !batch.results.is_empty() {
-        store.write_results(&batch.results).await?;
-    }
-    if !batch.events.is_empty() {
-        store.write_events(&batch.events).await?;
-    }
-    if !batch.points.is_empty() {
-        store.write_points(&batch.points).await?;
-    }
-    store.flush().await?;
+    let written = tokio::spawn(async move {
+        if !batch.results.is_empty() {
+            store.write_results(&batch.results).await?;
+        }
+        if !batch.events.is_empty() {
+            store.write_events(&batch.events).await?;
+        }
+        if !batch.points.is_empty() {
+            store.write_points(&batch.points).await?;
+        }
+        store.flush().await
+    });
+    written
+        .await
+        .map_err(|e| Error::Internal(format!("store write task: {e}")))??;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -70,6 +83,24 @@ pub(crate) async fn events(State(state): State<AppState>, request: Request) -> R
 pub(crate) async fn results(State(state): State<AppState>, request: Request) -> Result<Response> {
     let q: ResultQuery = json_query(&state, request).await?;
     json(&state.store()?.results(&q).await?)
+}
+
+/// Handles `POST /internal/store/delete` (admin): deletes the samples of the series up
+/// to a time, durably (the control node's rebalance, after the owner holds them).
+pub(crate) async fn delete(State(state): State<AppState>, request: Request) -> Result<Response> {
+    let q: DeleteRequest = json_query(&state, request).await?;
+    let store = state.store_arc()?;
+    let series = q.series.clone();
+    // In a task of its own, like a write: never cancelled half-way.
+    let deleted = tokio::spawn(async move { store.delete_series(&series).await })
+        .await
+        .map_err(|e| Error::Internal(format!("store delete task: {e}")))??;
+    tracing::info!(
+        series = q.series.len(),
+        deleted,
+        "series deleted (rebalance)"
+    );
+    json(&DeleteAnswer { deleted })
 }
 
 /// Handles `GET /internal/store/datasets`.
