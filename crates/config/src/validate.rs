@@ -99,10 +99,17 @@ impl Config {
             ));
         }
         for (i, node) in control.nodes.iter().enumerate() {
-            let rest = node
+            if node.starts_with("https://") {
+                return Err(Error::invalid(
+                    format!("control.nodes[{i}]"),
+                    format!(
+                        "{node:?}: https:// nodes are not supported yet (http:// on a private network)"
+                    ),
+                ));
+            }
+            let host = node
                 .strip_prefix("http://")
-                .or_else(|| node.strip_prefix("https://"));
-            let host = rest.map(|r| r.trim_end_matches('/'));
+                .map(|r| r.trim_end_matches('/'));
             if host.is_none_or(|h| h.is_empty() || h.contains(['/', '?', '#', ' '])) {
                 return Err(Error::invalid(
                     format!("control.nodes[{i}]"),

@@ -343,3 +343,43 @@ fn group_names_are_configurable_and_checked() {
     let err = load_env(&[("DATANEXUS_GROUPS__FORWARDER", "bad name")]).unwrap_err();
     assert!(err.to_string().contains("groups.forwarder"), "{err}");
 }
+
+#[test]
+fn the_control_nodes_come_from_file_env_or_flags_and_are_checked() {
+    use datanexus_config::Role;
+    let file = toml_file(
+        "role = \"control\"\n[control]\nnodes = [\"http://10.0.0.2:8080\", \"http://10.0.0.3:8080/\"]\ntimeout = \"3s\"\n",
+    );
+    let config = Config::load(Some(file.path()), env(&[])).unwrap();
+    assert_eq!(config.role, Role::Control);
+    assert_eq!(config.control.nodes.len(), 2);
+    assert_eq!(config.control.timeout, std::time::Duration::from_secs(3));
+    let config = load_env(&[
+        ("DATANEXUS_ROLE", "control"),
+        ("DATANEXUS_CONTROL__NODES", "http://a:1,http://b:2"),
+        ("DATANEXUS_CONTROL__TOKEN", "secret"),
+    ])
+    .unwrap();
+    assert_eq!(config.control.nodes, ["http://a:1", "http://b:2"]);
+    assert!(!format!("{:?}", config.control).contains("secret"));
+    // Role control needs nodes; nodes must be base URLs, each once.
+    let err = load_env(&[("DATANEXUS_ROLE", "control")]).unwrap_err();
+    assert!(err.to_string().contains("control.nodes"), "{err}");
+    for bad in ["10.0.0.2:8080", "http://a:1/path", "http://a:1,http://a:1"] {
+        let err = load_env(&[
+            ("DATANEXUS_ROLE", "control"),
+            ("DATANEXUS_CONTROL__NODES", bad),
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("control.nodes"), "{bad}: {err}");
+    }
+    let mut config = Config::default();
+    config
+        .apply(ConfigOverrides {
+            role: Some(Role::Control),
+            control_nodes: vec!["http://127.0.0.1:8081".into()],
+            ..ConfigOverrides::default()
+        })
+        .unwrap();
+    assert_eq!(config.control.nodes, ["http://127.0.0.1:8081"]);
+}
