@@ -36,16 +36,7 @@ TANSU="${TANSU_BIN:-$HOME/.cache/datanexus-tools/tansu}"
 [ -x "$TANSU" ] || { echo "no tansu at $TANSU (bash .ci/run installs it)" >&2; exit 1; }
 command -v influxd >/dev/null || { echo "no influxd (apt-get install influxdb)" >&2; exit 1; }
 
-work="$(mktemp -d)"
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 1 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
+. scripts/bench/common.sh
 
 influx_port=$(free_port); influx_rpc=$(free_port); kafka_port=$(free_port)
 http_port=$(free_port); grpc_port=$(free_port)

@@ -239,35 +239,6 @@ impl Client {
         content_type: &str,
         body: Vec<u8>,
     ) -> Result<Bytes, NodeFailure> {
-        let answer = tokio::time::timeout(
-            self.timeout,
-            self.exchange(node, method, path, content_type, body),
-        )
-        .await
-        .unwrap_or_else(|_| {
-            Err(NodeFailure::Down(format!(
-                "no answer within {:?}",
-                self.timeout
-            )))
-        });
-        match &answer {
-            Ok(_) | Err(NodeFailure::NotFound(_) | NodeFailure::Invalid(_)) => node.answered(),
-            Err(NodeFailure::Down(why)) => {
-                node.failed(why);
-                tracing::debug!(node = %node.url, path, error = %why, "node call failed");
-            }
-        }
-        answer
-    }
-
-    async fn exchange(
-        &self,
-        node: &Node,
-        method: Method,
-        path: &str,
-        content_type: &str,
-        body: Vec<u8>,
-    ) -> Result<Bytes, NodeFailure> {
         let mut request = Request::builder()
             .method(method)
             .uri(format!("{}{path}", node.url))
@@ -278,6 +249,30 @@ impl Client {
         let request = request
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| NodeFailure::Invalid(format!("cannot build the request: {e}")))?;
+        let answer = tokio::time::timeout(self.timeout, self.exchange(node, request))
+            .await
+            .unwrap_or_else(|_| {
+                Err(NodeFailure::Down(format!(
+                    "no answer within {:?}",
+                    self.timeout
+                )))
+            });
+        match &answer {
+            Ok(_) | Err(NodeFailure::NotFound(_) | NodeFailure::Invalid(_)) => node.answered(),
+            Err(NodeFailure::Down(why)) => {
+                node.failed(why);
+                tracing::debug!(node = %node.url, path, error = %why, "node call failed");
+            }
+        }
+        answer
+    }
+
+    /// Sends `request` and reads the whole answer; a non-2xx status is a failure.
+    async fn exchange(
+        &self,
+        node: &Node,
+        request: Request<Full<Bytes>>,
+    ) -> Result<Bytes, NodeFailure> {
         let response = self
             .http
             .request(request)
