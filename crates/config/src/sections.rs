@@ -571,6 +571,11 @@ pub struct LimitsConfig {
     /// Backpressure budget: records accepted but not yet durably handled.
     /// Must be at least `max_batch_metrics` and `max_batch_events`.
     pub max_inflight_records: usize,
+    /// Byte budget: bytes of ingest request bodies (decompressed) and batch messages
+    /// held in memory at once, over all requests; beyond it ingestion answers 429 /
+    /// `RESOURCE_EXHAUSTED`. Must be at least `max_http_body_bytes` and
+    /// `max_grpc_message_bytes`.
+    pub max_inflight_bytes: usize,
     /// Per-request deadline for API calls.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
@@ -586,6 +591,7 @@ impl Default for LimitsConfig {
             max_batch_metrics: 50_000,
             max_batch_events: 50_000,
             max_inflight_records: 1_000_000,
+            max_inflight_bytes: 256 * MIB,
             request_timeout: Duration::from_secs(30),
             max_concurrent_requests: 1024,
         }

@@ -355,6 +355,20 @@ fn validate_limits(l: &LimitsConfig) -> Result<()> {
     positive("limits.max_batch_metrics", l.max_batch_metrics)?;
     positive("limits.max_batch_events", l.max_batch_events)?;
     positive("limits.max_inflight_records", l.max_inflight_records)?;
+    for (name, limit) in [
+        ("limits.max_http_body_bytes", l.max_http_body_bytes),
+        ("limits.max_grpc_message_bytes", l.max_grpc_message_bytes),
+    ] {
+        if l.max_inflight_bytes < limit {
+            return Err(Error::invalid(
+                "limits.max_inflight_bytes",
+                format!(
+                    "must be at least {name} ({limit}), got {}",
+                    l.max_inflight_bytes
+                ),
+            ));
+        }
+    }
     positive("limits.max_concurrent_requests", l.max_concurrent_requests)?;
     positive_duration("limits.request_timeout", l.request_timeout)?;
     if l.max_inflight_records < l.max_batch_metrics {

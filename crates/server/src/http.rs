@@ -67,6 +67,7 @@ use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::{BoxError, load_shed, timeout};
 use tower_http::decompression::RequestDecompressionLayer;
 
+use crate::budget;
 use crate::error::json_error;
 use crate::observe::count_http_errors;
 use crate::{AppState, Error, Result};
@@ -90,6 +91,8 @@ pub(crate) struct Route {
     /// Accepts `partial=true` (a control node's answer without the nodes that did
     /// not answer).
     partial: bool,
+    /// Its body takes bytes from the in-flight byte budget (the ingest routes).
+    budget: bool,
 }
 
 /// The methods routes use.
@@ -117,6 +120,7 @@ where
         handler,
         decompress: true,
         partial: false,
+        budget: scope == Scope::Ingest,
     }
 }
 
@@ -227,6 +231,10 @@ pub fn http_app(state: AppState) -> Router {
     for route in routes() {
         let scope = route.scope;
         let mut handler = route.handler;
+        if route.budget {
+            // Inside the decompression: the budget counts decompressed bytes.
+            handler = handler.layer(from_fn_with_state(state.clone(), budget::budget_bodies));
+        }
         if route.decompress {
             handler = handler.layer(RequestDecompressionLayer::new());
         }

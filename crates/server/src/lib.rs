@@ -36,6 +36,7 @@
 //! - `http.rs` + `http/`: axum routes, one file per endpoint family, and the layers.
 
 mod auth;
+mod budget;
 mod error;
 mod exposition;
 mod grpc;

@@ -44,6 +44,8 @@ pub struct ServerOptions {
     /// Backpressure budget: records accepted but not yet durable. A request that does
     /// not fit is refused (`429` / `RESOURCE_EXHAUSTED`), never queued.
     pub max_inflight_records: usize,
+    /// `limits.max_inflight_bytes`: the byte budget of request bodies and messages.
+    pub max_inflight_bytes: usize,
     /// Deadline of one API request.
     pub request_timeout: Duration,
     /// Most API requests (HTTP and gRPC together) served at once; more are refused.
@@ -98,6 +100,7 @@ impl std::fmt::Debug for ServerOptions {
             .field("max_batch_metrics", &self.max_batch_metrics)
             .field("max_batch_events", &self.max_batch_events)
             .field("max_inflight_records", &self.max_inflight_records)
+            .field("max_inflight_bytes", &self.max_inflight_bytes)
             .field("request_timeout", &self.request_timeout)
             .field("max_concurrent_requests", &self.max_concurrent_requests)
             .field("shutdown_timeout", &self.shutdown_timeout)
@@ -138,6 +141,7 @@ impl From<&Config> for ServerOptions {
             max_batch_metrics: c.limits.max_batch_metrics,
             max_batch_events: c.limits.max_batch_events,
             max_inflight_records: c.limits.max_inflight_records,
+            max_inflight_bytes: c.limits.max_inflight_bytes,
             request_timeout: c.limits.request_timeout,
             max_concurrent_requests: c.limits.max_concurrent_requests,
             shutdown_timeout: c.shutdown_timeout,

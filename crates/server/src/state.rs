@@ -24,6 +24,7 @@ struct Shared {
     broker: Arc<dyn Broker>,
     store: Option<Arc<dyn Store>>,
     control: Option<Arc<datanexus_store_cluster::ClusterStore>>,
+    byte_budget: Arc<crate::budget::ByteBudget>,
     telemetry: Arc<Telemetry>,
     ingestor: Ingestor,
     drainer: Drainer,
@@ -113,6 +114,10 @@ impl AppState {
                 broker,
                 store,
                 control,
+                byte_budget: Arc::new(crate::budget::ByteBudget::new(
+                    options.max_inflight_bytes,
+                    &telemetry,
+                )),
                 telemetry,
                 ingestor,
                 drainer,
@@ -185,6 +190,11 @@ impl AppState {
     /// The store, or [`Error::NoStore`] in a process without one.
     pub(crate) fn store(&self) -> Result<&dyn Store> {
         self.inner.store.as_deref().ok_or(Error::NoStore)
+    }
+
+    /// The byte budget of request bodies and messages.
+    pub(crate) fn byte_budget(&self) -> Arc<crate::budget::ByteBudget> {
+        Arc::clone(&self.inner.byte_budget)
     }
 
     /// The cluster store of a control node (`--role control`).

@@ -159,6 +159,9 @@ label_enum! {
     Queue {
         /// Ingest records accepted but not yet durable (the backpressure budget).
         InflightRecords => "inflight_records",
+        /// Bytes of ingest request bodies and messages held in memory (the byte
+        /// budget).
+        InflightBytes => "inflight_bytes",
     }
 }
 

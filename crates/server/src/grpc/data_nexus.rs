@@ -74,7 +74,18 @@ impl MetricsService for DataNexusService {
         &self,
         request: Request<BatchMetrics>,
     ) -> Result<Response<BatchIngestResponse>, Status> {
-        let outcome = self.ingest_batch(request.into_inner().metrics).await;
+        // The message stays in memory until it is durable: it takes its bytes from the
+        // in-flight byte budget meanwhile.
+        let held =
+            self.state
+                .byte_budget()
+                .try_reserve(datanexus_proto::prost::Message::encoded_len(
+                    request.get_ref(),
+                ));
+        let outcome = match held {
+            Ok(_held) => self.ingest_batch(request.into_inner().metrics).await,
+            Err(e) => Err(e),
+        };
         let event_ids = self
             .state
             .observe_ingest(Api::GrpcDataNexus, outcome, Vec::len)?;

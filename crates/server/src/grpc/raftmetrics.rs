@@ -78,15 +78,29 @@ impl MetricsService for RaftMetricsService {
         &self,
         request: Request<MetricBatch>,
     ) -> Result<Response<MetricResponse>, Status> {
+        // The message stays in memory until it is durable: it takes its bytes from the
+        // in-flight byte budget meanwhile.
+        let held =
+            self.state
+                .byte_budget()
+                .try_reserve(datanexus_proto::prost::Message::encoded_len(
+                    request.get_ref(),
+                ));
         let MetricBatch { entries, batch_id } = request.into_inner();
         let options = self.state.options();
-        let points = datanexus_ingest::endpoint::BATCH_SEND_METRICS(
-            entries,
-            &options.limits,
-            options.max_batch_metrics,
-            time::now_ns(),
-        )
-        .map_err(Error::from);
-        Ok(self.record(points, batch_id.as_deref()).await?)
+        let points = held.and_then(|held| {
+            datanexus_ingest::endpoint::BATCH_SEND_METRICS(
+                entries,
+                &options.limits,
+                options.max_batch_metrics,
+                time::now_ns(),
+            )
+            .map(|points| (points, held))
+            .map_err(Error::from)
+        });
+        match points {
+            Ok((points, _held)) => Ok(self.record(Ok(points), batch_id.as_deref()).await?),
+            Err(e) => Ok(self.record(Err(e), batch_id.as_deref()).await?),
+        }
     }
 }

@@ -64,8 +64,10 @@ pub(crate) async fn read_body(req: Request, limit: usize) -> Result<Bytes> {
     // Trust the declared length for preallocation only up to 1 MiB.
     let mut buf = BytesMut::with_capacity(declared.unwrap_or(0).min(1 << 20));
     while let Some(chunk) = stream.next().await {
-        let chunk =
-            chunk.map_err(|e| Error::Invalid(format!("could not read the request body: {e}")))?;
+        let chunk = chunk.map_err(|e| match crate::budget::over_budget(&e) {
+            Some(why) => Error::Overloaded(why),
+            None => Error::Invalid(format!("could not read the request body: {e}")),
+        })?;
         if buf.len() + chunk.len() > limit {
             return Err(Error::PayloadTooLarge { limit });
         }
