@@ -104,13 +104,32 @@ fn tansu_binary() -> Option<std::path::PathBuf> {
 /// binary) on a free loopback port; `None` if there is no binary or it never listens.
 #[cfg(feature = "kafka")]
 async fn spawn_tansu() -> Option<(ServerProcess, String)> {
+    tansu_advertising(|port| format!("tcp://127.0.0.1:{port}")).await
+}
+
+/// Starts tansu on a free loopback port, telling its clients to connect to
+/// `advertised` instead (e.g. a TLS terminator in front of it); returns the process and
+/// the `host:port` it listens on. `None` if there is no binary or it never listens.
+#[cfg(feature = "kafka")]
+pub async fn tansu_behind(advertised: &str) -> Option<(ServerProcess, String)> {
+    let advertised = advertised.to_owned();
+    tansu_advertising(move |_| advertised.clone()).await
+}
+
+#[cfg(feature = "kafka")]
+async fn tansu_advertising(advertised: impl Fn(u16) -> String) -> Option<(ServerProcess, String)> {
     use std::process::{Command, Stdio};
     let binary = tansu_binary()?;
     let start = |port: u16| {
         let url = format!("tcp://127.0.0.1:{port}");
         let child = Command::new(&binary)
             .arg("broker")
-            .args(["--listener-url", &url, "--advertised-listener-url", &url])
+            .args([
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &advertised(port),
+            ])
             .args(["--storage-engine", "memory://tansu/"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -323,3 +323,108 @@ async fn an_independent_kafka_client_reads_the_records_we_produce() {
         )
     );
 }
+
+/// TLS to Kafka with a private CA made by the test. tansu speaks plain text, so the test
+/// puts a TLS terminator (rustls) in front of a private tansu and makes tansu advertise
+/// the terminator's address: every connection of the client — bootstrap and broker —
+/// goes through TLS. With `security.protocol = ssl` and `ssl.ca.location` = the CA the
+/// backend creates a topic, produces and consumes through it; trusting only the
+/// system's CAs it is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_private_ca() {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+    let pki = tempfile::tempdir().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    // Distinct names: OpenSSL (librdkafka) takes a leaf named like its issuer for a
+    // self-signed certificate.
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "datanexus test CA");
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut leaf = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+        .unwrap();
+    leaf.distinguished_name
+        .push(DnType::CommonName, "datanexus test broker");
+    let cert = leaf.signed_by(&key, &ca).unwrap();
+    let ca_file = pki.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+
+    // The terminator's port first: tansu must advertise it.
+    let tls = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let tls_addr = tls.local_addr().unwrap();
+    let Some((_tansu, plain)) = testkit::tansu_behind(&format!("tcp://{tls_addr}")).await else {
+        return skip("tansu (for TLS)");
+    };
+    let server_config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![cert.der().clone()],
+        rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+    )
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_config));
+    let handshakes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let terminator = {
+        let handshakes = handshakes.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = tls.accept().await else {
+                    return;
+                };
+                let (acceptor, plain, handshakes) =
+                    (acceptor.clone(), plain.clone(), handshakes.clone());
+                tokio::spawn(async move {
+                    let mut secure = match acceptor.accept(tcp).await {
+                        Ok(secure) => secure,
+                        Err(e) => {
+                            eprintln!("TLS terminator: handshake failed: {e}");
+                            return;
+                        }
+                    };
+                    handshakes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if let Ok(mut upstream) = tokio::net::TcpStream::connect(&plain).await {
+                        let _ = tokio::io::copy_bidirectional(&mut secure, &mut upstream).await;
+                    }
+                });
+            }
+        })
+    };
+
+    let tls_options = |ca: Option<&std::path::Path>| {
+        let mut o = test_options(&tls_addr.to_string());
+        o.request_timeout = Duration::from_secs(5);
+        o.delivery_timeout = Duration::from_secs(5);
+        o.properties
+            .insert("security.protocol".to_owned(), "ssl".to_owned());
+        if let Some(ca) = ca {
+            o.properties
+                .insert("ssl.ca.location".to_owned(), ca.display().to_string());
+        }
+        o
+    };
+    let b = KafkaBroker::open(tls_options(Some(&ca_file))).unwrap();
+    let topic = unique("tls");
+    b.ensure_topic(&topic, 2).await.unwrap();
+    b.produce(&topic, records(3, 1)).await.unwrap();
+    let c = b
+        .subscribe(&topic, &unique("g"), "c1", options())
+        .await
+        .unwrap();
+    assert_eq!(drain_acking(c.as_ref(), 3).await.len(), 3);
+    assert!(
+        handshakes.load(std::sync::atomic::Ordering::Relaxed) > 0,
+        "nothing went through the TLS terminator"
+    );
+
+    // Trusting only the system's CAs, the private certificate is refused.
+    let untrusting = KafkaBroker::open(tls_options(None)).unwrap();
+    let err = untrusting.produce(&topic, records(1, 1)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    terminator.abort();
+}
