@@ -614,13 +614,31 @@ impl Client {
 
 #[async_trait]
 impl ResultRouter for Sessions {
+    /// Each client's results in order, the clients at once: a slow client delays the
+    /// others by at most one `slow_client_timeout` per batch, not one per slow client.
     async fn route(&self, results: &[ResultRecord]) {
+        let mut by_client: Vec<(Arc<Client>, Vec<&ResultRecord>)> = Vec::new();
+        let mut index: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
         for result in results {
-            let client = self.clients.lock().get(&result.client_id).cloned();
-            if let Some(client) = client {
-                self.offer(&client, result).await;
-            }
+            let i = match index.get(result.client_id.as_str()) {
+                Some(i) => *i,
+                None => {
+                    let Some(client) = self.clients.lock().get(&result.client_id).cloned() else {
+                        continue;
+                    };
+                    by_client.push((client, Vec::new()));
+                    index.insert(&result.client_id, by_client.len() - 1);
+                    by_client.len() - 1
+                }
+            };
+            by_client[i].1.push(result);
         }
+        futures::future::join_all(by_client.iter().map(|(client, results)| async move {
+            for result in results {
+                self.offer(client, result).await;
+            }
+        }))
+        .await;
     }
 }
 

@@ -343,8 +343,8 @@ async fn tls_with_a_private_ca() {
         .push(DnType::CommonName, "datanexus test CA");
     let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
     let key = KeyPair::generate().unwrap();
-    let mut leaf = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
-        .unwrap();
+    let mut leaf =
+        CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
     leaf.distinguished_name
         .push(DnType::CommonName, "datanexus test broker");
     let cert = leaf.signed_by(&key, &ca).unwrap();
