@@ -579,6 +579,10 @@ pub struct LimitsConfig {
     /// Per-request deadline for API calls.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// How long an HTTP/1.1 client gets to send a request's headers; a connection that
+    /// trickles them or stalls half-way is closed (slowloris).
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
     /// Maximum number of API requests served concurrently.
     pub max_concurrent_requests: usize,
 }
@@ -593,6 +597,7 @@ impl Default for LimitsConfig {
             max_inflight_records: 1_000_000,
             max_inflight_bytes: 256 * MIB,
             request_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(30),
             max_concurrent_requests: 1024,
         }
     }

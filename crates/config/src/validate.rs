@@ -371,6 +371,7 @@ fn validate_limits(l: &LimitsConfig) -> Result<()> {
     }
     positive("limits.max_concurrent_requests", l.max_concurrent_requests)?;
     positive_duration("limits.request_timeout", l.request_timeout)?;
+    positive_duration("limits.header_read_timeout", l.header_read_timeout)?;
     if l.max_inflight_records < l.max_batch_metrics {
         return Err(Error::invalid(
             "limits.max_inflight_records",

@@ -2,7 +2,8 @@
 //! send half a request and stall (slowloris), and 50 event streams that send events but
 //! never read their results (a tiny HTTP/2 window, so the server's sends block), while
 //! a normal client keeps being served. The stalled streams are closed as slow clients
-//! (counted), and the server's memory stays bounded.
+//! (counted), the half-sent requests are closed after the header-read timeout, and the
+//! server's memory stays bounded.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
@@ -17,7 +18,7 @@ use datanexus_proto::datanexus::v1::stream_request::Kind as Req;
 use datanexus_proto::datanexus::v1::{Event, Hello, StreamRequest};
 use native::Native;
 use support::Server;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -90,6 +91,7 @@ async fn idle_and_stalled_clients_leave_the_others_served_with_bounded_memory() 
         &[
             ("DATANEXUS_STREAMS__CHANNEL_CAPACITY", "64"),
             ("DATANEXUS_STREAMS__SLOW_CLIENT_TIMEOUT", "1s"),
+            ("DATANEXUS_LIMITS__HEADER_READ_TIMEOUT", "3s"),
         ],
     );
     // 1,000 connections with half a request each, kept open.
@@ -156,5 +158,24 @@ async fn idle_and_stalled_clients_leave_the_others_served_with_bounded_memory() 
         peak >> 20
     );
     assert!(peak < 400 << 20, "peak RSS {} MiB", peak >> 20);
-    drop((idle, stalled));
+    // The half-sent requests were closed by the server (headers not complete within
+    // the header-read timeout): each socket reads its end.
+    let mut ended = 0;
+    for mut s in idle {
+        let mut buf = [0u8; 512];
+        let read = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => return true,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        if read == Ok(true) {
+            ended += 1;
+        }
+    }
+    assert_eq!(ended, 1000, "idle connections left open by the server");
+    drop(stalled);
 }

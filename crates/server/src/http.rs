@@ -258,50 +258,55 @@ pub fn http_app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves [`http_app`] on `listener` until `shutdown` resolves, then finishes the requests in flight.
+/// Serves [`http_app`] on `listener` (over TLS when `[tls]` is set) until `shutdown`
+/// resolves, then finishes the requests in flight.
 pub(crate) async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let tls = state.options().tls.clone();
-    if let Some(files) = crate::tls::TlsFiles::load(&tls)? {
-        let acceptor = tokio_rustls::TlsAcceptor::from(files.rustls(&tls)?);
-        return serve_tls(listener, acceptor, http_app(state), shutdown).await;
-    }
-    use axum::serve::ListenerExt;
-    // TCP_NODELAY: no Nagle / delayed-ACK stalls on small responses.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
-    axum::serve(listener, http_app(state))
-        .with_graceful_shutdown(shutdown)
-        .await?;
-    Ok(())
+    let acceptor = match crate::tls::TlsFiles::load(&tls)? {
+        Some(files) => Some(tokio_rustls::TlsAcceptor::from(files.rustls(&tls)?)),
+        None => None,
+    };
+    let header_read_timeout = state.options().header_read_timeout;
+    serve_connections(
+        listener,
+        acceptor,
+        header_read_timeout,
+        http_app(state),
+        shutdown,
+    )
+    .await
 }
 
 /// Most time a client gets to complete its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// [`serve`] over TLS: each accepted connection is handshaken (within
+/// Accepts connections (TCP_NODELAY; with `acceptor`, a TLS handshake within
 /// [`HANDSHAKE_TIMEOUT`], so a client that never finishes holds nothing for long) and
-/// served with HTTP/1.1 or HTTP/2; on `shutdown` it stops accepting and waits for the
-/// connections to finish their requests.
-async fn serve_tls(
+/// serves each with HTTP/1.1 (headers within `header_read_timeout`, so a client that
+/// trickles them or sends half a request and stalls is closed) or HTTP/2; on
+/// `shutdown` it stops accepting and waits for the connections to finish their
+/// requests.
+async fn serve_connections(
     listener: TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    header_read_timeout: Duration,
     app: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     use hyper_util::server::conn::auto::Builder;
     use hyper_util::server::graceful::GracefulShutdown;
-    use hyper_util::service::TowerToHyperService;
 
     let graceful = GracefulShutdown::new();
-    let builder = Builder::new(TokioExecutor::new());
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -321,20 +326,32 @@ async fn serve_tls(
         let (acceptor, builder, app) = (acceptor.clone(), builder.clone(), app.clone());
         let watcher = graceful.watcher();
         tokio::spawn(async move {
-            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
+            let service = hyper_util::service::TowerToHyperService::new(app);
+            let served = match acceptor {
+                None => {
+                    let connection =
+                        builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
+                    watcher.watch(connection.into_owned()).await
                 }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
+                Some(acceptor) => {
+                    let stream =
+                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                            Ok(Ok(stream)) => stream,
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "TLS handshake timed out");
+                                return;
+                            }
+                        };
+                    let connection =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    watcher.watch(connection.into_owned()).await
                 }
             };
-            let service = TowerToHyperService::new(app);
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            if let Err(e) = watcher.watch(connection.into_owned()).await {
+            if let Err(e) = served {
                 tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
             }
         });

@@ -48,6 +48,8 @@ pub struct ServerOptions {
     pub max_inflight_bytes: usize,
     /// Deadline of one API request.
     pub request_timeout: Duration,
+    /// `limits.header_read_timeout`: HTTP/1.1 request headers must arrive within it.
+    pub header_read_timeout: Duration,
     /// Most API requests (HTTP and gRPC together) served at once; more are refused.
     pub max_concurrent_requests: usize,
     /// How long [`run`](crate::run) waits for in-flight requests after shutdown begins.
@@ -143,6 +145,7 @@ impl From<&Config> for ServerOptions {
             max_inflight_records: c.limits.max_inflight_records,
             max_inflight_bytes: c.limits.max_inflight_bytes,
             request_timeout: c.limits.request_timeout,
+            header_read_timeout: c.limits.header_read_timeout,
             max_concurrent_requests: c.limits.max_concurrent_requests,
             shutdown_timeout: c.shutdown_timeout,
             histogram_buckets: c.metrics.histogram_buckets.clone(),
