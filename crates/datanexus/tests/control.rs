@@ -145,6 +145,7 @@ fn control_node_spreads_series_and_answers_as_one_node() {
         .map(|w| series_on(w.http, "spread"))
         .collect();
     assert_eq!(held.iter().sum::<u64>(), SERIES, "{held:?}");
+    eprintln!("series per worker: {held:?} of {SERIES}");
     for h in &held {
         assert!(
             (SERIES * 25 / 100..=SERIES * 42 / 100).contains(h),
@@ -352,6 +353,7 @@ fn resizing_three_to_four_workers_moves_a_quarter_and_rebalance_puts_every_serie
         (SERIES * 18 / 100..=SERIES * 32 / 100).contains(&moving),
         "{moving} of {SERIES} series change owner"
     );
+    eprintln!("{moving} of {SERIES} series change owner from 3 to 4 workers");
     let urls: Vec<String> = ports
         .iter()
         .map(|p| format!("\"http://127.0.0.1:{p}\""))
