@@ -104,12 +104,12 @@ impl Aggregate {
                 "aggregates of different quantiles or bounds cannot be merged".to_owned(),
             ));
         }
-        self.count += other.count;
+        self.count = self.count.saturating_add(other.count);
         self.sum.merge(&other.sum);
         self.min = self.min.min(other.min);
         self.max = self.max.max(other.max);
         for (c, o) in self.bucket_counts.iter_mut().zip(other.bucket_counts) {
-            *c += o;
+            *c = c.saturating_add(o);
         }
         if self.values.is_empty() {
             self.values = other.values;
@@ -193,7 +193,8 @@ impl Aggregate {
             .iter()
             .zip(&self.bucket_counts)
             .map(|(&le, &c)| {
-                acc += c;
+                // Saturating: a decoded state (another node's answer) may hold anything.
+                acc = u64::saturating_add(acc, c);
                 (le, acc)
             })
             .collect();
@@ -252,7 +253,7 @@ impl AggregateParts {
                 }
             }
         }
-        self.series_count += other.series_count;
+        self.series_count = self.series_count.saturating_add(other.series_count);
         Ok(())
     }
 
@@ -577,6 +578,26 @@ mod tests {
         assert!(AggregateParts::decode(&bytes, &qs, &[]).is_err());
         assert!(AggregateParts::decode(&bytes[..bytes.len() - 1], &qs, &bounds).is_err());
         assert!(AggregateParts::decode(b"DNA1\xff\xff", &qs, &bounds).is_err());
+    }
+
+    /// Found by the `cluster_wire` fuzz target: a state with bucket counts near
+    /// `u64::MAX` (a broken or hostile node's answer) overflowed when finished.
+    #[test]
+    fn decoded_states_with_huge_counts_finish_and_merge_without_overflow() {
+        let (qs, bounds) = ([0.5], [1.0, 2.0]);
+        let mut state = AggregateParts::new(&qs, &bounds).unwrap();
+        state.total.count = u64::MAX;
+        state.total.bucket_counts = vec![u64::MAX, u64::MAX];
+        state.series_count = u64::MAX;
+        let bytes = state.encode();
+        let mut merged = AggregateParts::decode(&bytes, &qs, &bounds).unwrap();
+        merged
+            .merge(AggregateParts::decode(&bytes, &qs, &bounds).unwrap())
+            .unwrap();
+        let done = merged.finish();
+        assert_eq!(done.total.count, u64::MAX);
+        assert_eq!(done.total.buckets, vec![(1.0, u64::MAX), (2.0, u64::MAX)]);
+        assert_eq!(done.series_count, u64::MAX);
     }
 
     #[test]
