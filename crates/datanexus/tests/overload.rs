@@ -11,17 +11,6 @@ use std::process::Command;
 
 use support::{Server, http_get_json};
 
-/// The server's peak resident memory (VmHWM), in bytes.
-fn peak_rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM in /proc/pid/status");
-    kb * 1024
-}
-
 #[test]
 fn two_hundred_connections_over_the_budget_get_429_and_memory_stays_bounded() {
     const BUDGET: u64 = 8 << 20;
@@ -89,7 +78,7 @@ fn two_hundred_connections_over_the_budget_get_429_and_memory_stays_bounded() {
         internal.contains("datanexus_queue_depth{queue=\"inflight_bytes\"} 0"),
         "{internal}"
     );
-    let peak = peak_rss(server.child.id());
+    let peak = server.peak_rss();
     eprintln!(
         "overload: {ok} requests accepted ({acknowledged} samples), {errors} refused; peak RSS {} MiB",
         peak >> 20

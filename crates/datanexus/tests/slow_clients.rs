@@ -60,16 +60,6 @@ async fn stalled_stream(url: &str, client_id: &str, events: i32) -> impl Sized +
     (client, tx, responses)
 }
 
-fn peak_rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
-    kb * 1024
-}
-
 /// The slow-client closes counted by the server.
 async fn slow_client_closes(server: &Server) -> f64 {
     let addr = server.http;
@@ -152,7 +142,7 @@ async fn idle_and_stalled_clients_leave_the_others_served_with_bounded_memory() 
         closed >= 1.0,
         "no stalled stream was closed as a slow client"
     );
-    let peak = peak_rss(server.child.id());
+    let peak = server.peak_rss();
     eprintln!(
         "slow clients: 1,000 idle connections, {STALLED} stalled streams, {closed} closed as slow; peak RSS {} MiB",
         peak >> 20
