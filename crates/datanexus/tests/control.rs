@@ -11,6 +11,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+#[path = "common/native.rs"]
+mod native;
 mod support;
 
 use std::net::SocketAddr;
@@ -196,6 +198,32 @@ fn control_node_spreads_series_and_answers_as_one_node() {
         .collect();
     // (Each node's series of every measurement: `spread` and the events' `n`.)
     assert_eq!(listed.iter().sum::<u64>(), SERIES + 4, "{nodes}");
+
+    // Event streams through the control node: results live, then replayed from the
+    // workers (the results were placed on a worker by client id).
+    let grpc = ctl.grpc_url();
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let mut stream = native::Native::connect(&grpc, "ctl-client", 0).await;
+        for n in 1..=10 {
+            stream.send(n).await;
+        }
+        let mut seqs = Vec::new();
+        for _ in 0..10 {
+            let r = stream.result().await;
+            seqs.push(r.seq);
+        }
+        drop(stream);
+        // Give the forwarder a flush (1 s), then replay everything after seq 0.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let mut again = native::Native::connect(&grpc, "ctl-client", 0).await;
+        let mut replayed = Vec::new();
+        for _ in 0..10 {
+            replayed.push(again.result().await.seq);
+        }
+        seqs.sort_unstable();
+        replayed.sort_unstable();
+        assert_eq!(replayed, seqs);
+    });
 
     // A worker down: 503 naming it, or the others' answer with partial=true.
     let mut workers = workers;

@@ -131,6 +131,11 @@ pub struct ClusterStore {
     pending: Mutex<HashMap<String, Pending>>,
     /// One flush at a time (see the crate docs).
     flush_lock: tokio::sync::Mutex<()>,
+    /// Stream results written and not yet confirmed by their node, per client: a
+    /// reconnecting client's replay reads them too, so results are visible at once (the
+    /// forwarder routes a result live right after writing it, and relies on a replay
+    /// finding it if the live delivery is missed).
+    unconfirmed_results: Mutex<HashMap<String, BTreeMap<u64, StoredResult>>>,
 }
 
 impl ClusterStore {
@@ -146,6 +151,7 @@ impl ClusterStore {
             client,
             pending: Mutex::new(HashMap::new()),
             flush_lock: tokio::sync::Mutex::new(()),
+            unconfirmed_results: Mutex::new(HashMap::new()),
         };
         store.set_nodes(&options.nodes)?;
         Ok(store)
@@ -349,11 +355,28 @@ impl Store for ClusterStore {
     }
 
     async fn write_results(&self, results: &[StoredResult]) -> datanexus_store::Result<()> {
-        self.buffer(results, |r| xxh3(r.client_id.as_bytes()), Item::result)
+        self.buffer(results, |r| xxh3(r.client_id.as_bytes()), Item::result)?;
+        let mut unconfirmed = self.unconfirmed_results.lock();
+        for r in results {
+            unconfirmed
+                .entry(r.client_id.clone())
+                .or_default()
+                .insert(r.seq, r.clone());
+        }
+        Ok(())
     }
 
     async fn flush(&self) -> datanexus_store::Result<FlushReport> {
         let _one_at_a_time = self.flush_lock.lock().await;
+        // The results this flush carries. Taken before the batches: `write_results`
+        // buffers a result before it lists it, so each one listed now is in a batch
+        // taken below.
+        let carried: Vec<(String, u64)> = self
+            .unconfirmed_results
+            .lock()
+            .iter()
+            .flat_map(|(client, rs)| rs.keys().map(move |seq| (client.clone(), *seq)))
+            .collect();
         let taken: Vec<Pending> = {
             let mut pending = self.pending.lock();
             pending.drain().map(|(_, p)| p).collect()
@@ -402,7 +425,17 @@ impl Store for ClusterStore {
         }
         // A node removed from the list while its batches were out gets them re-placed.
         self.replace_orphans(&mut pending);
+        drop(pending);
         if failed.is_empty() {
+            let mut unconfirmed = self.unconfirmed_results.lock();
+            for (client, seq) in carried {
+                if let Some(rs) = unconfirmed.get_mut(&client) {
+                    rs.remove(&seq);
+                    if rs.is_empty() {
+                        unconfirmed.remove(&client);
+                    }
+                }
+            }
             Ok(report)
         } else {
             Err(datanexus_store::Error::Unavailable(format!(
@@ -494,6 +527,13 @@ impl Store for ClusterStore {
         let rows_read = answers.iter().map(|p| p.rows_read).sum();
         let mut by_seq: BTreeMap<u64, StoredResult> = BTreeMap::new();
         let mut total = 0;
+        // Results not confirmed by their node yet (possibly on it already: once).
+        if let Some(rs) = self.unconfirmed_results.lock().get(&query.client_id) {
+            for (seq, r) in rs.range(query.after_seq.saturating_add(1)..) {
+                by_seq.insert(*seq, r.clone());
+                total += 1;
+            }
+        }
         for page in answers {
             total += page.total;
             for r in page.results {

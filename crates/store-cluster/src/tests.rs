@@ -228,3 +228,43 @@ fn a_batch_is_split_before_it_passes_the_size_limit() {
         "a record over the limit is a batch of its own"
     );
 }
+
+#[tokio::test]
+async fn results_are_visible_to_a_replay_before_their_node_confirmed_them() {
+    // Nothing listens on port 1: writes stay unconfirmed, replays still find them (the
+    // node's own answer is missing, so the replay is asked for a partial answer).
+    let store = ClusterStore::new(options(&["http://127.0.0.1:1"])).unwrap();
+    let result = |seq| StoredResult {
+        client_id: "c".into(),
+        seq,
+        event_partition: 0,
+        event_offset: seq - 1,
+        event_name: "sq".into(),
+        number: 2,
+        outcome: datanexus_store::Outcome::Value(4),
+        received_ns: 1,
+        processed_ns: 2,
+        processor_id: "p".into(),
+    };
+    store
+        .write_results(&[result(1), result(2), result(3)])
+        .await
+        .unwrap();
+    let q = ResultQuery {
+        client_id: "c".into(),
+        after_seq: 1,
+        limit: 10,
+    };
+    let (page, missing) = scatter::allowing_partial(store.results(&q)).await;
+    let page = page.unwrap();
+    assert_eq!(missing, ["http://127.0.0.1:1"]);
+    assert_eq!(
+        page.results.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        [2, 3]
+    );
+    assert_eq!(page.total, 2);
+    // A failed flush keeps them listed.
+    assert!(store.flush().await.is_err());
+    let (page, _) = scatter::allowing_partial(store.results(&q)).await;
+    assert_eq!(page.unwrap().results.len(), 2);
+}
