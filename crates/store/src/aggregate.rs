@@ -301,8 +301,16 @@ impl AggregateParts {
         let total = template.decode(input)?;
         let n = take_len(input, 16)?;
         let mut steps = std::collections::BTreeMap::new();
+        let mut previous = None;
         for _ in 0..n {
             let bucket = take_u64(input)? as i64;
+            // Strictly ascending, as encoded: a repeated step would silently replace one.
+            if previous.is_some_and(|p| bucket <= p) {
+                return Err(Error::Invalid(
+                    "aggregate state steps out of order".to_owned(),
+                ));
+            }
+            previous = Some(bucket);
             steps.insert(bucket, template.decode(input)?);
         }
         if !input.is_empty() {
@@ -578,6 +586,32 @@ mod tests {
         assert!(AggregateParts::decode(&bytes, &qs, &[]).is_err());
         assert!(AggregateParts::decode(&bytes[..bytes.len() - 1], &qs, &bounds).is_err());
         assert!(AggregateParts::decode(b"DNA1\xff\xff", &qs, &bounds).is_err());
+    }
+
+    /// Found by the `cluster_wire` fuzz target: a state that lists a step twice (or out
+    /// of order) is refused, not decoded with one of the two silently dropped.
+    #[test]
+    fn decoded_states_with_repeated_steps_are_refused() {
+        let (qs, bounds) = ([0.5], [1.0]);
+        let mut state = AggregateParts::new(&qs, &bounds).unwrap();
+        for step in [10, 20] {
+            let mut a = Aggregate::new(&qs, &bounds).unwrap();
+            a.push(1.0);
+            state.steps.insert(step, a);
+        }
+        let bytes = state.encode();
+        assert!(AggregateParts::decode(&bytes, &qs, &bounds).is_ok());
+        // The second step's bucket start (after the total) rewritten to the first's.
+        let mut repeated = bytes.clone();
+        let first = (10i64).to_le_bytes();
+        let second = (20i64).to_le_bytes();
+        let at = repeated
+            .windows(8)
+            .rposition(|w| w == second)
+            .expect("the second step's start");
+        repeated[at..at + 8].copy_from_slice(&first);
+        let e = AggregateParts::decode(&repeated, &qs, &bounds).unwrap_err();
+        assert!(e.to_string().contains("out of order"), "{e}");
     }
 
     /// Found by the `cluster_wire` fuzz target: a state with bucket counts near
